@@ -1,0 +1,188 @@
+//! The append-only audit log: who changed what, from where, and when.
+//!
+//! Every admin write carries an [`AuditRecord`] that the store appends in the
+//! same transaction as the change, so a change without its entry (or an entry
+//! without its change) cannot exist. Entries are hash-chained: each stores
+//! the previous entry's hash and its own, computed by [`chain_hash`].
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::domain::{OrgId, Role, UserId};
+
+/// The hash that stands before the first entry of the chain.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Where an admin action came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The `ias-admin` command line.
+    Cli,
+    /// The HTTP admin API.
+    Api,
+    /// The GitOps reconciler.
+    Gitops,
+    /// A program calling the library directly.
+    Library,
+}
+
+impl Source {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Cli => "cli",
+            Source::Api => "api",
+            Source::Gitops => "gitops",
+            Source::Library => "library",
+        }
+    }
+}
+
+/// Who performs an admin operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Actor {
+    /// Someone with direct access to the database, such as the CLI's user.
+    ///
+    /// Whoever can open the database file or URL can change it without ias,
+    /// so permission checks do not bind the operator; its actions are still
+    /// audited under `name` (for the CLI, the operating-system user).
+    Operator {
+        /// Recorded as `operator:<name>`.
+        name: String,
+    },
+    /// An ias user, checked against its role's permissions.
+    User {
+        /// The user's id.
+        id: UserId,
+        /// The user's email, recorded in the audit log.
+        email: String,
+        /// The user's role.
+        role: Role,
+        /// The user's organization.
+        org_id: OrgId,
+    },
+}
+
+impl Actor {
+    /// The operator of the command line, named after the operating-system user.
+    pub fn local_operator() -> Self {
+        let name = std::env::var("USER")
+            .or_else(|_| std::env::var("USERNAME"))
+            .unwrap_or_else(|_| "unknown".to_owned());
+        Actor::Operator { name }
+    }
+
+    /// An actor for an ias user.
+    pub fn user(user: &crate::domain::User) -> Self {
+        Actor::User {
+            id: user.id,
+            email: user.email.clone(),
+            role: user.role,
+            org_id: user.org_id,
+        }
+    }
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Actor::Operator { name } => write!(f, "operator:{name}"),
+            Actor::User { email, .. } => write!(f, "user:{email}"),
+        }
+    }
+}
+
+/// An audit entry about to be written, without its id and hashes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// When the action happened.
+    pub at: DateTime<Utc>,
+    /// Who acted, as `operator:<name>` or `user:<email>`.
+    pub actor: String,
+    /// Where the action came from.
+    pub source: Source,
+    /// What was done, such as `org.create`.
+    pub action: String,
+    /// The organization concerned, if any.
+    pub org_id: Option<OrgId>,
+    /// What was acted on, such as `org:team-alpha` or `user:bob@example.com`.
+    pub target: String,
+    /// The changed fields as `{"field": {"before": .., "after": ..}}`; never a secret.
+    pub changes: serde_json::Value,
+}
+
+/// A stored audit entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Position in the chain, from 1.
+    pub id: i64,
+    /// What was recorded.
+    #[serde(flatten)]
+    pub record: AuditRecord,
+    /// The id of the row created by the action, when it created one.
+    pub target_id: Option<i64>,
+    /// The previous entry's hash ([`GENESIS_HASH`] for the first).
+    pub prev_hash: String,
+    /// This entry's hash.
+    pub hash: String,
+}
+
+/// The hash of an entry, over its id, its fields and the previous hash.
+pub fn chain_hash(
+    id: i64,
+    record: &AuditRecord,
+    target_id: Option<i64>,
+    prev_hash: &str,
+) -> String {
+    let canonical = serde_json::json!([
+        id,
+        record.at.timestamp_millis(),
+        record.actor,
+        record.source.as_str(),
+        record.action,
+        record.org_id.map(|o| o.0),
+        record.target,
+        target_id,
+        record.changes,
+        prev_hash,
+    ]);
+    hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+}
+
+/// `{"field": {"before": before, "after": after}}` for one changed field.
+pub fn change(field: &str, before: impl Serialize, after: impl Serialize) -> serde_json::Value {
+    serde_json::json!({ field: { "before": before, "after": after } })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> AuditRecord {
+        AuditRecord {
+            at: "2026-12-01T00:00:00Z".parse().unwrap(),
+            actor: "operator:root".into(),
+            source: Source::Cli,
+            action: "org.create".into(),
+            org_id: Some(OrgId(1)),
+            target: "org:team-alpha".into(),
+            changes: change("monthly_token_budget", None::<i64>, 5),
+        }
+    }
+
+    #[test]
+    fn hash_depends_on_every_field_and_the_chain() {
+        let base = chain_hash(1, &record(), Some(1), GENESIS_HASH);
+        assert_eq!(base, chain_hash(1, &record(), Some(1), GENESIS_HASH));
+        let mut changed = record();
+        changed.changes = change("monthly_token_budget", None::<i64>, 6);
+        assert_ne!(base, chain_hash(1, &changed, Some(1), GENESIS_HASH));
+        assert_ne!(base, chain_hash(2, &record(), Some(1), GENESIS_HASH));
+        assert_ne!(base, chain_hash(1, &record(), Some(1), &base));
+    }
+}

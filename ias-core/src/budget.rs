@@ -1,0 +1,182 @@
+//! The budget rule: does a request fit in what is left?
+//!
+//! Stores call [`first_exceeded`] inside the transaction that reserves, so the
+//! rule is written once and every backend applies it the same way.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{KeyId, OrgId, ReservationId, UserId};
+
+/// Tokens spent and tokens held by open reservations, for one scope and period.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counter {
+    /// Tokens charged by settled requests.
+    pub used: i64,
+    /// Tokens held by reservations not yet settled or released.
+    pub reserved: i64,
+}
+
+impl Counter {
+    /// Tokens spoken for: used plus reserved.
+    pub fn committed(&self) -> i64 {
+        self.used.saturating_add(self.reserved)
+    }
+}
+
+/// The limits and counters that decide one request, read together.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetState {
+    /// The organization's monthly budget.
+    pub org_limit: i64,
+    /// The organization's counter for the period.
+    pub org: Counter,
+    /// The user's own monthly limit; `None` means only the org budget applies.
+    pub user_limit: Option<i64>,
+    /// The user's counter for the period.
+    pub user: Counter,
+}
+
+/// Which limit a request ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitScope {
+    /// The organization's monthly budget.
+    Org,
+    /// The user's own monthly limit.
+    User,
+}
+
+/// A limit that a request does not fit in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exceeded {
+    /// Which limit.
+    pub scope: LimitScope,
+    /// The limit's size.
+    pub limit: i64,
+    /// Tokens already used in the period.
+    pub used: i64,
+    /// Tokens held by open reservations.
+    pub reserved: i64,
+}
+
+/// The first limit, org before user, that `requested` tokens do not fit in.
+///
+/// A request fits when `used + reserved + max(requested, 1) <= limit`: every
+/// request needs room for at least one token, so a request that estimates
+/// zero is still refused once a budget is spent.
+pub fn first_exceeded(state: &BudgetState, requested: i64) -> Option<Exceeded> {
+    let need = requested.max(1);
+    let fits = |limit: i64, counter: &Counter| counter.committed().saturating_add(need) <= limit;
+    if !fits(state.org_limit, &state.org) {
+        return Some(Exceeded {
+            scope: LimitScope::Org,
+            limit: state.org_limit,
+            used: state.org.used,
+            reserved: state.org.reserved,
+        });
+    }
+    match state.user_limit {
+        Some(limit) if !fits(limit, &state.user) => Some(Exceeded {
+            scope: LimitScope::User,
+            limit,
+            used: state.user.used,
+            reserved: state.user.reserved,
+        }),
+        _ => None,
+    }
+}
+
+/// What a store needs to hold tokens for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReserveRequest {
+    /// The organization charged.
+    pub org_id: OrgId,
+    /// The user charged.
+    pub user_id: UserId,
+    /// The key presented.
+    pub key_id: KeyId,
+    /// The normalised model name.
+    pub model: String,
+    /// The budget period key, `YYYY-MM`.
+    pub period: String,
+    /// Tokens to hold.
+    pub tokens: i64,
+    /// When the reservation is made.
+    pub created_at: DateTime<Utc>,
+    /// When an unsettled reservation may be released by the store.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What a store answers to a [`ReserveRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReserveOutcome {
+    /// The tokens are held.
+    Reserved {
+        /// The new reservation.
+        id: ReservationId,
+        /// Limits and counters after the reservation.
+        state: BudgetState,
+    },
+    /// Nothing was held: the request does not fit.
+    Exceeded(Exceeded),
+}
+
+/// The result of settling a reservation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settlement {
+    /// Tokens that were held.
+    pub reserved: i64,
+    /// Tokens charged: the real usage, even where it exceeds what was held.
+    pub charged: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(org_used: i64, user_limit: Option<i64>, user_used: i64) -> BudgetState {
+        BudgetState {
+            org_limit: 100,
+            org: Counter {
+                used: org_used,
+                reserved: 0,
+            },
+            user_limit,
+            user: Counter {
+                used: user_used,
+                reserved: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn exactly_what_is_left_fits() {
+        assert_eq!(first_exceeded(&state(60, None, 0), 40), None);
+        let over = first_exceeded(&state(60, None, 0), 41).unwrap();
+        assert_eq!(
+            (over.scope, over.limit, over.used),
+            (LimitScope::Org, 100, 60)
+        );
+    }
+
+    #[test]
+    fn reservations_count_against_the_budget() {
+        let mut s = state(50, None, 0);
+        s.org.reserved = 50;
+        assert!(first_exceeded(&s, 1).is_some());
+    }
+
+    #[test]
+    fn user_limit_applies_only_when_set() {
+        assert_eq!(first_exceeded(&state(0, None, 90), 50), None);
+        let over = first_exceeded(&state(0, Some(95), 90), 10).unwrap();
+        assert_eq!(over.scope, LimitScope::User);
+    }
+
+    #[test]
+    fn a_spent_budget_refuses_even_zero_estimates() {
+        assert!(first_exceeded(&state(100, None, 0), 0).is_some());
+        assert!(first_exceeded(&state(99, None, 0), 0).is_none());
+    }
+}

@@ -1,0 +1,1 @@
+//! Storage conformance suite (filled in with the SQLite store).

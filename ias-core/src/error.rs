@@ -1,0 +1,167 @@
+//! The one public error type of ias.
+
+/// A shorthand for results whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in ias.
+///
+/// A denied request is *not* an error: [`crate::Governor::authorize`] returns a
+/// [`crate::Decision`]. `Error` is kept for bad input and for failures.
+/// Messages are one lowercase line and name the offending field and value in
+/// backticks; they never contain a key secret or a password.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An input value was rejected before anything was written.
+    #[error("invalid {field} `{value}`: {reason}")]
+    InvalidInput {
+        /// The field or argument that was rejected, such as `email`.
+        field: &'static str,
+        /// The rejected value, shortened and with control characters escaped.
+        value: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// The named entity does not exist.
+    #[error("{entity} `{key}` not found")]
+    NotFound {
+        /// The kind of entity, such as `organization`.
+        entity: &'static str,
+        /// The name or id that was looked up.
+        key: String,
+    },
+
+    /// The change conflicts with what is already stored.
+    #[error("{entity} `{key}` {reason}")]
+    Conflict {
+        /// The kind of entity, such as `user`.
+        entity: &'static str,
+        /// The name or id that conflicts.
+        key: String,
+        /// What conflicts, such as `already exists`.
+        reason: String,
+    },
+
+    /// The actor may not perform the operation.
+    #[error("permission denied: {actor} may not {permission} on {target}")]
+    PermissionDenied {
+        /// Who tried.
+        actor: String,
+        /// The permission that was missing.
+        permission: String,
+        /// What the operation targeted.
+        target: String,
+    },
+
+    /// A database URL could not be understood or opened.
+    #[error("invalid database url `{url}`: {reason}")]
+    DatabaseUrl {
+        /// The URL with any password removed.
+        url: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// The operation is not supported by this build or backend.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+
+    /// The store could not be reached; retrying later may succeed.
+    #[error("{backend} store unavailable: {message}")]
+    Unavailable {
+        /// The backend, such as `sqlite`.
+        backend: &'static str,
+        /// What failed.
+        message: String,
+    },
+
+    /// The store failed in a way retrying will not fix.
+    #[error("{backend} store error: {message}")]
+    Store {
+        /// The backend, such as `sqlite`.
+        backend: &'static str,
+        /// What failed.
+        message: String,
+    },
+}
+
+impl Error {
+    /// Builds an [`Error::InvalidInput`], making the value safe to print.
+    pub fn invalid(field: &'static str, value: impl AsRef<str>, reason: impl Into<String>) -> Self {
+        Error::InvalidInput {
+            field,
+            value: printable(value.as_ref()),
+            reason: reason.into(),
+        }
+    }
+
+    /// Builds an [`Error::NotFound`].
+    pub fn not_found(entity: &'static str, key: impl Into<String>) -> Self {
+        Error::NotFound {
+            entity,
+            key: key.into(),
+        }
+    }
+
+    /// Builds an [`Error::Conflict`].
+    pub fn conflict(
+        entity: &'static str,
+        key: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        Error::Conflict {
+            entity,
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Whether retrying the same call later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Unavailable { .. })
+    }
+
+    /// Whether the error was caused by the caller's input rather than a failure.
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(self, Error::InvalidInput { .. } | Error::DatabaseUrl { .. })
+    }
+}
+
+/// Escapes control characters and shortens `value` so that it prints on one line.
+pub(crate) fn printable(value: &str) -> String {
+    const MAX_CHARS: usize = 80;
+    let mut out = String::new();
+    for (i, c) in value.chars().enumerate() {
+        if i == MAX_CHARS {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_input_names_field_and_escaped_value() {
+        let err = Error::invalid("model", "gpt\n4", "contains a control character");
+        assert_eq!(
+            err.to_string(),
+            "invalid model `gpt\\n4`: contains a control character"
+        );
+    }
+
+    #[test]
+    fn long_values_are_shortened() {
+        let err = Error::invalid("slug", "a".repeat(500), "too long");
+        assert!(err.to_string().len() < 120);
+    }
+}

@@ -1,0 +1,67 @@
+//! Governance for LLM API gateways, embedded in the gateway's own process.
+//!
+//! `ias-core` holds the domain (organizations, users, API keys, allowed
+//! models, usage, audit), the rules (model policy, monthly budgets and
+//! per-user limits, role permissions) and the storage traits. It knows no
+//! SQL, HTTP or Git: stores such as `ias-store-sqlite` implement [`Store`],
+//! and hosts (a gateway, `ias-admin`, Python) call [`Governor`] on every
+//! request and [`Admin`] for changes.
+//!
+//! ```no_run
+//! # async fn demo(store: std::sync::Arc<dyn ias_core::Store>) -> ias_core::Result<()> {
+//! use ias_core::{Actor, Admin, Decision, Governor, Role, Source};
+//!
+//! let admin = Admin::new(store.clone(), Actor::local_operator(), Source::Library);
+//! admin.create_org("team-alpha", 5_000_000, "Europe/Berlin").await?;
+//! admin.allow_model("team-alpha", "gpt-4o-mini").await?;
+//! admin.create_user("team-alpha", "bob@example.com", Role::Member, Some(100_000)).await?;
+//! let created = admin.create_key("bob@example.com", None).await?;
+//!
+//! let governor = Governor::new(store);
+//! let decision = governor.authorize(created.secret.expose(), "gpt-4o-mini", 500).await?;
+//! if let Decision::Allowed(allowed) = decision {
+//!     if let Some(reservation) = &allowed.reservation {
+//!         governor.settle(reservation, 420).await?;
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+
+pub mod admin;
+pub mod audit;
+pub mod budget;
+pub mod clock;
+pub mod domain;
+pub mod error;
+pub mod governor;
+pub mod key;
+pub mod period;
+pub mod policy;
+pub mod rbac;
+pub mod store;
+pub mod url;
+pub mod usage;
+pub mod validate;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use admin::{Admin, CreatedKey, ModelChange};
+pub use audit::{Actor, AuditEntry, AuditRecord, Source};
+pub use budget::{BudgetState, Counter, LimitScope, Settlement};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use domain::{
+    ApiKey, KeyContext, KeyId, KeyStatus, ManagedBy, OrgId, Organization, ReservationId, Role,
+    User, UserId,
+};
+pub use error::{Error, Result};
+pub use governor::{
+    Allowed, Decision, Denied, DenyCategory, DenyReason, Governor, LimitDetail, Principal,
+    Reservation,
+};
+pub use key::{KeyHash, KeySecret};
+pub use period::MonthlyPeriod;
+pub use rbac::{Grant, Permission, Scope};
+pub use store::{AuditStore, KeyStore, OrgStore, SchemaStore, Store, UsageStore, UserStore};
+pub use url::DatabaseUrl;
+pub use usage::UsageReport;

@@ -1,0 +1,124 @@
+//! Database URLs, as given on command lines and in environment variables.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+
+/// A parsed database URL: which store to open, and where.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// `sqlite://PATH` (relative) or `sqlite:///PATH` (absolute).
+    Sqlite {
+        /// The database file; created on first use.
+        path: PathBuf,
+    },
+    /// `sqlite::memory:`: a private in-memory database, gone when closed.
+    SqliteMemory,
+    /// `postgres://…` or `postgresql://…`.
+    Postgres {
+        /// The URL as given (it may hold a password; see `Debug`).
+        url: String,
+    },
+}
+
+impl DatabaseUrl {
+    /// Parses a URL, rejecting anything ias cannot open.
+    pub fn parse(url: &str) -> Result<Self> {
+        let reject = |reason: &str| Error::DatabaseUrl {
+            url: redact(url),
+            reason: reason.to_owned(),
+        };
+        if url == "sqlite::memory:" {
+            return Ok(DatabaseUrl::SqliteMemory);
+        }
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(reject("no file path after `sqlite://`"));
+            }
+            if path.contains('?') {
+                return Err(reject("query parameters are not supported"));
+            }
+            if path.chars().any(char::is_control) {
+                return Err(reject("the path contains a control character"));
+            }
+            return Ok(DatabaseUrl::Sqlite {
+                path: PathBuf::from(path),
+            });
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(DatabaseUrl::Postgres {
+                url: url.to_owned(),
+            });
+        }
+        Err(reject(
+            "expected `sqlite://PATH`, `sqlite::memory:` or `postgres://…`",
+        ))
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DatabaseUrl::Sqlite { path } => write!(f, "Sqlite({})", path.display()),
+            DatabaseUrl::SqliteMemory => f.write_str("SqliteMemory"),
+            DatabaseUrl::Postgres { url } => write!(f, "Postgres({})", redact(url)),
+        }
+    }
+}
+
+/// `url` with any password replaced by `***`, safe to print.
+pub fn redact(url: &str) -> String {
+    let printable = crate::error::printable(url);
+    let Some((scheme, rest)) = printable.split_once("://") else {
+        return printable;
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return printable;
+    };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+        None => printable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_paths() {
+        assert_eq!(
+            DatabaseUrl::parse("sqlite://./ias.db").unwrap(),
+            DatabaseUrl::Sqlite {
+                path: "./ias.db".into()
+            }
+        );
+        assert_eq!(
+            DatabaseUrl::parse("sqlite:///var/lib/ias.db").unwrap(),
+            DatabaseUrl::Sqlite {
+                path: "/var/lib/ias.db".into()
+            }
+        );
+        assert_eq!(
+            DatabaseUrl::parse("sqlite::memory:").unwrap(),
+            DatabaseUrl::SqliteMemory
+        );
+    }
+
+    #[test]
+    fn bad_urls_never_show_the_password() {
+        let err = DatabaseUrl::parse("mysql://ias:hunter2@db/ias")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mysql://ias:***@db/ias"), "{err}");
+        assert!(!err.contains("hunter2"));
+        assert!(DatabaseUrl::parse("sqlite://").is_err());
+        assert!(DatabaseUrl::parse("").is_err());
+        let shown = format!(
+            "{:?}",
+            DatabaseUrl::parse("postgres://u:secret@h/d").unwrap()
+        );
+        assert!(!shown.contains("secret"));
+    }
+}

@@ -1,0 +1,172 @@
+//! Checks and normalisation for every value a user can type.
+//!
+//! Each function returns the normalised value or an [`Error::InvalidInput`]
+//! naming the field and the value, so hosts report the same message.
+
+use chrono_tz::Tz;
+
+use crate::error::{Error, Result};
+
+/// The largest token amount ias accepts anywhere (10^15).
+///
+/// Far above any real budget, and small enough that sums of many such
+/// amounts never overflow an `i64`.
+pub const MAX_TOKENS: i64 = 1_000_000_000_000_000;
+
+/// Longest accepted organization slug.
+pub const MAX_SLUG_LEN: usize = 63;
+
+/// Longest accepted email address (RFC 5321 path limit).
+pub const MAX_EMAIL_LEN: usize = 254;
+
+/// Checks an organization slug: 1 to 63 of `a-z`, `0-9` and `-`, not at either end.
+pub fn slug(value: &str) -> Result<String> {
+    let reason = if value.is_empty() {
+        Some("must not be empty")
+    } else if value.len() > MAX_SLUG_LEN {
+        Some("must be at most 63 characters")
+    } else if !value
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        Some("may contain only lowercase letters, digits and `-`")
+    } else if value.starts_with('-') || value.ends_with('-') {
+        Some("must not start or end with `-`")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(Error::invalid("slug", value, reason)),
+        None => Ok(value.to_owned()),
+    }
+}
+
+/// Normalises an email (trim, lowercase) and checks its shape.
+pub fn email(value: &str) -> Result<String> {
+    let normalised = value.trim().to_lowercase();
+    let reject = |reason: &str| Err(Error::invalid("email", value, reason));
+    if normalised.is_empty() {
+        return reject("must not be empty");
+    }
+    if normalised.len() > MAX_EMAIL_LEN {
+        return reject("must be at most 254 characters");
+    }
+    if normalised
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return reject("must not contain spaces or control characters");
+    }
+    let Some((local, domain)) = normalised.split_once('@') else {
+        return reject("must contain `@`");
+    };
+    if local.is_empty() || domain.contains('@') {
+        return reject("must have one `@` with a name before it");
+    }
+    if !domain.contains('.') || domain.starts_with('.') || domain.ends_with('.') {
+        return reject("must have a domain such as `example.com` after `@`");
+    }
+    Ok(normalised)
+}
+
+/// Parses an IANA time zone name such as `Europe/Berlin`.
+pub fn timezone(value: &str) -> Result<Tz> {
+    value
+        .trim()
+        .parse::<Tz>()
+        .map_err(|_| Error::invalid("timezone", value, "not an IANA time zone name"))
+}
+
+/// Checks a token amount (budget, limit, estimate): 0 to [`MAX_TOKENS`].
+pub fn token_amount(field: &'static str, value: i64) -> Result<i64> {
+    if value < 0 {
+        return Err(Error::invalid(
+            field,
+            value.to_string(),
+            "must not be negative",
+        ));
+    }
+    if value > MAX_TOKENS {
+        return Err(Error::invalid(
+            field,
+            value.to_string(),
+            "must be at most 1000000000000000",
+        ));
+    }
+    Ok(value)
+}
+
+/// Parses a token amount written as text, reporting overflow by field and value.
+pub fn parse_token_amount(field: &'static str, value: &str) -> Result<i64> {
+    let trimmed = value.trim().replace('_', "");
+    let parsed: i64 = trimmed.parse().map_err(|_| {
+        let reason = if trimmed.starts_with('-') && trimmed[1..].bytes().all(|b| b.is_ascii_digit())
+        {
+            "must not be negative"
+        } else if !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit()) {
+            "must be at most 1000000000000000"
+        } else {
+            "must be a whole number of tokens"
+        };
+        Error::invalid(field, value, reason)
+    })?;
+    token_amount(field, parsed).map_err(|_| {
+        let reason = if parsed < 0 {
+            "must not be negative"
+        } else {
+            "must be at most 1000000000000000"
+        };
+        Error::invalid(field, value, reason)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs() {
+        assert_eq!(slug("team-alpha").unwrap(), "team-alpha");
+        for bad in ["", "Team", "-a", "a-", "a_b", "a b", &"a".repeat(64)] {
+            assert!(slug(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn emails_are_normalised() {
+        assert_eq!(email("  Bob@Example.COM ").unwrap(), "bob@example.com");
+        for bad in [
+            "",
+            "bob",
+            "@example.com",
+            "bob@",
+            "bob@example",
+            "a b@c.d",
+            "a@b@c.d",
+        ] {
+            let err = email(bad).unwrap_err().to_string();
+            assert!(err.starts_with("invalid email"), "{err}");
+        }
+    }
+
+    #[test]
+    fn timezones() {
+        assert_eq!(
+            timezone("Europe/Berlin").unwrap(),
+            chrono_tz::Europe::Berlin
+        );
+        assert!(timezone("Mars/Olympus").is_err());
+    }
+
+    #[test]
+    fn token_amounts_name_field_and_value() {
+        assert_eq!(parse_token_amount("budget", "1_000").unwrap(), 1000);
+        let negative = parse_token_amount("budget", "-5").unwrap_err().to_string();
+        assert_eq!(negative, "invalid budget `-5`: must not be negative");
+        let huge = parse_token_amount("budget", "99999999999999999999").unwrap_err();
+        assert!(huge.to_string().contains("at most"), "{huge}");
+        let too_big = parse_token_amount("budget", "2000000000000000").unwrap_err();
+        assert!(too_big.to_string().contains("at most"), "{too_big}");
+        assert!(parse_token_amount("budget", "ten").is_err());
+    }
+}
