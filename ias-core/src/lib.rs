@@ -51,8 +51,8 @@ pub use audit::{Actor, AuditEntry, AuditRecord, Source};
 pub use budget::{BudgetState, Counter, LimitScope, Settlement};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use domain::{
-    ApiKey, KeyContext, KeyId, KeyStatus, ManagedBy, OrgId, Organization, ReservationId, Role,
-    User, UserId,
+    ApiKey, KeyContext, KeyId, KeyStatus, ManagedBy, NewApiKey, NewOrganization, NewUser, OrgId,
+    Organization, ReservationId, Role, User, UserId,
 };
 pub use error::{Error, Result};
 pub use governor::{

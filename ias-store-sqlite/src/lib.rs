@@ -1,13 +1,32 @@
-//! Embedded SQLite store for ias (placeholder while the store is written).
-use std::path::Path;
-use std::sync::Arc;
+//! Embedded SQLite store for ias: the default backend.
+//!
+//! [`SqliteStore`] implements every storage trait of [`ias_core::store`] on
+//! one SQLite file (WAL mode, foreign keys on, a busy timeout), applying
+//! the schema migrations when it is opened. Database work runs on tokio's
+//! blocking pool, never on a runtime worker thread. Several processes (a
+//! gateway and `ias-admin`, say) may share one file: every write runs in an
+//! immediate transaction, so budget reservations stay exact across them.
+//!
+//! ```no_run
+//! # async fn demo() -> ias_core::Result<()> {
+//! use ias_core::Governor;
+//! use ias_store_sqlite::SqliteStore;
+//!
+//! let store = SqliteStore::open("ias.db").await?;
+//! let governor = Governor::new(store);
+//! # Ok(()) }
+//! ```
 
-/// The SQLite store.
-pub struct SqliteStore;
+mod audit;
+mod error;
+mod key;
+mod migrate;
+mod org;
+mod rows;
+mod schema;
+mod store;
+mod usage;
+mod user;
 
-impl SqliteStore {
-    /// Opens (creating if needed) the database file at `path` and migrates it.
-    pub async fn open(_path: impl AsRef<Path>) -> ias_core::Result<Arc<SqliteStore>> {
-        Err(ias_core::Error::Unsupported("not yet".into()))
-    }
-}
+pub use migrate::MIGRATIONS;
+pub use store::SqliteStore;

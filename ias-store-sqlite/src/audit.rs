@@ -1,0 +1,106 @@
+//! The hash-chained, append-only audit log.
+
+use async_trait::async_trait;
+use chrono::DateTime;
+use ias_core::audit::{GENESIS_HASH, chain_hash};
+use ias_core::{AuditEntry, AuditRecord, AuditStore, OrgId, Result, Source};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::error::from_sqlite;
+use crate::rows::millis;
+use crate::store::SqliteStore;
+
+/// Appends `record` to the chain; call inside the transaction of the change it records.
+pub(crate) fn append(
+    conn: &Connection,
+    record: &AuditRecord,
+    target_id: Option<i64>,
+) -> rusqlite::Result<()> {
+    let last: Option<(i64, String)> = conn
+        .query_row(
+            "SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    let (id, prev_hash) = match last {
+        Some((id, hash)) => (id + 1, hash),
+        None => (1, GENESIS_HASH.to_owned()),
+    };
+    let hash = chain_hash(id, record, target_id, &prev_hash);
+    conn.execute(
+        "INSERT INTO audit_log
+           (id, at, actor, source, action, org_id, target, target_id, changes, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        params![
+            id,
+            millis(record.at),
+            record.actor,
+            record.source.as_str(),
+            record.action,
+            record.org_id.map(|o| o.0),
+            record.target,
+            target_id,
+            record.changes.to_string(),
+            prev_hash,
+            hash,
+        ],
+    )?;
+    Ok(())
+}
+
+fn entry(row: &Row<'_>) -> rusqlite::Result<AuditEntry> {
+    let bad = |idx: usize, what: &str| {
+        rusqlite::Error::FromSqlConversionFailure(
+            idx,
+            rusqlite::types::Type::Text,
+            what.to_owned().into(),
+        )
+    };
+    let source = match row.get::<_, String>(3)?.as_str() {
+        "cli" => Source::Cli,
+        "api" => Source::Api,
+        "gitops" => Source::Gitops,
+        "library" => Source::Library,
+        _ => return Err(bad(3, "unknown audit source")),
+    };
+    let changes: String = row.get(8)?;
+    Ok(AuditEntry {
+        id: row.get(0)?,
+        record: AuditRecord {
+            at: DateTime::from_timestamp_millis(row.get(1)?)
+                .ok_or_else(|| bad(1, "timestamp out of range"))?,
+            actor: row.get(2)?,
+            source,
+            action: row.get(4)?,
+            org_id: row.get::<_, Option<i64>>(5)?.map(OrgId),
+            target: row.get(6)?,
+            changes: serde_json::from_str(&changes).map_err(|_| bad(8, "changes is not JSON"))?,
+        },
+        target_id: row.get(7)?,
+        prev_hash: row.get(9)?,
+        hash: row.get(10)?,
+    })
+}
+
+const ENTRY_COLUMNS: &str =
+    "id, at, actor, source, action, org_id, target, target_id, changes, prev_hash, hash";
+
+#[async_trait]
+impl AuditStore for SqliteStore {
+    async fn list_audit(&self, org: Option<OrgId>, limit: u32) -> Result<Vec<AuditEntry>> {
+        self.run(move |conn| {
+            let sql = format!(
+                "SELECT {ENTRY_COLUMNS} FROM audit_log
+                 WHERE (?1 IS NULL OR org_id = ?1) ORDER BY id DESC LIMIT ?2"
+            );
+            let mut stmt = conn.prepare_cached(&sql).map_err(from_sqlite)?;
+            let rows = stmt
+                .query_map(params![org.map(|o| o.0), limit], entry)
+                .map_err(from_sqlite)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(from_sqlite)
+        })
+        .await
+    }
+}

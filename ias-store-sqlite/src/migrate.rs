@@ -1,0 +1,113 @@
+//! Versioned schema migrations, applied when a store is opened.
+//!
+//! Each migration is applied once, in its own immediate transaction, and
+//! recorded in `schema_migrations` with a checksum of its text. Opening an
+//! up-to-date database changes nothing; a database whose applied migration
+//! differs from the one shipped, or that is newer than this build, is
+//! refused rather than guessed at.
+
+use ias_core::{Error, Result};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use sha2::{Digest, Sha256};
+
+use crate::error::{BACKEND, from_sqlite};
+
+/// One numbered migration.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    /// Its version, from 1, without gaps.
+    pub version: i64,
+    /// A short name.
+    pub name: &'static str,
+    /// The SQL it runs.
+    pub sql: &'static str,
+}
+
+/// Every migration this build knows, in order.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "initial",
+    sql: include_str!("../migrations/0001_initial.sql"),
+}];
+
+const BOOKKEEPING: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    checksum   TEXT NOT NULL,
+    applied_at INTEGER NOT NULL
+)";
+
+/// Applies every migration not yet applied.
+pub(crate) fn apply(conn: &mut Connection) -> Result<()> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(from_sqlite)?;
+    tx.execute(BOOKKEEPING, []).map_err(from_sqlite)?;
+    refuse_newer(&tx)?;
+    for migration in MIGRATIONS {
+        apply_one(&tx, migration)?;
+    }
+    tx.commit().map_err(from_sqlite)
+}
+
+fn apply_one(conn: &Connection, migration: &Migration) -> Result<()> {
+    let checksum = hex::encode(Sha256::digest(migration.sql.as_bytes()));
+    let applied: Option<String> = conn
+        .query_row(
+            "SELECT checksum FROM schema_migrations WHERE version = ?1",
+            [migration.version],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(from_sqlite)?;
+    match applied {
+        Some(stored) if stored == checksum => Ok(()),
+        Some(_) => Err(Error::Store {
+            backend: BACKEND,
+            message: format!(
+                "migration {} `{}` differs from the one applied to this database",
+                migration.version, migration.name
+            ),
+        }),
+        None => {
+            conn.execute_batch(migration.sql).map_err(from_sqlite)?;
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name, checksum, applied_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    migration.version,
+                    migration.name,
+                    checksum,
+                    chrono::Utc::now().timestamp_millis()
+                ],
+            )
+            .map_err(from_sqlite)?;
+            tracing::info!(
+                version = migration.version,
+                name = migration.name,
+                "applied migration"
+            );
+            Ok(())
+        }
+    }
+}
+
+fn refuse_newer(conn: &Connection) -> Result<()> {
+    let newest: i64 = conn
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(from_sqlite)?;
+    let known = MIGRATIONS.last().map_or(0, |m| m.version);
+    if newest > known {
+        return Err(Error::Store {
+            backend: BACKEND,
+            message: format!(
+                "database schema version {newest} is newer than this build of ias supports ({known})"
+            ),
+        });
+    }
+    Ok(())
+}

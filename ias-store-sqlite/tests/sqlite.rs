@@ -1,0 +1,244 @@
+//! Behaviour specific to the SQLite backend: files, migrations, locking.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use ias_core::{Actor, Admin, Error, OrgStore, Role, SchemaStore, Source, Store, UserStore};
+use ias_store_sqlite::{MIGRATIONS, SqliteStore};
+use rusqlite::Connection;
+
+const TABLES: &[&str] = &[
+    "api_keys",
+    "audit_log",
+    "gitops_sync_state",
+    "org_allowed_models",
+    "organizations",
+    "permissions",
+    "reservations",
+    "role_permissions",
+    "roles",
+    "schema_migrations",
+    "usage_counters",
+    "usage_events",
+    "users",
+];
+
+fn tables(path: &std::path::Path) -> Vec<String> {
+    let conn = Connection::open(path).unwrap();
+    let mut stmt = conn
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table'
+             AND name NOT LIKE 'sqlite_%' ORDER BY name",
+        )
+        .unwrap();
+    stmt.query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+fn operator(store: Arc<dyn Store>) -> Admin {
+    Admin::new(
+        store,
+        Actor::Operator {
+            name: "test".into(),
+        },
+        Source::Library,
+    )
+}
+
+#[tokio::test]
+async fn first_open_creates_the_file_with_every_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new.db");
+    assert!(!path.exists());
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert!(path.exists());
+    assert_eq!(
+        store.schema_version().await.unwrap(),
+        MIGRATIONS.len() as i64
+    );
+    assert_eq!(tables(&path), TABLES);
+}
+
+#[tokio::test]
+async fn reopening_an_up_to_date_database_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ias.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    operator(store.clone())
+        .create_org("acme", 10, "UTC")
+        .await
+        .unwrap();
+    drop(store);
+    let snapshot = |path: &std::path::Path| {
+        let conn = Connection::open(path).unwrap();
+        let migrations: Vec<(i64, i64)> = conn
+            .prepare("SELECT version, applied_at FROM schema_migrations")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let schema: Vec<String> = conn
+            .prepare("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let audit: i64 = conn
+            .query_row("SELECT COUNT(*) FROM audit_log", [], |r| r.get(0))
+            .unwrap();
+        (migrations, schema, audit)
+    };
+    let before = snapshot(&path);
+    let reopened = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(reopened.list_orgs().await.unwrap().len(), 1);
+    drop(reopened);
+    assert_eq!(snapshot(&path), before);
+}
+
+#[tokio::test]
+async fn an_edited_migration_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ias.db");
+    drop(SqliteStore::open(&path).await.unwrap());
+    let conn = Connection::open(&path).unwrap();
+    conn.execute(
+        "UPDATE schema_migrations SET checksum = 'x' WHERE version = 1",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let err = SqliteStore::open(&path).await.unwrap_err().to_string();
+    assert!(err.contains("migration 1 `initial` differs"), "{err}");
+}
+
+#[tokio::test]
+async fn a_newer_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ias.db");
+    drop(SqliteStore::open(&path).await.unwrap());
+    let conn = Connection::open(&path).unwrap();
+    conn.execute(
+        "INSERT INTO schema_migrations VALUES (999, 'future', 'x', 0)",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let err = SqliteStore::open(&path).await.unwrap_err().to_string();
+    assert!(err.contains("newer than this build"), "{err}");
+}
+
+#[tokio::test]
+async fn connections_use_wal_and_foreign_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ias.db");
+    drop(SqliteStore::open(&path).await.unwrap());
+    let conn = Connection::open(&path).unwrap();
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let admin = operator(store.clone());
+    admin.create_org("acme", 10, "UTC").await.unwrap();
+    let user = admin
+        .create_user("acme", "a@b.io", Role::Member, None)
+        .await
+        .unwrap();
+    let mut fake = user.clone();
+    fake.org_id = ias_core::OrgId(424_242);
+    let new = ias_core::NewUser {
+        org_id: fake.org_id,
+        email: "c@d.io".into(),
+        role: Role::Member,
+        monthly_token_limit: None,
+        created_at: chrono::Utc::now(),
+    };
+    let record = ias_core::AuditRecord {
+        at: chrono::Utc::now(),
+        actor: "operator:test".into(),
+        source: Source::Library,
+        action: "user.create".into(),
+        org_id: None,
+        target: "user:c@d.io".into(),
+        changes: serde_json::json!({}),
+    };
+    assert!(matches!(
+        store.create_user(&new, &record).await,
+        Err(Error::NotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn the_audit_log_rejects_updates_and_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ias.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    operator(store).create_org("acme", 10, "UTC").await.unwrap();
+    let conn = Connection::open(&path).unwrap();
+    let update = conn.execute("UPDATE audit_log SET actor = 'someone else'", []);
+    assert!(update.unwrap_err().to_string().contains("append-only"));
+    let delete = conn.execute("DELETE FROM audit_log", []);
+    assert!(delete.unwrap_err().to_string().contains("append-only"));
+}
+
+#[tokio::test]
+async fn a_missing_directory_is_a_clear_error() {
+    let err = SqliteStore::open("/nonexistent-ias-dir/sub/ias.db")
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable());
+    assert!(
+        err.to_string()
+            .contains("cannot open `/nonexistent-ias-dir/sub/ias.db`"),
+        "{err}"
+    );
+}
+
+/// Two handles on one file (as two processes would have) never overspend together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_handles_on_one_file_stay_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ias.db");
+    let first = SqliteStore::open(&path).await.unwrap();
+    let admin = operator(first.clone());
+    admin.create_org("acme", 1_000, "UTC").await.unwrap();
+    admin.allow_model("acme", "*").await.unwrap();
+    admin
+        .create_user("acme", "a@b.io", Role::Member, None)
+        .await
+        .unwrap();
+    let key = admin.create_key("a@b.io", None).await.unwrap();
+    let second = SqliteStore::open(&path).await.unwrap();
+
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let store: Arc<dyn Store> = if i % 2 == 0 {
+            first.clone()
+        } else {
+            second.clone()
+        };
+        let secret = key.secret.expose().to_owned();
+        tasks.push(tokio::spawn(async move {
+            let governor = ias_core::Governor::new(store);
+            match governor.authorize(&secret, "m", 40).await.unwrap() {
+                ias_core::Decision::Allowed(a) => {
+                    governor.settle(&a.reservation.unwrap(), 40).await.unwrap();
+                    1
+                }
+                ias_core::Decision::Denied(_) => 0,
+            }
+        }));
+    }
+    let mut granted = 0;
+    for task in tasks {
+        granted += task.await.unwrap();
+    }
+    assert_eq!(granted, 25);
+    let report = admin.usage("acme", None).await.unwrap();
+    assert_eq!((report.org.used, report.org.reserved), (1_000, 0));
+}
