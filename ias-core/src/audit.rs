@@ -69,11 +69,17 @@ pub enum Actor {
 }
 
 impl Actor {
-    /// The operator of the command line, named after the operating-system user.
+    /// The operator of the command line.
+    ///
+    /// Named by `IAS_OPERATOR` when set (for automation that acts on behalf
+    /// of someone), else by the operating-system user (`USER`, `LOGNAME`,
+    /// `USERNAME`), else `unknown`.
     pub fn local_operator() -> Self {
-        let name = std::env::var("USER")
-            .or_else(|_| std::env::var("USERNAME"))
-            .unwrap_or_else(|_| "unknown".to_owned());
+        let name = ["IAS_OPERATOR", "USER", "LOGNAME", "USERNAME"]
+            .iter()
+            .find_map(|var| std::env::var(var).ok().filter(|v| !v.trim().is_empty()))
+            .map(|v| crate::error::printable(v.trim()))
+            .unwrap_or_else(|| "unknown".to_owned());
         Actor::Operator { name }
     }
 

@@ -47,6 +47,16 @@ pub enum LimitScope {
     User,
 }
 
+impl LimitScope {
+    /// The stable machine-readable name, `org` or `user`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitScope::Org => "org",
+            LimitScope::User => "user",
+        }
+    }
+}
+
 /// A limit that a request does not fit in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Exceeded {

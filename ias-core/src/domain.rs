@@ -231,6 +231,17 @@ pub enum KeyStatus {
     Revoked,
 }
 
+impl KeyStatus {
+    /// The stable machine-readable name: `active`, `expired` or `revoked`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyStatus::Active => "active",
+            KeyStatus::Expired => "expired",
+            KeyStatus::Revoked => "revoked",
+        }
+    }
+}
+
 /// What a store needs to create an [`ApiKey`]: never the secret itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewApiKey {

@@ -274,6 +274,7 @@ impl Request {
             requested: self.requested,
             reservation,
             period: period.key.clone(),
+            resets_at: period.resets_at,
             budget: state,
         }
     }
@@ -309,6 +310,8 @@ pub struct Allowed {
     pub reservation: Option<Reservation>,
     /// The budget period key, `YYYY-MM`.
     pub period: String,
+    /// When the period ends and the budget and limit reset.
+    pub resets_at: DateTime<Utc>,
     /// Limits and counters (after the reservation, when one was made).
     pub budget: BudgetState,
 }
@@ -379,6 +382,17 @@ pub enum DenyReason {
     OrgBudgetExhausted,
     /// The user's own monthly limit cannot cover the request.
     UserLimitExhausted,
+}
+
+impl DenyCategory {
+    /// The stable machine-readable name, such as `limit_exceeded`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyCategory::Unauthenticated => "unauthenticated",
+            DenyCategory::Forbidden => "forbidden",
+            DenyCategory::LimitExceeded => "limit_exceeded",
+        }
+    }
 }
 
 impl DenyReason {

@@ -1,0 +1,99 @@
+//! The command line: global options, the command groups, and the shared context.
+
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use ias_core::{Actor, Admin, Governor, Source, Store};
+
+use crate::audit::AuditCommand;
+use crate::authorize::AuthorizeArgs;
+use crate::database;
+use crate::error::CliResult;
+use crate::exit::EXIT_CODES_HELP;
+use crate::key::KeyCommand;
+use crate::model::ModelCommand;
+use crate::org::OrgCommand;
+use crate::output::Format;
+use crate::usage::UsageCommand;
+use crate::user::UserCommand;
+
+/// The database used when neither `--database-url` nor `IAS_DATABASE_URL` is set.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://./ias.db";
+
+/// `ias-admin`: manage ias organizations, users, API keys, models and budgets.
+#[derive(Parser)]
+#[command(name = "ias-admin", version, after_help = EXIT_CODES_HELP)]
+pub struct Cli {
+    /// The ias database: `sqlite://PATH`, `sqlite:///ABSOLUTE/PATH`, `sqlite::memory:`
+    /// or `postgres://…` (prefer the environment variable when the URL holds a password)
+    #[arg(
+        long,
+        global = true,
+        env = "IAS_DATABASE_URL",
+        hide_env_values = true,
+        default_value = DEFAULT_DATABASE_URL
+    )]
+    pub database_url: String,
+
+    /// How to print results and errors
+    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+
+    /// What to do
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The command groups.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Create, list and show organizations
+    #[command(subcommand)]
+    Org(OrgCommand),
+    /// Create and list users, set their monthly limits
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Create, list and revoke API keys
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Allow, deny and list the models an organization may call
+    #[command(subcommand)]
+    Model(ModelCommand),
+    /// Show token usage in the current budget period
+    #[command(subcommand)]
+    Usage(UsageCommand),
+    /// Read the audit log of admin changes
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Check whether a key may call a model, without spending anything
+    #[command(after_help = EXIT_CODES_HELP)]
+    Authorize(AuthorizeArgs),
+}
+
+/// What every command needs: where the database is, opened only when needed.
+pub struct Context {
+    database_url: String,
+}
+
+impl Context {
+    /// A context for the database at `database_url`.
+    pub fn new(database_url: String) -> Self {
+        Context { database_url }
+    }
+
+    /// Opens the store.
+    pub async fn store(&self) -> CliResult<Arc<dyn Store>> {
+        Ok(database::open(&self.database_url).await?)
+    }
+
+    /// Admin operations by the local operator, audited as coming from the CLI.
+    pub async fn admin(&self) -> CliResult<Admin> {
+        let store = self.store().await?;
+        Ok(Admin::new(store, Actor::local_operator(), Source::Cli))
+    }
+
+    /// A governor over the store, for dry-run decisions.
+    pub async fn governor(&self) -> CliResult<Governor> {
+        Ok(Governor::new(self.store().await?))
+    }
+}

@@ -1,0 +1,74 @@
+//! Errors of the command line: core errors plus the few only a host can have.
+
+use ias_core::Error;
+
+use crate::exit::Exit;
+
+/// Why a command failed.
+#[derive(Debug)]
+pub enum CliError {
+    /// An error from ias itself (bad input, not found, store failure…).
+    Core(Error),
+    /// A value was rejected in a way that must not repeat the value (a key).
+    Secret {
+        /// The rejected field.
+        field: &'static str,
+        /// What is wrong, without the value.
+        reason: &'static str,
+    },
+    /// Reading standard input or writing the result failed.
+    Io(String),
+}
+
+impl CliError {
+    /// The exit code for this error.
+    pub fn exit(&self) -> Exit {
+        match self {
+            CliError::Core(err) if err.is_invalid_input() => Exit::Usage,
+            CliError::Core(_) | CliError::Io(_) => Exit::Failure,
+            CliError::Secret { .. } => Exit::Usage,
+        }
+    }
+
+    /// A stable machine-readable name for the kind of error.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CliError::Core(err) => core_kind(err),
+            CliError::Secret { .. } => "invalid_input",
+            CliError::Io(_) => "io",
+        }
+    }
+}
+
+fn core_kind(err: &Error) -> &'static str {
+    match err {
+        Error::InvalidInput { .. } => "invalid_input",
+        Error::NotFound { .. } => "not_found",
+        Error::Conflict { .. } => "conflict",
+        Error::PermissionDenied { .. } => "permission_denied",
+        Error::DatabaseUrl { .. } => "database_url",
+        Error::Unsupported(_) => "unsupported",
+        Error::Unavailable { .. } => "unavailable",
+        Error::Store { .. } => "store",
+        _ => "error",
+    }
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CliError::Core(err) => err.fmt(f),
+            CliError::Secret { field, reason } => write!(f, "invalid {field}: {reason}"),
+            CliError::Io(message) => f.write_str(message),
+        }
+    }
+}
+
+impl From<Error> for CliError {
+    fn from(err: Error) -> Self {
+        CliError::Core(err)
+    }
+}
+
+/// A shorthand for results of commands.
+pub type CliResult<T> = Result<T, CliError>;

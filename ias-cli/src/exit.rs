@@ -1,0 +1,30 @@
+//! Exit codes that scripts can rely on.
+
+use std::process::ExitCode;
+
+/// How `ias-admin` ended, as its process exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// The command succeeded; for `authorize`, the request would be allowed.
+    Success = 0,
+    /// The operation failed: not found, conflict, database unavailable.
+    Failure = 1,
+    /// The command line or one of its values was invalid; nothing was written.
+    Usage = 2,
+    /// `authorize` only: the request would be denied.
+    Denied = 3,
+}
+
+/// The exit codes, as listed at the end of `--help`.
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success (authorize: the request would be allowed)
+  1  the operation failed: not found, conflict, database unavailable
+  2  usage error: bad command line or invalid value; nothing was written
+  3  authorize: the request would be denied";
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> Self {
+        ExitCode::from(exit as u8)
+    }
+}

@@ -1,0 +1,127 @@
+//! `ias-admin org`: create, list and show organizations.
+
+use clap::{Args, Subcommand};
+use ias_core::Organization;
+use serde::Serialize;
+
+use crate::cli::Context;
+use crate::error::CliResult;
+use crate::output::{self, Report};
+use crate::values;
+
+/// Organization commands.
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Create an organization with a monthly token budget
+    Create(CreateArgs),
+    /// List every organization
+    List,
+    /// Show one organization and its allowed models
+    Show(ShowArgs),
+}
+
+/// Arguments of `org create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Unique name: lowercase letters, digits and `-`, such as `team-alpha`
+    #[arg(long)]
+    slug: String,
+    /// Tokens the whole organization may spend per calendar month
+    #[arg(long, value_name = "TOKENS", allow_hyphen_values = true)]
+    monthly_token_budget: String,
+    /// IANA time zone whose calendar months are the budget periods
+    #[arg(long, default_value = "UTC")]
+    timezone: String,
+}
+
+/// Arguments of `org show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The organization's slug
+    #[arg(long)]
+    org: String,
+}
+
+/// An organization with its allowed models, as `org show` prints it.
+#[derive(Serialize)]
+struct OrgDetail<'a> {
+    #[serde(flatten)]
+    org: &'a Organization,
+    allowed_models: &'a [String],
+}
+
+/// Runs an organization command.
+pub async fn run(command: OrgCommand, ctx: &Context) -> CliResult<Report> {
+    match command {
+        OrgCommand::Create(args) => create(args, ctx).await,
+        OrgCommand::List => list(ctx).await,
+        OrgCommand::Show(args) => show(args, ctx).await,
+    }
+}
+
+async fn create(args: CreateArgs, ctx: &Context) -> CliResult<Report> {
+    let budget = values::tokens("monthly_token_budget", &args.monthly_token_budget)?;
+    let admin = ctx.admin().await?;
+    let org = admin.create_org(&args.slug, budget, &args.timezone).await?;
+    let text = format!(
+        "created organization `{}` (id {}): {} tokens per month, months in {}",
+        org.slug,
+        org.id,
+        org.monthly_token_budget,
+        org.timezone.name()
+    );
+    Report::new(text, &org)
+}
+
+async fn list(ctx: &Context) -> CliResult<Report> {
+    let orgs = ctx.admin().await?.list_orgs().await?;
+    let rows: Vec<Vec<String>> = orgs.iter().map(row).collect();
+    let headers = [
+        "SLUG",
+        "ID",
+        "MONTHLY_BUDGET",
+        "TIMEZONE",
+        "MANAGED_BY",
+        "CREATED",
+    ];
+    Report::new(output::table(&headers, &rows), &orgs)
+}
+
+fn row(org: &Organization) -> Vec<String> {
+    vec![
+        org.slug.clone(),
+        org.id.to_string(),
+        org.monthly_token_budget.to_string(),
+        org.timezone.name().to_owned(),
+        org.managed_by.as_str().to_owned(),
+        output::time(org.created_at),
+    ]
+}
+
+async fn show(args: ShowArgs, ctx: &Context) -> CliResult<Report> {
+    let admin = ctx.admin().await?;
+    let org = admin.org(&args.org).await?;
+    let models = admin.list_models(&org.slug).await?;
+    let detail = OrgDetail {
+        org: &org,
+        allowed_models: &models,
+    };
+    Report::new(show_text(&detail), &detail)
+}
+
+fn show_text(detail: &OrgDetail<'_>) -> String {
+    let org = detail.org;
+    let models = match detail.allowed_models {
+        [] => "none".to_owned(),
+        models => models.join(", "),
+    };
+    output::fields(&[
+        ("organization", org.slug.clone()),
+        ("id", org.id.to_string()),
+        ("monthly budget", org.monthly_token_budget.to_string()),
+        ("timezone", org.timezone.name().to_owned()),
+        ("managed by", org.managed_by.as_str().to_owned()),
+        ("created", output::time(org.created_at)),
+        ("allowed models", models),
+    ])
+}

@@ -1,0 +1,81 @@
+//! Values typed on the command line, parsed from text so errors name the field.
+//!
+//! Numbers are taken as text rather than parsed by clap, so that `-5` or an
+//! overflowing amount is reported as `invalid <field> `<value>`: …` with the
+//! documented exit code, like every other invalid value.
+
+use ias_core::validate::parse_token_amount;
+use ias_core::{Error, KeyId, Role};
+
+use crate::error::CliResult;
+
+/// Parses a token amount such as a budget or an estimate.
+pub fn tokens(field: &'static str, text: &str) -> CliResult<i64> {
+    Ok(parse_token_amount(field, text)?)
+}
+
+/// Parses a monthly limit: a token amount, or `none` for no limit of its own.
+pub fn limit(field: &'static str, text: &str) -> CliResult<Option<i64>> {
+    if text.trim().eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    tokens(field, text).map(Some)
+}
+
+/// Parses a role name: `member`, `org_admin` or `system_admin`.
+pub fn role(text: &str) -> CliResult<Role> {
+    Ok(text.trim().parse::<Role>()?)
+}
+
+/// Parses a key id, a positive whole number as shown by `key list`.
+pub fn key_id(text: &str) -> CliResult<KeyId> {
+    match text.trim().parse::<i64>() {
+        Ok(id) if id > 0 => Ok(KeyId(id)),
+        _ => Err(Error::invalid("key_id", text, "must be a positive whole number").into()),
+    }
+}
+
+/// Parses a key lifetime such as `30d`, `12h`, `90m` or `3600s`.
+pub fn lifetime(text: &str) -> CliResult<chrono::Duration> {
+    Ok(ias_core::admin::parse_lifetime(text)?)
+}
+
+/// The largest number of entries a list may ask for.
+pub const MAX_COUNT: u32 = 10_000;
+
+/// Parses how many entries to show: 1 to [`MAX_COUNT`].
+pub fn count(field: &'static str, text: &str) -> CliResult<u32> {
+    match text.trim().parse::<u32>() {
+        Ok(n) if (1..=MAX_COUNT).contains(&n) => Ok(n),
+        _ => Err(Error::invalid(field, text, "must be a whole number from 1 to 10000").into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_accept_none() {
+        assert_eq!(limit("monthly_token_limit", "none").unwrap(), None);
+        assert_eq!(limit("monthly_token_limit", "10").unwrap(), Some(10));
+        let err = limit("monthly_token_limit", "-1").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "invalid monthly_token_limit `-1`: must not be negative"
+        );
+    }
+
+    #[test]
+    fn key_ids_are_positive() {
+        assert_eq!(key_id("7").unwrap(), KeyId(7));
+        for bad in ["0", "-1", "x", ""] {
+            assert!(
+                key_id(bad)
+                    .unwrap_err()
+                    .to_string()
+                    .starts_with("invalid key_id")
+            );
+        }
+    }
+}

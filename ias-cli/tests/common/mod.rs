@@ -1,0 +1,197 @@
+//! Runs the real `ias-admin` binary against a temporary SQLite database.
+
+#![allow(dead_code, reason = "each test binary uses part of the kit")]
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+/// What one run of `ias-admin` produced.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Stdout parsed as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|err| panic!("stdout is not JSON ({err}): {}", self.stdout))
+    }
+}
+
+/// Runs `ias-admin` in `dir` with `args`, feeding `stdin` if given.
+pub fn run_in(dir: &Path, args: &[&str], stdin: Option<&str>) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ias-admin"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("IAS_DATABASE_URL")
+        .env_remove("RUST_LOG")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ias-admin starts");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin is piped");
+        pipe.write_all(input.as_bytes()).expect("stdin is written");
+    }
+    let out = child.wait_with_output().expect("ias-admin finishes");
+    Run {
+        code: out.status.code().expect("ias-admin exits with a code"),
+        stdout: String::from_utf8(out.stdout).expect("stdout is UTF-8"),
+        stderr: String::from_utf8(out.stderr).expect("stderr is UTF-8"),
+    }
+}
+
+/// A temporary database and a way to run commands on it.
+pub struct Db {
+    pub dir: TempDir,
+    pub url: String,
+}
+
+impl Db {
+    /// A fresh database file in a new temporary directory.
+    pub fn new() -> Db {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("ias.db").display());
+        Db { dir, url }
+    }
+
+    /// A database with `team-alpha` (budget 1000), `bob@example.com` (limit 500),
+    /// `gpt-4o-mini` allowed, and one key for bob, whose secret is returned.
+    pub fn with_team() -> (Db, String) {
+        let db = Db::new();
+        db.ok(&[
+            "org",
+            "create",
+            "--slug",
+            "team-alpha",
+            "--monthly-token-budget",
+            "1000",
+        ]);
+        db.ok(&[
+            "user",
+            "create",
+            "--org",
+            "team-alpha",
+            "--email",
+            "bob@example.com",
+            "--role",
+            "member",
+            "--monthly-token-limit",
+            "500",
+        ]);
+        db.ok(&[
+            "model",
+            "allow",
+            "--org",
+            "team-alpha",
+            "--model",
+            "gpt-4o-mini",
+        ]);
+        let key = db.json(&["key", "create", "--email", "bob@example.com"]);
+        let secret = key["secret"].as_str().expect("secret").to_owned();
+        (db, secret)
+    }
+
+    /// Runs `args` against this database.
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_stdin(args, None)
+    }
+
+    /// Runs `args` against this database, feeding `stdin` if given.
+    pub fn run_stdin(&self, args: &[&str], stdin: Option<&str>) -> Run {
+        let mut full = vec!["--database-url", self.url.as_str()];
+        full.extend_from_slice(args);
+        run_in(self.dir.path(), &full, stdin)
+    }
+
+    /// Runs `args`, which must succeed.
+    pub fn ok(&self, args: &[&str]) -> Run {
+        let run = self.run(args);
+        assert_eq!(run.code, 0, "{args:?} failed: {run:?}");
+        run
+    }
+
+    /// Runs `args` with `--output json`, which must succeed, and parses stdout.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut full = args.to_vec();
+        full.extend(["--output", "json"]);
+        self.ok(&full).json()
+    }
+
+    /// Authorizes with `key` on stdin; returns the run and the decision.
+    pub fn authorize(&self, key: &str, model: &str, tokens: &str) -> (Run, Value) {
+        let args = [
+            "authorize",
+            "--key",
+            "-",
+            "--model",
+            model,
+            "--tokens",
+            tokens,
+            "--output",
+            "json",
+        ];
+        let run = self.run_stdin(&args, Some(&format!("{key}\n")));
+        let decision = run.json();
+        (run, decision)
+    }
+
+    /// Everything the CLI can read: orgs, their users, models and keys, and the audit log.
+    pub fn snapshot(&self) -> Value {
+        let orgs = self.json(&["org", "list"]);
+        let mut per_org = Vec::new();
+        for org in orgs.as_array().expect("org list is an array") {
+            let slug = org["slug"].as_str().expect("slug");
+            per_org.push(self.org_snapshot(slug));
+        }
+        let audit = self.json(&["audit", "list", "--limit", "10000"]);
+        json!({ "orgs": orgs, "per_org": per_org, "audit": audit })
+    }
+
+    fn org_snapshot(&self, slug: &str) -> Value {
+        let users = self.json(&["user", "list", "--org", slug]);
+        let mut keys = Vec::new();
+        for user in users.as_array().expect("user list is an array") {
+            let email = user["email"].as_str().expect("email");
+            keys.push(self.json(&["key", "list", "--email", email]));
+        }
+        let models = self.json(&["model", "list", "--org", slug]);
+        json!({ "users": users, "keys": keys, "models": models })
+    }
+
+    /// Runs a command that must be refused with `code`, one line on stderr
+    /// containing every needle, nothing on stdout, and no change to the data.
+    pub fn refused(&self, args: &[&str], stdin: Option<&str>, code: i32, needles: &[&str]) -> Run {
+        let before = self.snapshot();
+        let run = self.run_stdin(args, stdin);
+        assert_one_line_error(&run, code, needles, args);
+        assert_eq!(self.snapshot(), before, "{args:?} changed the data");
+        run
+    }
+}
+
+/// Checks a refusal: exit `code`, nothing on stdout, one `error:` line holding every needle.
+pub fn assert_one_line_error(run: &Run, code: i32, needles: &[&str], args: &[&str]) {
+    assert_eq!(run.code, code, "{args:?}: {run:?}");
+    assert!(run.stdout.is_empty(), "{args:?} printed data: {run:?}");
+    assert_eq!(run.stderr.lines().count(), 1, "{args:?}: {run:?}");
+    assert!(run.stderr.starts_with("error: "), "{args:?}: {run:?}");
+    for needle in needles {
+        assert!(
+            run.stderr.contains(needle),
+            "{args:?}: {needle:?} missing: {run:?}"
+        );
+    }
+}

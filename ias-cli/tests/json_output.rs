@@ -1,0 +1,148 @@
+//! `--output json` prints parseable JSON for every command, in stable shapes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::Db;
+use ias_core::{Decision, Governor};
+use ias_store_sqlite::SqliteStore;
+
+#[test]
+fn every_read_command_prints_json() {
+    let (db, secret) = Db::with_team();
+    let reads: [&[&str]; 9] = [
+        &["org", "list"],
+        &["org", "show", "--org", "team-alpha"],
+        &["user", "list", "--org", "team-alpha"],
+        &["key", "list", "--email", "bob@example.com"],
+        &["model", "list", "--org", "team-alpha"],
+        &["usage", "show", "--org", "team-alpha"],
+        &[
+            "usage",
+            "show",
+            "--org",
+            "team-alpha",
+            "--email",
+            "bob@example.com",
+        ],
+        &["audit", "list"],
+        &["audit", "list", "--org", "team-alpha", "--limit", "2"],
+    ];
+    for args in reads {
+        let value = db.json(args);
+        assert!(value.is_array() || value.is_object(), "{args:?}: {value}");
+    }
+    let (run, decision) = db.authorize(&secret, "gpt-4o-mini", "1");
+    assert_eq!(run.code, 0);
+    assert_eq!(decision["decision"], "allowed");
+}
+
+#[test]
+fn the_output_flag_may_come_first() {
+    let (db, _) = Db::with_team();
+    let run = db.ok(&["--output", "json", "org", "list"]);
+    assert_eq!(run.json()[0]["slug"], "team-alpha");
+}
+
+#[test]
+fn lists_are_arrays_of_the_core_types() {
+    let (db, _) = Db::with_team();
+    let orgs = db.json(&["org", "list"]);
+    assert_eq!(orgs[0]["monthly_token_budget"], 1000);
+    assert_eq!(orgs[0]["timezone"], "UTC");
+    assert_eq!(orgs[0]["managed_by"], "api");
+    let show = db.json(&["org", "show", "--org", "team-alpha"]);
+    assert_eq!(show["allowed_models"], serde_json::json!(["gpt-4o-mini"]));
+    let users = db.json(&["user", "list", "--org", "team-alpha"]);
+    assert_eq!(users[0]["email"], "bob@example.com");
+    assert_eq!(users[0]["role"], "member");
+    let keys = db.json(&["key", "list", "--email", "bob@example.com"]);
+    for field in [
+        "id",
+        "prefix",
+        "status",
+        "created_at",
+        "expires_at",
+        "revoked_at",
+    ] {
+        assert!(keys[0].get(field).is_some(), "{field}: {keys}");
+    }
+    let models = db.json(&["model", "list", "--org", "team-alpha"]);
+    assert_eq!(models, serde_json::json!(["gpt-4o-mini"]));
+}
+
+#[test]
+fn usage_counts_what_the_gateway_spent() {
+    let (db, secret) = Db::with_team();
+    spend(&db, &secret, "gpt-4o-mini", 120);
+
+    let usage = db.json(&["usage", "show", "--org", "team-alpha"]);
+    assert_eq!(usage["org"]["used"], 120);
+    assert_eq!(usage["org"]["remaining"], 880);
+    assert_eq!(usage["users"][0]["counter"]["used"], 120);
+    assert_eq!(usage["users"][0]["requests"], 1);
+    assert_eq!(usage["models"][0]["model"], "gpt-4o-mini");
+    assert_eq!(usage["models"][0]["tokens"], 120);
+
+    let text = db.ok(&["usage", "show", "--org", "team-alpha"]).stdout;
+    assert!(text.contains("120 used"), "{text}");
+    let (run, denied) = db.authorize(&secret, "gpt-4o-mini", "400");
+    assert_eq!(run.code, 3, "{run:?}");
+    assert_eq!(denied["limit"]["used"], 120);
+}
+
+/// Authorizes and settles one request through the library, as a gateway would.
+fn spend(db: &Db, secret: &str, model: &str, tokens: i64) {
+    let path = db.dir.path().join("ias.db");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = SqliteStore::open(&path).await.unwrap();
+        let governor = Governor::new(store);
+        let decision = governor.authorize(secret, model, tokens).await.unwrap();
+        let Decision::Allowed(allowed) = decision else {
+            panic!("not allowed: {decision:?}");
+        };
+        let reservation = allowed.reservation.unwrap();
+        governor.settle(&reservation, tokens).await.unwrap();
+    });
+}
+
+#[test]
+fn writes_print_json_too() {
+    let db = Db::new();
+    let org = db.json(&[
+        "org",
+        "create",
+        "--slug",
+        "a",
+        "--monthly-token-budget",
+        "5",
+    ]);
+    assert_eq!(org["slug"], "a");
+    let user = db.json(&[
+        "user", "create", "--org", "a", "--email", "x@y.co", "--role", "member",
+    ]);
+    let limit = db.json(&[
+        "user",
+        "set-limit",
+        "--email",
+        "x@y.co",
+        "--monthly-token-limit",
+        "3",
+    ]);
+    assert_eq!(limit["id"], user["id"]);
+    let allow = db.json(&["model", "allow", "--org", "a", "--model", "openai/*"]);
+    assert_eq!(
+        allow,
+        serde_json::json!({"org": "a", "model": "openai/*", "changed": true})
+    );
+    let deny = db.json(&["model", "deny", "--org", "a", "--model", "openai/*"]);
+    assert_eq!(deny["changed"], true);
+    let key = db.json(&["key", "create", "--email", "x@y.co"]);
+    let id = key["id"].to_string();
+    let revoked = db.json(&["key", "revoke", "--key-id", &id]);
+    assert_eq!(revoked["status"], "revoked");
+    assert!(revoked.get("secret").is_none());
+    assert!(revoked["revoked_at"].is_string());
+}
