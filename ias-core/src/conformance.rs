@@ -3,7 +3,7 @@
 //! Every store crate runs the whole list through [`conformance_suite!`],
 //! each function against a fresh, empty store:
 //!
-//! ```ignore
+//! ```text
 //! ias_core::conformance_suite!(async { my_store::open_fresh().await });
 //! ```
 //!

@@ -113,18 +113,22 @@ impl Governor {
         estimated: i64,
         reserve: bool,
     ) -> Result<Decision> {
+        let now = self.clock.now();
+        // The key is checked first: a caller without a valid key learns
+        // nothing else, not even whether its model name would be accepted.
+        let ctx = match self.resolve_key(key).await? {
+            Ok(ctx) => ctx,
+            Err(reason) => {
+                let request = Request::unchecked(model, estimated, now);
+                return Ok(Decision::Denied(request.deny(reason, None, None)));
+            }
+        };
         let requested = validate::token_amount("estimated_tokens", estimated)?;
         let model = policy::model_name(model)?;
-        let now = self.clock.now();
         let request = Request {
             model,
             requested,
             now,
-        };
-
-        let ctx = match self.resolve_key(key).await? {
-            Ok(ctx) => ctx,
-            Err(reason) => return Ok(Decision::Denied(request.deny(reason, None, None))),
         };
         let principal = Principal::of(&ctx);
         let period = MonthlyPeriod::containing(now, ctx.org.timezone);
@@ -225,6 +229,15 @@ struct Request {
 }
 
 impl Request {
+    /// The request as given, for a denial made before its fields are checked.
+    fn unchecked(model: &str, estimated: i64, now: DateTime<Utc>) -> Self {
+        Request {
+            model: crate::error::printable(model.trim()),
+            requested: estimated,
+            now,
+        }
+    }
+
     fn deny(
         &self,
         reason: DenyReason,

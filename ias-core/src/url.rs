@@ -69,7 +69,7 @@ impl fmt::Debug for DatabaseUrl {
 
 /// `url` with any password replaced by `***`, safe to print.
 pub fn redact(url: &str) -> String {
-    let printable = crate::error::printable(url);
+    let printable = redact_query(&crate::error::printable(url));
     let Some((scheme, rest)) = printable.split_once("://") else {
         return printable;
     };
@@ -80,6 +80,21 @@ pub fn redact(url: &str) -> String {
         Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
         None => printable,
     }
+}
+
+/// Replaces the value of any `password=` query parameter with `***`.
+fn redact_query(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_owned();
+    };
+    let params: Vec<String> = query
+        .split('&')
+        .map(|param| match param.split_once('=') {
+            Some((name, _)) if name.eq_ignore_ascii_case("password") => format!("{name}=***"),
+            _ => param.to_owned(),
+        })
+        .collect();
+    format!("{base}?{}", params.join("&"))
 }
 
 #[cfg(test)]
@@ -120,5 +135,7 @@ mod tests {
             DatabaseUrl::parse("postgres://u:secret@h/d").unwrap()
         );
         assert!(!shown.contains("secret"));
+        let query = redact("postgres://h/d?user=u&password=hunter2&sslmode=require");
+        assert_eq!(query, "postgres://h/d?user=u&password=***&sslmode=require");
     }
 }

@@ -1,0 +1,61 @@
+//! `ias-gateway`: an OpenAI-compatible gateway governed by ias.
+//!
+//! See the library docs (`cargo doc -p ias-gateway --open`) for the
+//! endpoints, the token estimate and the error codes.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::Parser;
+use ias_gateway::server::{self, Config};
+
+const ENVIRONMENT: &str = "\
+Environment:
+  IAS_DATABASE_URL       the database URL, if --database-url is not given
+  IAS_UPSTREAM_URL       an OpenAI-compatible base URL such as http://127.0.0.1:9000/v1;
+                         unset: a built-in deterministic mock answers (no network)
+  IAS_UPSTREAM_API_KEY   sent upstream as `Authorization: Bearer ...`, if set
+  RUST_LOG               log filter (default: info)
+
+Exit codes: 0 stopped by Ctrl-C or SIGTERM, 1 could not start or failed";
+
+/// Governs chat completion requests with ias keys, budgets and model policy.
+#[derive(Parser)]
+#[command(name = "ias-gateway", version, about, after_help = ENVIRONMENT)]
+struct Args {
+    /// The address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+
+    /// The store: `sqlite://PATH`, `sqlite::memory:` or `postgres://...`.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "IAS_DATABASE_URL",
+        hide_env_values = true,
+        default_value = "sqlite://./ias.db"
+    )]
+    database_url: String,
+
+    /// On first start, create org `demo`, user `demo@example.com` and a key, and print the key.
+    #[arg(long)]
+    demo: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    server::init_logging();
+    let config = Config {
+        listen: args.listen,
+        database_url: args.database_url,
+        demo: args.demo,
+    };
+    match server::run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Starting and stopping the gateway.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::app::{AppState, router};
+use crate::demo;
+use crate::store;
+use crate::upstream::Upstream;
+
+/// How the gateway is started.
+#[derive(Clone)]
+pub struct Config {
+    /// The address to listen on.
+    pub listen: SocketAddr,
+    /// The store's database URL (it may hold a password; see `Debug`).
+    pub database_url: String,
+    /// Whether to set up the demo organization.
+    pub demo: bool,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("database_url", &ias_core::url::redact(&self.database_url))
+            .field("demo", &self.demo)
+            .finish()
+    }
+}
+
+/// Why the gateway could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store could not be opened.
+    #[error("cannot open the store: {0}")]
+    Store(#[source] ias_core::Error),
+    /// The demo organization could not be set up.
+    #[error("cannot set up the demo: {0}")]
+    Demo(#[source] ias_core::Error),
+    /// The upstream settings are wrong.
+    #[error("{0}")]
+    Upstream(String),
+    /// The listening socket could not be opened.
+    #[error("cannot listen on `{addr}`: {source}")]
+    Listen {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// The server failed while running.
+    #[error("the server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Opens the store, listens, and serves until Ctrl-C or SIGTERM.
+pub async fn run(config: Config) -> Result<(), StartError> {
+    let upstream = Upstream::from_env().map_err(StartError::Upstream)?;
+    let store = store::open(&config.database_url)
+        .await
+        .map_err(StartError::Store)?;
+    let listener = listen(config.listen).await?;
+    let listening = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: config.listen,
+        source,
+    })?;
+
+    if config.demo {
+        let setup = demo::ensure(store.clone())
+            .await
+            .map_err(StartError::Demo)?;
+        print!(
+            "{}",
+            demo::instructions(&setup, listening, &config.database_url)
+        );
+    }
+
+    info!(
+        listen = %listening,
+        store = %ias_core::url::redact(&config.database_url),
+        upstream = %upstream.describe(),
+        "ias-gateway listening"
+    );
+    let app = router(AppState::new(store, upstream));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(StartError::Serve)?;
+    info!("ias-gateway stopped");
+    Ok(())
+}
+
+async fn listen(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Listen { addr, source })
+}
+
+/// Resolves on Ctrl-C or SIGTERM; in-flight requests then finish before exit.
+pub async fn shutdown_signal() {
+    tokio::select! {
+        () = ctrl_c() => {}
+        () = terminate() => {}
+    }
+    info!("shutting down");
+}
+
+async fn ctrl_c() {
+    if let Err(err) = tokio::signal::ctrl_c().await {
+        warn!(error = %err, "cannot listen for Ctrl-C");
+        std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(unix)]
+async fn terminate() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut sigterm) => {
+            sigterm.recv().await;
+        }
+        Err(err) => {
+            warn!(error = %err, "cannot listen for SIGTERM");
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn terminate() {
+    std::future::pending::<()>().await;
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // An error only means a subscriber is already installed; keep that one.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
