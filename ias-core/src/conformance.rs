@@ -27,7 +27,7 @@ use crate::budget::{LimitScope, ReserveOutcome, ReserveRequest};
 use crate::domain::{KeyId, OrgId, ReservationId, Role, UserId};
 use crate::error::Error;
 use crate::rbac::builtin_grants;
-use crate::{Admin, Store};
+use crate::{Admin, CreatedKey, Store};
 
 /// Generates one `#[tokio::test]` per conformance function.
 ///
@@ -226,17 +226,8 @@ pub async fn user_limits_can_be_set_and_cleared(store: Arc<dyn Store>) {
 
 /// The hot-path lookup finds a key by hash with its user, org and allowed models.
 pub async fn keys_are_found_by_hash_with_their_context(store: Arc<dyn Store>) {
+    let first = acme_with_key(&store, 100, None).await;
     let admin = admin(&store);
-    admin.create_org("acme", 100, "UTC").await.unwrap();
-    admin.allow_model("acme", "gpt-4o-mini").await.unwrap();
-    admin
-        .create_user("acme", "u@acme.io", Role::Member, None)
-        .await
-        .unwrap();
-    let first = admin
-        .create_key("u@acme.io", Some(Duration::days(1)))
-        .await
-        .unwrap();
     let second = admin.create_key("u@acme.io", None).await.unwrap();
     let ctx = store
         .key_context(&first.secret.hash())
@@ -258,6 +249,21 @@ pub async fn keys_are_found_by_hash_with_their_context(store: Arc<dyn Store>) {
         .map(|k| k.id)
         .collect();
     assert_eq!(ids, [second.key.id, first.key.id]);
+}
+
+/// Org `acme` allowing `gpt-4o-mini`, member `u@acme.io`, and a key valid for one day.
+async fn acme_with_key(store: &Arc<dyn Store>, budget: i64, limit: Option<i64>) -> CreatedKey {
+    let admin = admin(store);
+    admin.create_org("acme", budget, "UTC").await.unwrap();
+    admin.allow_model("acme", "gpt-4o-mini").await.unwrap();
+    admin
+        .create_user("acme", "u@acme.io", Role::Member, limit)
+        .await
+        .unwrap();
+    admin
+        .create_key("u@acme.io", Some(Duration::days(1)))
+        .await
+        .unwrap()
 }
 
 /// A key is revoked once; a second revoke and an unknown key are errors.
@@ -521,17 +527,7 @@ async fn governed(
     budget: i64,
     limit: Option<i64>,
 ) -> (crate::Governor, String, Arc<crate::ManualClock>) {
-    let admin = admin(store);
-    admin.create_org("acme", budget, "UTC").await.unwrap();
-    admin.allow_model("acme", "gpt-4o-mini").await.unwrap();
-    admin
-        .create_user("acme", "u@acme.io", Role::Member, limit)
-        .await
-        .unwrap();
-    let key = admin
-        .create_key("u@acme.io", Some(Duration::days(1)))
-        .await
-        .unwrap();
+    let key = acme_with_key(store, budget, limit).await;
     let clock = Arc::new(crate::ManualClock::new(now()));
     let governor = crate::Governor::new(store.clone()).with_clock(clock.clone());
     (governor, key.secret.expose().to_owned(), clock)

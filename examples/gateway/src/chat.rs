@@ -121,10 +121,28 @@ async fn settle(state: &AppState, reservation: &Reservation, reply: &UpstreamRep
         );
         estimate
     });
-    if let Err(err) = state.governor.settle(reservation, tokens).await {
-        error!(reservation = reservation.id.0, tokens, error = %err, "could not charge a request");
+    for attempt in 1..=SETTLE_ATTEMPTS {
+        match state.governor.settle(reservation, tokens).await {
+            Ok(_) => return,
+            // Safe to repeat: a settle that did commit removed the
+            // reservation, so a repeat finds nothing and charges nothing.
+            Err(err) if err.is_retryable() && attempt < SETTLE_ATTEMPTS => {
+                warn!(reservation = reservation.id.0, attempt, error = %err, "retrying a charge");
+                tokio::time::sleep(SETTLE_BACKOFF * attempt).await;
+            }
+            Err(err) => {
+                error!(reservation = reservation.id.0, tokens, error = %err, "could not charge a request");
+                return;
+            }
+        }
     }
 }
+
+/// How often a charge that failed for a passing reason is tried.
+const SETTLE_ATTEMPTS: u32 = 4;
+
+/// The wait before the second try; later tries wait longer.
+const SETTLE_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
 
 async fn release(state: &AppState, reservation: &Reservation) {
     if let Err(err) = state.governor.release(reservation).await {
