@@ -136,6 +136,12 @@ fn explain_allowed(allowed: &Allowed) -> String {
             ),
         ),
         ("user limit", user_limit),
+        (
+            "resets at",
+            allowed
+                .resets_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        ),
     ]);
     output::fields(&fields)
 }

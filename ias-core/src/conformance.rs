@@ -656,11 +656,10 @@ pub async fn governor_denies_models_and_exhausted_budgets(store: Arc<dyn Store>)
     let org = denied(governor.authorize(&key, "gpt-4o-mini", 101).await.unwrap());
     assert_eq!(org.reason, OrgBudgetExhausted);
     assert_eq!(org.reason.category(), crate::DenyCategory::LimitExceeded);
+    let message = org.message();
     assert!(
-        org.message()
-            .contains("organization `acme` monthly budget exhausted"),
-        "{}",
-        org.message()
+        message.contains("organization `acme` monthly budget has 100 tokens left, 101 requested"),
+        "{message}"
     );
     assert!(
         governor
@@ -668,5 +667,12 @@ pub async fn governor_denies_models_and_exhausted_budgets(store: Arc<dyn Store>)
             .await
             .unwrap()
             .is_allowed()
+    );
+    let spent = denied(governor.authorize(&key, "gpt-4o-mini", 1).await.unwrap());
+    let message = spent.message();
+    assert!(
+        message
+            .contains("organization `acme` monthly budget exhausted: 0 used, 100 reserved of 100"),
+        "{message}"
     );
 }

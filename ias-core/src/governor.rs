@@ -363,16 +363,26 @@ impl Denied {
                     (LimitScope::User, Some(p)) => format!("user `{}` monthly limit", p.email),
                     (_, None) => "monthly budget".to_owned(),
                 };
-                format!(
-                    "{whose} exhausted: {} used, {} reserved of {}, {} requested; resets at {}",
-                    limit.used,
-                    limit.reserved,
-                    limit.limit,
-                    self.requested,
-                    limit
-                        .resets_at
-                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                )
+                let left = limit
+                    .limit
+                    .saturating_sub(limit.used.saturating_add(limit.reserved))
+                    .max(0);
+                let resets = limit
+                    .resets_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                let state = format!(
+                    "{} used, {} reserved of {}; resets at {resets}",
+                    limit.used, limit.reserved, limit.limit
+                );
+                if left == 0 {
+                    format!("{whose} exhausted: {state}")
+                } else {
+                    format!(
+                        "{whose} has {left} tokens left, {} requested (lower the request's \
+                         token estimate, such as max_tokens): {state}",
+                        self.requested
+                    )
+                }
             }
             (reason, None) => reason.description().to_owned(),
         }
