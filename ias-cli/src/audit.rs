@@ -38,7 +38,7 @@ async fn list(args: ListArgs, ctx: &Context) -> CliResult<Report> {
     let admin = ctx.admin().await?;
     let entries = admin.audit_log(args.org.as_deref(), limit).await?;
     let rows: Vec<Vec<String>> = entries.iter().map(row).collect();
-    let headers = ["ID", "AT", "ACTOR", "SOURCE", "ACTION", "TARGET"];
+    let headers = ["ID", "AT", "ACTOR", "SOURCE", "ACTION", "TARGET", "CHANGES"];
     Report::new(output::table(&headers, &rows), &entries)
 }
 
@@ -51,5 +51,24 @@ fn row(entry: &AuditEntry) -> Vec<String> {
         record.source.as_str().to_owned(),
         record.action.clone(),
         record.target.clone(),
+        changes(&record.changes),
     ]
+}
+
+/// `field: before -> after` for each changed field, on one line.
+fn changes(changes: &serde_json::Value) -> String {
+    let Some(fields) = changes.as_object() else {
+        return changes.to_string();
+    };
+    let shown: Vec<String> = fields
+        .iter()
+        .map(|(field, change)| {
+            let before = change
+                .get("before")
+                .map_or("null".into(), |v| v.to_string());
+            let after = change.get("after").map_or("null".into(), |v| v.to_string());
+            format!("{field}: {before} -> {after}")
+        })
+        .collect();
+    shown.join("; ")
 }

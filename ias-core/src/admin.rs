@@ -244,7 +244,12 @@ impl Admin {
         }
         let now = self.clock.now();
         let changes = audit::change("revoked_at", None::<DateTime<Utc>>, now);
-        let record = self.record_in("key.revoke", key.org_id, format!("key:{}", key.id), changes);
+        let record = self.record_in(
+            "key.revoke",
+            key.org_id,
+            format!("key:{}", key.prefix),
+            changes,
+        );
         self.store.revoke_key(id, now, &record).await
     }
 

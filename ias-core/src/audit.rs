@@ -73,12 +73,13 @@ impl Actor {
     ///
     /// Named by `IAS_OPERATOR` when set (for automation that acts on behalf
     /// of someone), else by the operating-system user (`USER`, `LOGNAME`,
-    /// `USERNAME`), else `unknown`.
+    /// `USERNAME`), else by the process's `uid:<n>`, else `unknown`.
     pub fn local_operator() -> Self {
         let name = ["IAS_OPERATOR", "USER", "LOGNAME", "USERNAME"]
             .iter()
             .find_map(|var| std::env::var(var).ok().filter(|v| !v.trim().is_empty()))
             .map(|v| crate::error::printable(v.trim()))
+            .or_else(process_uid)
             .unwrap_or_else(|| "unknown".to_owned());
         Actor::Operator { name }
     }
@@ -101,6 +102,14 @@ impl fmt::Display for Actor {
             Actor::User { email, .. } => write!(f, "user:{email}"),
         }
     }
+}
+
+/// `uid:<n>` of this process where the system tells it (Linux), for operators without `USER`.
+fn process_uid() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    let uid = line.split_whitespace().nth(1)?;
+    Some(format!("uid:{uid}"))
 }
 
 /// An audit entry about to be written, without its id and hashes.

@@ -272,6 +272,10 @@ pub async fn revoking_is_recorded_once(store: Arc<dyn Store>) {
     let admin = admin(&store);
     let revoked = admin.revoke_key(f.key).await.unwrap();
     assert!(revoked.revoked_at.is_some());
+    let entry = store.list_audit(None, 1).await.unwrap().remove(0);
+    assert_eq!(entry.record.action, "key.revoke");
+    assert_eq!(entry.record.target, format!("key:{}", revoked.prefix));
+    assert_eq!(entry.target_id, Some(f.key.0));
     let before = audit_count(&store).await;
     assert!(matches!(
         admin.revoke_key(f.key).await,

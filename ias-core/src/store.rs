@@ -7,8 +7,8 @@
 //!
 //! Common rules:
 //! - A write that takes an [`AuditRecord`] applies the change and appends the
-//!   record in one transaction: both happen or neither does. For a write
-//!   that creates a row, the store sets the entry's `target_id` to the new id.
+//!   record in one transaction: both happen or neither does. The store sets
+//!   the entry's `target_id` to the id of the row the write created or changed.
 //! - A write that fails leaves the store unchanged.
 //! - Driver errors are converted into [`Error::Unavailable`] (connection and
 //!   locking problems, worth a retry) or [`Error::Store`] (everything else).

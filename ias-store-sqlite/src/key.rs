@@ -119,7 +119,7 @@ impl KeyStore for SqliteStore {
                         None => Err(Error::not_found("key", id.to_string())),
                     };
                 }
-                audit::append(tx, &record, None).map_err(from_sqlite)?;
+                audit::append(tx, &record, Some(id.0)).map_err(from_sqlite)?;
                 by_id(tx, id)?.ok_or_else(|| Error::not_found("key", id.to_string()))
             })
         })

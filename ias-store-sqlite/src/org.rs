@@ -95,7 +95,7 @@ impl OrgStore for SqliteStore {
                 }
                 .map_err(from_sqlite)?;
                 if changed > 0 {
-                    audit::append(tx, &record, None).map_err(from_sqlite)?;
+                    audit::append(tx, &record, Some(org.0)).map_err(from_sqlite)?;
                 }
                 Ok(changed > 0)
             })

@@ -91,7 +91,7 @@ impl UserStore for SqliteStore {
                 if changed == 0 {
                     return Err(Error::not_found("user", user.to_string()));
                 }
-                audit::append(tx, &record, None).map_err(from_sqlite)?;
+                audit::append(tx, &record, Some(user.0)).map_err(from_sqlite)?;
                 by_id(tx, user)?.ok_or_else(|| Error::not_found("user", user.to_string()))
             })
         })
