@@ -36,6 +36,9 @@ impl DatabaseUrl {
             if path.is_empty() {
                 return Err(reject("no file path after `sqlite://`"));
             }
+            if path == ":memory:" || path.starts_with("file:") {
+                return Err(reject("for an in-memory database write `sqlite::memory:`"));
+            }
             if path.contains('?') {
                 return Err(reject("query parameters are not supported"));
             }
@@ -129,6 +132,8 @@ mod tests {
         assert!(err.contains("mysql://ias:***@db/ias"), "{err}");
         assert!(!err.contains("hunter2"));
         assert!(DatabaseUrl::parse("sqlite://").is_err());
+        assert!(DatabaseUrl::parse("sqlite://:memory:").is_err());
+        assert!(DatabaseUrl::parse("sqlite://file::memory:").is_err());
         assert!(DatabaseUrl::parse("").is_err());
         let shown = format!(
             "{:?}",

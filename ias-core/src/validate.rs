@@ -57,6 +57,9 @@ pub fn email(value: &str) -> Result<String> {
     {
         return reject("must not contain spaces or control characters");
     }
+    if normalised.chars().any(is_invisible) {
+        return reject("must not contain invisible or direction-changing characters");
+    }
     let Some((local, domain)) = normalised.split_once('@') else {
         return reject("must contain `@`");
     };
@@ -67,6 +70,14 @@ pub fn email(value: &str) -> Result<String> {
         return reject("must have a domain such as `example.com` after `@`");
     }
     Ok(normalised)
+}
+
+/// Zero-width and bidirectional formatting characters, which make look-alike names.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}'
+    )
 }
 
 /// Parses an IANA time zone name such as `Europe/Berlin`.
@@ -143,6 +154,8 @@ mod tests {
             "bob@example",
             "a b@c.d",
             "a@b@c.d",
+            "bob\u{200b}@example.com",
+            "bob\u{202e}@example.com",
         ] {
             let err = email(bad).unwrap_err().to_string();
             assert!(err.starts_with("invalid email"), "{err}");

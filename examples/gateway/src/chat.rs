@@ -121,6 +121,9 @@ async fn settle(state: &AppState, reservation: &Reservation, reply: &UpstreamRep
         );
         estimate
     });
+    // An absurd figure from the upstream is charged as the most ias accepts,
+    // rather than refused and not charged at all.
+    let tokens = tokens.min(ias_core::validate::MAX_TOKENS);
     for attempt in 1..=SETTLE_ATTEMPTS {
         match state.governor.settle(reservation, tokens).await {
             Ok(_) => return,

@@ -35,7 +35,7 @@
 //! 2. The body is parsed; not JSON, or no `model` or `messages`: 400.
 //! 3. Tokens are estimated ([`estimate`]) and reserved by
 //!    [`ias_core::Governor::authorize`]; a refusal answers 401, 403 or 429.
-//! 4. The body is forwarded upstream unchanged ([`upstream`]).
+//! 4. The body is forwarded upstream as it was checked: every field, each once ([`upstream`]).
 //! 5. On a 2xx answer, `usage.total_tokens` is charged (the estimate, with a
 //!    warning in the log, when the answer has no usage) and the answer is
 //!    passed on. On an error or no answer, the reservation is released and

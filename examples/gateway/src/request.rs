@@ -1,7 +1,7 @@
 //! The parts of a chat completion request that the gateway reads.
 //!
-//! The body is forwarded upstream byte for byte; only the fields that decide
-//! governance are read: `model`, `messages`, `max_completion_tokens`,
+//! The body is forwarded upstream re-serialised from what was checked (so a
+//! key given twice goes out once); the fields that decide governance are read: `model`, `messages`, `max_completion_tokens`,
 //! `max_tokens`, `n` and `stream`.
 
 use axum::body::Bytes;
@@ -37,12 +37,23 @@ impl ChatRequest {
             return Err(ApiError::invalid_request("invalid_json", message, None));
         };
         reject_streaming(&fields)?;
-        Ok(ChatRequest {
+        reject_case_variants(&fields)?;
+        let request = ChatRequest {
             model: model(&fields)?,
             prompt_tokens: estimate::prompt_tokens(messages(&fields)?),
             max_tokens: max_tokens(&fields)?,
             choices: optional_count(&fields, "n", 1)?.unwrap_or(1),
             body,
+        };
+        // Forward exactly what was checked: re-serialising drops duplicate
+        // keys, so an upstream that reads the first of two `model` keys
+        // cannot run a model other than the one ias allowed.
+        let body = serde_json::to_vec(&Value::Object(fields)).map_err(|err| {
+            ApiError::invalid_request("invalid_json", format!("the request body: {err}"), None)
+        })?;
+        Ok(ChatRequest {
+            body: Bytes::from(body),
+            ..request
         })
     }
 
@@ -116,6 +127,30 @@ fn reject_streaming(fields: &Map<String, Value>) -> Result<(), ApiError> {
     }
 }
 
+/// Fields that decide a request; a key that differs from one only in letter
+/// case is refused, since some upstreams match keys without regard to case.
+const GOVERNED_FIELDS: [&str; 6] = [
+    "model",
+    "messages",
+    "max_tokens",
+    "max_completion_tokens",
+    "n",
+    "stream",
+];
+
+fn reject_case_variants(fields: &Map<String, Value>) -> Result<(), ApiError> {
+    for key in fields.keys() {
+        let clash = GOVERNED_FIELDS
+            .iter()
+            .find(|field| key.eq_ignore_ascii_case(field) && key != *field);
+        if let Some(field) = clash {
+            let reason = format!("write `{field}` in lowercase");
+            return Err(invalid_value(field, &reason));
+        }
+    }
+    Ok(())
+}
+
 fn missing(name: &str) -> ApiError {
     let message = format!("missing required parameter `{name}`");
     ApiError::invalid_request("missing_required_parameter", message, Some(name))
@@ -129,6 +164,38 @@ fn invalid_type(name: &str, expected: &str) -> ApiError {
 fn invalid_value(name: &str, reason: &str) -> ApiError {
     let message = format!("invalid value for `{name}`: {reason}");
     ApiError::invalid_request("invalid_value", message, Some(name))
+}
+
+#[cfg(test)]
+mod governed_body_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn duplicate_keys_are_forwarded_as_the_one_that_was_checked() {
+        let body = r#"{"model":"gpt-4o","messages":[],"model":"gpt-4o-mini"}"#;
+        let request = ChatRequest::parse(Bytes::from(body)).unwrap();
+        assert_eq!(request.model, "gpt-4o-mini");
+        let forwarded: Value = serde_json::from_slice(&request.body).unwrap();
+        assert_eq!(forwarded["model"], "gpt-4o-mini");
+        assert_eq!(
+            String::from_utf8_lossy(&request.body)
+                .matches("model")
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn case_variants_of_governed_fields_are_refused() {
+        for body in [
+            r#"{"model":"gpt-4o-mini","MODEL":"gpt-4o","messages":[]}"#,
+            r#"{"model":"m","messages":[],"Max_Tokens":1}"#,
+        ] {
+            assert!(ChatRequest::parse(Bytes::from(body)).is_err(), "{body}");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -176,9 +243,11 @@ mod tests {
     }
 
     #[test]
-    fn the_body_is_kept_byte_for_byte() {
+    fn every_field_is_forwarded() {
         let raw = Bytes::from_static(br#"{"model":"m","messages":[],"extra":{"a":1}}"#);
-        assert_eq!(ChatRequest::parse(raw.clone()).unwrap().body, raw);
+        let forwarded = ChatRequest::parse(raw.clone()).unwrap().body;
+        let sent: Value = serde_json::from_slice(&forwarded).unwrap();
+        assert_eq!(sent, serde_json::from_slice::<Value>(&raw).unwrap());
     }
 
     #[test]

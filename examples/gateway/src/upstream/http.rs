@@ -48,7 +48,7 @@ impl HttpUpstream {
         })
     }
 
-    /// Forwards the request body unchanged and reads the whole answer.
+    /// Forwards the checked request body and reads the whole answer.
     pub async fn chat(&self, request: &ChatRequest) -> Result<UpstreamReply, UpstreamError> {
         let mut outgoing = self
             .client
