@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Db, assert_one_line_error, run_in};
+use common::{Db, assert_one_line_error, authorize_args, run_in};
 
 const USAGE: i32 = 2;
 const FAILURE: i32 = 1;
@@ -344,15 +344,7 @@ fn audit_list_rejects_bad_limits() {
 #[test]
 fn authorize_rejects_empty_and_inline_keys_without_echo() {
     let (db, secret) = Db::with_team();
-    let args = [
-        "authorize",
-        "--key",
-        "-",
-        "--model",
-        "gpt-4o-mini",
-        "--tokens",
-        "1",
-    ];
+    let args = authorize_args("gpt-4o-mini", "1");
     for input in ["", "\n"] {
         db.refused(&args, Some(input), USAGE, &["invalid key", "empty"]);
     }
@@ -373,30 +365,17 @@ fn authorize_rejects_empty_and_inline_keys_without_echo() {
 fn authorize_rejects_bad_tokens_and_models() {
     let (db, secret) = Db::with_team();
     let key = format!("{secret}\n");
-    let check = |model: &str, tokens: &str| -> Vec<String> {
-        [
-            "authorize",
-            "--key",
-            "-",
-            "--model",
-            model,
-            "--tokens",
-            tokens,
-        ]
-        .map(str::to_owned)
-        .to_vec()
-    };
     let cases = [
-        (check("gpt-4o-mini", "-5"), vec!["tokens", "`-5`"]),
+        (("gpt-4o-mini", "-5"), vec!["tokens", "`-5`"]),
         (
-            check("gpt-4o-mini", "99999999999999999999"),
+            ("gpt-4o-mini", "99999999999999999999"),
             vec!["tokens", "`99999999999999999999`"],
         ),
-        (check("gpt 4", "5"), vec!["model", "`gpt 4`"]),
-        (check("a*b", "5"), vec!["model", "`a*b`"]),
+        (("gpt 4", "5"), vec!["model", "`gpt 4`"]),
+        (("a*b", "5"), vec!["model", "`a*b`"]),
     ];
-    for (args, needles) in cases {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    for ((model, tokens), needles) in cases {
+        let args = authorize_args(model, tokens);
         let run = db.refused(&args, Some(&key), USAGE, &needles);
         assert!(!run.stderr.contains(&secret));
     }

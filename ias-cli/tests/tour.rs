@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::Db;
+use common::{Db, authorize_args};
 
 #[test]
 fn org_user_model_and_key_are_created() {
@@ -127,15 +127,7 @@ fn authorize_allows_then_denies_by_model_limit_and_revocation() {
 #[test]
 fn authorize_text_never_shows_the_key() {
     let (db, secret) = Db::with_team();
-    let args = [
-        "authorize",
-        "--key",
-        "-",
-        "--model",
-        "gpt-4o-mini",
-        "--tokens",
-        "600",
-    ];
+    let args = authorize_args("gpt-4o-mini", "600");
     let run = db.run_stdin(&[&args[..], &["--explain"]].concat(), Some(&secret));
     assert_eq!(run.code, 3, "{run:?}");
     for field in [

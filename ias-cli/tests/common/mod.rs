@@ -132,17 +132,7 @@ impl Db {
 
     /// Authorizes with `key` on stdin; returns the run and the decision.
     pub fn authorize(&self, key: &str, model: &str, tokens: &str) -> (Run, Value) {
-        let args = [
-            "authorize",
-            "--key",
-            "-",
-            "--model",
-            model,
-            "--tokens",
-            tokens,
-            "--output",
-            "json",
-        ];
+        let args = [&authorize_args(model, tokens)[..], &["--output", "json"]].concat();
         let run = self.run_stdin(&args, Some(&format!("{key}\n")));
         let decision = run.json();
         (run, decision)
@@ -180,6 +170,19 @@ impl Db {
         assert_eq!(self.snapshot(), before, "{args:?} changed the data");
         run
     }
+}
+
+/// `authorize --key - --model MODEL --tokens TOKENS`: the key is read from stdin.
+pub fn authorize_args<'a>(model: &'a str, tokens: &'a str) -> [&'a str; 7] {
+    [
+        "authorize",
+        "--key",
+        "-",
+        "--model",
+        model,
+        "--tokens",
+        tokens,
+    ]
 }
 
 /// Checks a refusal: exit `code`, nothing on stdout, one `error:` line holding every needle.
