@@ -37,6 +37,18 @@ pub struct BudgetState {
     pub user: Counter,
 }
 
+impl BudgetState {
+    /// The state once `tokens` more are held on both counters.
+    ///
+    /// Stores answer a reservation with this instead of reading the
+    /// counters again inside the same transaction.
+    pub fn reserving(mut self, tokens: i64) -> Self {
+        self.org.reserved = self.org.reserved.saturating_add(tokens);
+        self.user.reserved = self.user.reserved.saturating_add(tokens);
+        self
+    }
+}
+
 /// Which limit a request ran into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -553,6 +553,7 @@ pub async fn governor_allows_reserves_and_settles(store: Arc<dyn Store>) {
     };
     assert_eq!(allowed.model, "gpt-4o-mini");
     assert_eq!(allowed.budget.org.reserved, 100);
+    assert_eq!(allowed.budget.user.reserved, 100);
     let reservation = allowed.reservation.unwrap();
     governor.settle(&reservation, 80).await.unwrap();
     let state = store

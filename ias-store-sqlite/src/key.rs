@@ -1,5 +1,7 @@
 //! API keys: stored hashed, looked up by hash on the hot path.
 
+use std::sync::LazyLock;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use ias_core::{
@@ -12,7 +14,7 @@ use crate::audit;
 use crate::error::{from_sqlite, unique_or};
 use crate::org;
 use crate::rows::{self, KEY_COLUMNS, ORG_COLUMNS, USER_COLUMNS, millis};
-use crate::store::{SqliteStore, write};
+use crate::store::{SqliteStore, optional_row, write};
 
 fn by_id(conn: &Connection, id: KeyId) -> Result<Option<ApiKey>> {
     let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.id = ?1");
@@ -21,23 +23,21 @@ fn by_id(conn: &Connection, id: KeyId) -> Result<Option<ApiKey>> {
         .map_err(from_sqlite)
 }
 
-fn context(conn: &Connection, hash: &KeyHash) -> Result<Option<KeyContext>> {
-    let sql = format!(
+/// The hot-path lookup, built once: a key with its owner and organization.
+static CONTEXT_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
         "SELECT {KEY_COLUMNS}, {USER_COLUMNS}, {ORG_COLUMNS}
          FROM api_keys k
          JOIN users u ON u.id = k.user_id
          JOIN organizations o ON o.id = k.org_id
          WHERE k.key_hash = ?1"
-    );
-    let found = conn
-        .prepare_cached(&sql)
-        .and_then(|mut stmt| {
-            stmt.query_row([&hash.0[..]], |row| {
-                Ok((rows::key(row, 0)?, rows::user(row, 7)?, rows::org(row, 14)?))
-            })
-            .optional()
-        })
-        .map_err(from_sqlite)?;
+    )
+});
+
+fn context(conn: &Connection, hash: &KeyHash) -> Result<Option<KeyContext>> {
+    let found = optional_row(conn, &CONTEXT_SQL, [&hash.0[..]], |row| {
+        Ok((rows::key(row, 0)?, rows::user(row, 7)?, rows::org(row, 14)?))
+    })?;
     let Some((key, user, org)) = found else {
         return Ok(None);
     };

@@ -123,3 +123,16 @@ pub(crate) fn write<T>(
     tx.commit().map_err(from_sqlite)?;
     Ok(value)
 }
+
+/// Runs a one-row query through the statement cache; `None` when no row matches.
+pub(crate) fn optional_row<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    map: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Option<T>> {
+    use rusqlite::OptionalExtension;
+    conn.prepare_cached(sql)
+        .and_then(|mut stmt| stmt.query_row(params, map).optional())
+        .map_err(from_sqlite)
+}

@@ -8,31 +8,29 @@ use ias_core::{
     BudgetState, Counter, Error, OrgId, ReservationId, Result, Settlement, UsageReport, UsageStore,
     UserId,
 };
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
 use crate::error::from_sqlite;
 use crate::rows::millis;
-use crate::store::{SqliteStore, write};
+use crate::store::{SqliteStore, optional_row, write};
 
 const ORG: &str = "org";
 const USER: &str = "user";
 
 fn counter(conn: &Connection, scope: &str, id: i64, period: &str) -> Result<Counter> {
-    conn.prepare_cached(
+    let counter = optional_row(
+        conn,
         "SELECT used_tokens, reserved_tokens FROM usage_counters
          WHERE scope = ?1 AND scope_id = ?2 AND period = ?3",
-    )
-    .and_then(|mut stmt| {
-        stmt.query_row(params![scope, id, period], |row| {
+        params![scope, id, period],
+        |row| {
             Ok(Counter {
                 used: row.get(0)?,
                 reserved: row.get(1)?,
             })
-        })
-        .optional()
-    })
-    .map(Option::unwrap_or_default)
-    .map_err(from_sqlite)
+        },
+    )?;
+    Ok(counter.unwrap_or_default())
 }
 
 /// Adds `used` and `reserved` (either may be negative) to one counter.
@@ -64,24 +62,20 @@ fn bump(
 }
 
 fn state(conn: &Connection, org: OrgId, user: UserId, period: &str) -> Result<BudgetState> {
-    let org_limit: i64 = conn
-        .query_row(
-            "SELECT monthly_token_budget FROM organizations WHERE id = ?1",
-            [org.0],
-            |row| row.get(0),
-        )
-        .optional()
-        .map_err(from_sqlite)?
-        .ok_or_else(|| Error::not_found("organization", org.to_string()))?;
-    let user_limit: Option<i64> = conn
-        .query_row(
-            "SELECT monthly_token_limit FROM users WHERE id = ?1 AND org_id = ?2",
-            params![user.0, org.0],
-            |row| row.get(0),
-        )
-        .optional()
-        .map_err(from_sqlite)?
-        .ok_or_else(|| Error::not_found("user", user.to_string()))?;
+    let org_limit: i64 = optional_row(
+        conn,
+        "SELECT monthly_token_budget FROM organizations WHERE id = ?1",
+        [org.0],
+        |row| row.get(0),
+    )?
+    .ok_or_else(|| Error::not_found("organization", org.to_string()))?;
+    let user_limit: Option<i64> = optional_row(
+        conn,
+        "SELECT monthly_token_limit FROM users WHERE id = ?1 AND org_id = ?2",
+        params![user.0, org.0],
+        |row| row.get(0),
+    )?
+    .ok_or_else(|| Error::not_found("user", user.to_string()))?;
     Ok(BudgetState {
         org_limit,
         org: counter(conn, ORG, org.0, period)?,
@@ -100,24 +94,22 @@ struct Held {
 }
 
 fn take_reservation(conn: &Connection, id: ReservationId) -> Result<Held> {
-    let held = conn
-        .query_row(
-            "DELETE FROM reservations WHERE id = ?1
-             RETURNING org_id, user_id, key_id, model, period, tokens",
-            [id.0],
-            |row| {
-                Ok(Held {
-                    org_id: row.get(0)?,
-                    user_id: row.get(1)?,
-                    key_id: row.get(2)?,
-                    model: row.get(3)?,
-                    period: row.get(4)?,
-                    tokens: row.get(5)?,
-                })
-            },
-        )
-        .optional()
-        .map_err(from_sqlite)?;
+    let held = optional_row(
+        conn,
+        "DELETE FROM reservations WHERE id = ?1
+         RETURNING org_id, user_id, key_id, model, period, tokens",
+        [id.0],
+        |row| {
+            Ok(Held {
+                org_id: row.get(0)?,
+                user_id: row.get(1)?,
+                key_id: row.get(2)?,
+                model: row.get(3)?,
+                period: row.get(4)?,
+                tokens: row.get(5)?,
+            })
+        },
+    )?;
     held.ok_or_else(|| Error::not_found("reservation", id.to_string()))
 }
 
@@ -182,8 +174,10 @@ fn reserve(conn: &Connection, req: &ReserveRequest) -> Result<ReserveOutcome> {
     let id = ReservationId(conn.last_insert_rowid());
     bump(conn, ORG, req.org_id.0, &req.period, 0, req.tokens)?;
     bump(conn, USER, req.user_id.0, &req.period, 0, req.tokens)?;
-    let state = state(conn, req.org_id, req.user_id, &req.period)?;
-    Ok(ReserveOutcome::Reserved { id, state })
+    Ok(ReserveOutcome::Reserved {
+        id,
+        state: before.reserving(req.tokens),
+    })
 }
 
 fn settle(
