@@ -1,8 +1,8 @@
 //! `ias-admin usage`: tokens used and reserved in the current budget period.
 
 use clap::{Args, Subcommand};
+use ias_core::UsageReport;
 use ias_core::usage::{ModelUsage, UserUsage};
-use ias_core::{Organization, UsageReport};
 use serde::Serialize;
 
 use crate::cli::Context;
@@ -55,22 +55,20 @@ pub async fn run(command: UsageCommand, ctx: &Context) -> CliResult<Report> {
 
 async fn show(args: ShowArgs, ctx: &Context) -> CliResult<Report> {
     let admin = ctx.admin().await?;
-    let org = admin.org(&args.org).await?;
-    let report = admin.usage(&org.slug, args.email.as_deref()).await?;
-    let view = view(&org, &report);
+    let report = admin.usage(&args.org, args.email.as_deref()).await?;
+    let view = view(&args.org, &report);
     Report::new(text(&view), &view)
 }
 
-fn view<'a>(org: &'a Organization, report: &'a UsageReport) -> UsageView<'a> {
-    let budget = org.monthly_token_budget;
+fn view<'a>(org_slug: &'a str, report: &'a UsageReport) -> UsageView<'a> {
     UsageView {
-        org_slug: &org.slug,
+        org_slug,
         period: &report.period,
         org: OrgUsage {
             used: report.org.used,
             reserved: report.org.reserved,
-            monthly_token_budget: budget,
-            remaining: budget.saturating_sub(report.org.committed()).max(0),
+            monthly_token_budget: report.monthly_token_budget,
+            remaining: report.remaining(),
         },
         users: &report.users,
         models: &report.models,

@@ -22,6 +22,11 @@ impl Counter {
     pub fn committed(&self) -> i64 {
         self.used.saturating_add(self.reserved)
     }
+
+    /// Tokens of `limit` neither used nor reserved; never negative.
+    pub fn left_of(&self, limit: i64) -> i64 {
+        limit.saturating_sub(self.committed()).max(0)
+    }
 }
 
 /// The limits and counters that decide one request, read together.
@@ -89,7 +94,7 @@ pub struct Exceeded {
 /// zero is still refused once a budget is spent.
 pub fn first_exceeded(state: &BudgetState, requested: i64) -> Option<Exceeded> {
     let need = requested.max(1);
-    let fits = |limit: i64, counter: &Counter| counter.committed().saturating_add(need) <= limit;
+    let fits = |limit: i64, counter: &Counter| need <= counter.left_of(limit);
     if !fits(state.org_limit, &state.org) {
         return Some(Exceeded {
             scope: LimitScope::Org,

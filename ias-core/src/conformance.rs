@@ -504,6 +504,10 @@ pub async fn usage_reports_by_user_and_model(store: Arc<dyn Store>) {
 
     let report = store.usage_report(f.org, None, PERIOD).await.unwrap();
     assert_eq!((report.org.used, report.org.reserved), (12, 10));
+    assert_eq!(
+        (report.monthly_token_budget, report.remaining()),
+        (1_000, 978)
+    );
     let emails: Vec<_> = report.users.iter().map(|u| u.email.as_str()).collect();
     assert_eq!(emails, ["u@acme.io", "v@acme.io"]);
     assert_eq!(

@@ -363,10 +363,11 @@ impl Denied {
                     (LimitScope::User, Some(p)) => format!("user `{}` monthly limit", p.email),
                     (_, None) => "monthly budget".to_owned(),
                 };
-                let left = limit
-                    .limit
-                    .saturating_sub(limit.used.saturating_add(limit.reserved))
-                    .max(0);
+                let counter = crate::budget::Counter {
+                    used: limit.used,
+                    reserved: limit.reserved,
+                };
+                let left = counter.left_of(limit.limit);
                 let resets = limit
                     .resets_at
                     .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);

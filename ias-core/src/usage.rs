@@ -10,12 +10,21 @@ use crate::domain::UserId;
 pub struct UsageReport {
     /// The period key, `YYYY-MM`.
     pub period: String,
+    /// The organization's monthly budget.
+    pub monthly_token_budget: i64,
     /// The organization's counter.
     pub org: Counter,
     /// Per user, for the users the report covers, by email.
     pub users: Vec<UserUsage>,
     /// Per model, from the recorded usage events.
     pub models: Vec<ModelUsage>,
+}
+
+impl UsageReport {
+    /// Tokens of the organization's budget neither used nor reserved.
+    pub fn remaining(&self) -> i64 {
+        self.org.left_of(self.monthly_token_budget)
+    }
 }
 
 /// One user's usage in a period.

@@ -61,14 +61,18 @@ fn bump(
     Ok(())
 }
 
-fn state(conn: &Connection, org: OrgId, user: UserId, period: &str) -> Result<BudgetState> {
-    let org_limit: i64 = optional_row(
+fn org_budget(conn: &Connection, org: OrgId) -> Result<i64> {
+    optional_row(
         conn,
         "SELECT monthly_token_budget FROM organizations WHERE id = ?1",
         [org.0],
         |row| row.get(0),
     )?
-    .ok_or_else(|| Error::not_found("organization", org.to_string()))?;
+    .ok_or_else(|| Error::not_found("organization", org.to_string()))
+}
+
+fn state(conn: &Connection, org: OrgId, user: UserId, period: &str) -> Result<BudgetState> {
+    let org_limit = org_budget(conn, org)?;
     let user_limit: Option<i64> = optional_row(
         conn,
         "SELECT monthly_token_limit FROM users WHERE id = ?1 AND org_id = ?2",
@@ -316,6 +320,7 @@ impl UsageStore for SqliteStore {
         let period = period.to_owned();
         self.run(move |conn| {
             Ok(UsageReport {
+                monthly_token_budget: org_budget(conn, org)?,
                 org: counter(conn, ORG, org.0, &period)?,
                 users: user_usage(conn, org, user, &period)?,
                 models: model_usage(conn, org, user, &period)?,
