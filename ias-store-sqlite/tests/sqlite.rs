@@ -4,7 +4,10 @@
 
 use std::sync::Arc;
 
-use ias_core::{Actor, Admin, Error, OrgStore, Role, SchemaStore, Source, Store, UserStore};
+use ias_core::{
+    Actor, Admin, AuditStore, Error, KeyStore, OrgStore, Role, SchemaStore, Source, Store,
+    UserStore,
+};
 use ias_store_sqlite::{MIGRATIONS, SqliteStore};
 use rusqlite::Connection;
 
@@ -145,32 +148,50 @@ async fn connections_use_wal_and_foreign_keys() {
     let store = SqliteStore::open(&path).await.unwrap();
     let admin = operator(store.clone());
     admin.create_org("acme", 10, "UTC").await.unwrap();
-    let user = admin
+    admin
         .create_user("acme", "a@b.io", Role::Member, None)
         .await
         .unwrap();
-    let mut fake = user.clone();
-    fake.org_id = ias_core::OrgId(424_242);
-    let new = ias_core::NewUser {
-        org_id: fake.org_id,
+    let record = ias_core::AuditRecord {
+        at: chrono::Utc::now(),
+        actor: "operator:test".into(),
+        source: Source::Library,
+        action: "test".into(),
+        org_id: None,
+        target: "test".into(),
+        changes: serde_json::json!({}),
+    };
+    let new_user = ias_core::NewUser {
+        org_id: ias_core::OrgId(424_242),
         email: "c@d.io".into(),
         role: Role::Member,
         monthly_token_limit: None,
         created_at: chrono::Utc::now(),
     };
-    let record = ias_core::AuditRecord {
-        at: chrono::Utc::now(),
-        actor: "operator:test".into(),
-        source: Source::Library,
-        action: "user.create".into(),
-        org_id: None,
-        target: "user:c@d.io".into(),
-        changes: serde_json::json!({}),
-    };
     assert!(matches!(
-        store.create_user(&new, &record).await,
+        store.create_user(&new_user, &record).await,
         Err(Error::NotFound { .. })
     ));
+
+    // No check in the store stands before this insert: only the foreign
+    // key on `api_keys.user_id` can refuse a key for a user that does not exist.
+    let secret = ias_core::KeySecret::generate();
+    let orphan = ias_core::NewApiKey {
+        user_id: ias_core::UserId(424_242),
+        org_id: ias_core::OrgId(1),
+        hash: secret.hash(),
+        prefix: secret.display_prefix(),
+        created_at: chrono::Utc::now(),
+        expires_at: None,
+    };
+    let audit_before = store.list_audit(None, 100).await.unwrap().len();
+    let err = store.create_key(&orphan, &record).await.unwrap_err();
+    assert!(err.to_string().contains("FOREIGN KEY"), "{err}");
+    assert!(store.key_context(&secret.hash()).await.unwrap().is_none());
+    assert_eq!(
+        store.list_audit(None, 100).await.unwrap().len(),
+        audit_before
+    );
 }
 
 #[tokio::test]
