@@ -90,45 +90,46 @@ pub fn timezone(value: &str) -> Result<Tz> {
 
 /// Checks a token amount (budget, limit, estimate): 0 to [`MAX_TOKENS`].
 pub fn token_amount(field: &'static str, value: i64) -> Result<i64> {
-    if value < 0 {
-        return Err(Error::invalid(
-            field,
-            value.to_string(),
-            "must not be negative",
-        ));
+    match amount_problem(value) {
+        Some(reason) => Err(Error::invalid(field, value.to_string(), reason)),
+        None => Ok(value),
     }
-    if value > MAX_TOKENS {
-        return Err(Error::invalid(
-            field,
-            value.to_string(),
-            "must be at most 1000000000000000",
-        ));
-    }
-    Ok(value)
 }
 
 /// Parses a token amount written as text, reporting overflow by field and value.
 pub fn parse_token_amount(field: &'static str, value: &str) -> Result<i64> {
     let trimmed = value.trim().replace('_', "");
-    let parsed: i64 = trimmed.parse().map_err(|_| {
-        let reason = if trimmed.starts_with('-') && trimmed[1..].bytes().all(|b| b.is_ascii_digit())
-        {
-            "must not be negative"
-        } else if !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit()) {
-            "must be at most 1000000000000000"
-        } else {
-            "must be a whole number of tokens"
-        };
-        Error::invalid(field, value, reason)
-    })?;
-    token_amount(field, parsed).map_err(|_| {
-        let reason = if parsed < 0 {
-            "must not be negative"
-        } else {
-            "must be at most 1000000000000000"
-        };
-        Error::invalid(field, value, reason)
-    })
+    let digits = trimmed.strip_prefix('-').unwrap_or(&trimmed);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Error::invalid(
+            field,
+            value,
+            "must be a whole number of tokens",
+        ));
+    }
+    let reason = match trimmed.parse::<i64>() {
+        Ok(parsed) => match amount_problem(parsed) {
+            None => return Ok(parsed),
+            Some(reason) => reason,
+        },
+        // Only digits with an optional sign, so the number is out of range.
+        Err(_) if trimmed.starts_with('-') => NEGATIVE,
+        Err(_) => TOO_LARGE,
+    };
+    Err(Error::invalid(field, value, reason))
+}
+
+const NEGATIVE: &str = "must not be negative";
+const TOO_LARGE: &str = "must be at most 1000000000000000";
+
+fn amount_problem(value: i64) -> Option<&'static str> {
+    if value < 0 {
+        Some(NEGATIVE)
+    } else if value > MAX_TOKENS {
+        Some(TOO_LARGE)
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -181,5 +182,12 @@ mod tests {
         let too_big = parse_token_amount("budget", "2000000000000000").unwrap_err();
         assert!(too_big.to_string().contains("at most"), "{too_big}");
         assert!(parse_token_amount("budget", "ten").is_err());
+        let bare = parse_token_amount("budget", "-").unwrap_err().to_string();
+        assert!(bare.contains("whole number"), "{bare}");
+        let very_negative = parse_token_amount("budget", "-99999999999999999999").unwrap_err();
+        assert!(
+            very_negative.to_string().contains("negative"),
+            "{very_negative}"
+        );
     }
 }
