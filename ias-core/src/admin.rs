@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::audit::{self, Actor, AuditEntry, AuditRecord, Source};
 use crate::clock::{Clock, SystemClock};
 use crate::domain::{
-    ApiKey, KeyId, ManagedBy, NewApiKey, NewOrganization, NewUser, Organization, Role, User,
+    ApiKey, KeyId, ManagedBy, NewApiKey, NewOrganization, NewUser, OrgId, Organization, Role, User,
 };
 use crate::error::{Error, Result};
 use crate::key::KeySecret;
@@ -149,7 +149,7 @@ impl Admin {
         });
         let record = self.record(
             "user.create",
-            Some(&org),
+            Some(org.id),
             format!("user:{}", new.email),
             changes,
         );
@@ -179,9 +179,9 @@ impl Admin {
             .await?;
         self.ensure_api_managed(user.managed_by, "user", &user.email)?;
         let changes = audit::change("monthly_token_limit", user.monthly_token_limit, limit);
-        let record = self.record_in(
+        let record = self.record(
             "user.set_limit",
-            user.org_id,
+            Some(user.org_id),
             format!("user:{}", user.email),
             changes,
         );
@@ -214,7 +214,7 @@ impl Admin {
             "expires_at": { "before": null, "after": expires_at },
         });
         let target = format!("key:{}", new.prefix);
-        let record = self.record_in("key.create", user.org_id, target, changes);
+        let record = self.record("key.create", Some(user.org_id), target, changes);
         let key = self.store.create_key(&new, &record).await?;
         Ok(CreatedKey { key, secret })
     }
@@ -244,9 +244,9 @@ impl Admin {
         }
         let now = self.clock.now();
         let changes = audit::change("revoked_at", None::<DateTime<Utc>>, now);
-        let record = self.record_in(
+        let record = self.record(
             "key.revoke",
-            key.org_id,
+            Some(key.org_id),
             format!("key:{}", key.prefix),
             changes,
         );
@@ -324,7 +324,7 @@ impl Admin {
                 audit::change("allowed_models", &pattern, None::<String>),
             )
         };
-        let record = self.record(action, Some(&org), format!("org:{}", org.slug), change);
+        let record = self.record(action, Some(org.id), format!("org:{}", org.slug), change);
         let changed = self
             .store
             .set_model_allowed(org.id, &pattern, allowed, &record)
@@ -394,7 +394,7 @@ impl Admin {
     fn record(
         &self,
         action: &str,
-        org: Option<&Organization>,
+        org_id: Option<OrgId>,
         target: String,
         changes: serde_json::Value,
     ) -> AuditRecord {
@@ -403,22 +403,10 @@ impl Admin {
             actor: self.actor.to_string(),
             source: self.source,
             action: action.to_owned(),
-            org_id: org.map(|o| o.id),
+            org_id,
             target,
             changes,
         }
-    }
-
-    fn record_in(
-        &self,
-        action: &str,
-        org_id: crate::domain::OrgId,
-        target: String,
-        changes: serde_json::Value,
-    ) -> AuditRecord {
-        let mut record = self.record(action, None, target, changes);
-        record.org_id = Some(org_id);
-        record
     }
 }
 
