@@ -541,6 +541,11 @@ async fn governed(
     (governor, key.secret.expose().to_owned(), clock)
 }
 
+/// Whether a decision that must have been made allows the request.
+fn allowed(decision: crate::Result<crate::Decision>) -> bool {
+    decision.unwrap().is_allowed()
+}
+
 fn denied(decision: crate::Decision) -> crate::Denied {
     match decision {
         crate::Decision::Denied(d) => d,
@@ -572,26 +577,14 @@ pub async fn governor_allows_reserves_and_settles(store: Arc<dyn Store>) {
 pub async fn governor_check_reserves_nothing(store: Arc<dyn Store>) {
     let (governor, key, _) = governed(&store, 100, None).await;
     for _ in 0..3 {
-        assert!(
-            governor
-                .check(&key, "gpt-4o-mini", 100)
-                .await
-                .unwrap()
-                .is_allowed()
-        );
+        assert!(allowed(governor.check(&key, "gpt-4o-mini", 100).await));
     }
     let decision = governor.check(&key, "gpt-4o-mini", 101).await.unwrap();
     assert_eq!(
         denied(decision).reason,
         crate::DenyReason::OrgBudgetExhausted
     );
-    assert!(
-        governor
-            .authorize(&key, "gpt-4o-mini", 100)
-            .await
-            .unwrap()
-            .is_allowed()
-    );
+    assert!(allowed(governor.authorize(&key, "gpt-4o-mini", 100).await));
 }
 
 /// Malformed, unknown, expired and revoked keys are told apart.
@@ -618,13 +611,7 @@ pub async fn governor_denies_bad_keys(store: Arc<dyn Store>) {
     let expired = denied(governor.authorize(&key, "gpt-4o-mini", 1).await.unwrap());
     assert_eq!(expired.reason, ExpiredKey);
     clock.advance(-Duration::seconds(1));
-    assert!(
-        governor
-            .authorize(&key, "gpt-4o-mini", 1)
-            .await
-            .unwrap()
-            .is_allowed()
-    );
+    assert!(allowed(governor.authorize(&key, "gpt-4o-mini", 1).await));
 
     let key_id = expired.principal.unwrap().key_id;
     admin(&store).revoke_key(key_id).await.unwrap();
@@ -670,13 +657,7 @@ pub async fn governor_denies_models_and_exhausted_budgets(store: Arc<dyn Store>)
         message.contains("organization `acme` monthly budget has 100 tokens left, 101 requested"),
         "{message}"
     );
-    assert!(
-        governor
-            .authorize(&key, "gpt-4o-mini", 100)
-            .await
-            .unwrap()
-            .is_allowed()
-    );
+    assert!(allowed(governor.authorize(&key, "gpt-4o-mini", 100).await));
     let spent = denied(governor.authorize(&key, "gpt-4o-mini", 1).await.unwrap());
     let message = spent.message();
     assert!(
