@@ -10,15 +10,19 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::audit::{self, Actor, AuditEntry, AuditRecord, Source};
+use crate::budget::LimitScope;
 use crate::clock::{Clock, SystemClock};
 use crate::domain::{
     ApiKey, KeyId, ManagedBy, NewApiKey, NewOrganization, NewUser, OrgId, Organization, Role, User,
 };
 use crate::error::{Error, Result};
+use crate::governor::Governor;
 use crate::key::KeySecret;
 use crate::period::MonthlyPeriod;
+use crate::rate::RateLimits;
 use crate::rbac::{self, Permission, Target};
 use crate::store::Store;
+use crate::usage::DailyUsage;
 use crate::usage::UsageReport;
 use crate::{policy, validate};
 
@@ -32,6 +36,18 @@ pub struct Admin {
     clock: Arc<dyn Clock>,
     actor: Actor,
     source: Source,
+    governor: Option<Governor>,
+}
+
+/// Whose rate limits, inside one organization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitTarget {
+    /// The organization itself.
+    Org,
+    /// A user of the organization, by email.
+    User(String),
+    /// A key of one of the organization's users.
+    Key(KeyId),
 }
 
 /// A key just created: the only time its secret is available.
@@ -60,7 +76,15 @@ impl Admin {
             clock: Arc::new(SystemClock),
             actor,
             source,
+            governor: None,
         }
+    }
+
+    /// Keeps `governor`'s cache current: after each change made here, it
+    /// reloads what changed before the call returns.
+    pub fn with_governor(mut self, governor: Governor) -> Self {
+        self.governor = Some(governor);
+        self
     }
 
     /// Uses `clock` instead of the system clock.
@@ -96,7 +120,7 @@ impl Admin {
             "timezone": { "before": null, "after": new.timezone.name() },
         });
         let record = self.record("org.create", None, format!("org:{}", new.slug), changes);
-        self.store.create_org(&new, &record).await
+        self.wrote(self.store.create_org(&new, &record).await).await
     }
 
     /// The organization with this slug.
@@ -153,7 +177,8 @@ impl Admin {
             format!("user:{}", new.email),
             changes,
         );
-        self.store.create_user(&new, &record).await
+        self.wrote(self.store.create_user(&new, &record).await)
+            .await
     }
 
     /// The user with this email.
@@ -185,7 +210,8 @@ impl Admin {
             format!("user:{}", user.email),
             changes,
         );
-        self.store.set_user_limit(user.id, limit, &record).await
+        self.wrote(self.store.set_user_limit(user.id, limit, &record).await)
+            .await
     }
 
     /// Creates an API key for a user; the secret is in the result and nowhere else.
@@ -215,7 +241,9 @@ impl Admin {
         });
         let target = format!("key:{}", new.prefix);
         let record = self.record("key.create", Some(user.org_id), target, changes);
-        let key = self.store.create_key(&new, &record).await?;
+        let key = self
+            .wrote(self.store.create_key(&new, &record).await)
+            .await?;
         Ok(CreatedKey { key, secret })
     }
 
@@ -250,7 +278,8 @@ impl Admin {
             format!("key:{}", key.prefix),
             changes,
         );
-        self.store.revoke_key(id, now, &record).await
+        self.wrote(self.store.revoke_key(id, now, &record).await)
+            .await
     }
 
     /// Allows a model name or pattern for an organization.
@@ -307,6 +336,80 @@ impl Admin {
         self.store.list_audit(org.map(|o| o.id), limit).await
     }
 
+    /// Sets the requests- and tokens-per-minute limits of an org, a user or a key.
+    ///
+    /// `limits` replaces what was set; a `None` field removes that limit.
+    /// Returns whether anything changed.
+    pub async fn set_rate_limits(
+        &self,
+        org_slug: &str,
+        target: LimitTarget,
+        limits: RateLimits,
+    ) -> Result<bool> {
+        let limits = limits.validated()?;
+        let org = self.find_org(org_slug).await?;
+        let (scope, id, rbac_target, name) = self.limit_scope(&org, &target).await?;
+        self.require(Permission::LimitsManage, rbac_target).await?;
+        if scope != LimitScope::Key {
+            self.ensure_api_managed(org.managed_by, "organization", &org.slug)?;
+        }
+        let before = self.store.rate_limits(scope, id).await?;
+        let changes = serde_json::json!({
+            "rpm": { "before": before.rpm, "after": limits.rpm },
+            "tpm": { "before": before.tpm, "after": limits.tpm },
+        });
+        let record = self.record("limits.set", Some(org.id), name, changes);
+        self.wrote(self.store.set_rate_limits(scope, id, limits, &record).await)
+            .await
+    }
+
+    /// The rate limits set on an org, a user or a key.
+    pub async fn rate_limits(&self, org_slug: &str, target: LimitTarget) -> Result<RateLimits> {
+        let org = self.find_org(org_slug).await?;
+        let (scope, id, rbac_target, _) = self.limit_scope(&org, &target).await?;
+        self.require(Permission::OrgRead, rbac_target).await?;
+        self.store.rate_limits(scope, id).await
+    }
+
+    /// Usage per local day and model, for the current month so far (or `from..=to`).
+    pub async fn daily_usage(
+        &self,
+        org_slug: &str,
+        email: Option<&str>,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<Vec<DailyUsage>> {
+        let org = self.find_org(org_slug).await?;
+        let user = match email {
+            Some(email) => Some(self.find_user(email).await?).filter(|u| u.org_id == org.id),
+            None => None,
+        };
+        if let (Some(email), None) = (email, &user) {
+            return Err(Error::not_found(
+                "user",
+                format!("{email} in organization {}", org.slug),
+            ));
+        }
+        let target = user.as_ref().map_or_else(|| org_target(&org), user_target);
+        self.require(Permission::UsageRead, target).await?;
+        let now = self.clock.now();
+        let period = MonthlyPeriod::containing(now, org.timezone);
+        let first = period
+            .starts_at
+            .with_timezone(&org.timezone)
+            .format("%Y-%m-%d")
+            .to_string();
+        let today = now
+            .with_timezone(&org.timezone)
+            .format("%Y-%m-%d")
+            .to_string();
+        let from = day_arg("from", from)?.unwrap_or(first);
+        let to = day_arg("to", to)?.unwrap_or(today);
+        self.store
+            .daily_usage(org.id, user.map(|u| u.id), &from, &to)
+            .await
+    }
+
     async fn set_model(&self, org_slug: &str, model: &str, allowed: bool) -> Result<ModelChange> {
         let pattern = policy::model_pattern(model)?;
         let org = self.find_org(org_slug).await?;
@@ -326,13 +429,72 @@ impl Admin {
         };
         let record = self.record(action, Some(org.id), format!("org:{}", org.slug), change);
         let changed = self
-            .store
-            .set_model_allowed(org.id, &pattern, allowed, &record)
+            .wrote(
+                self.store
+                    .set_model_allowed(org.id, &pattern, allowed, &record)
+                    .await,
+            )
             .await?;
         Ok(ModelChange {
             model: pattern,
             changed,
         })
+    }
+
+    /// Lets the attached governor reload what a successful write changed.
+    async fn wrote<T>(&self, result: Result<T>) -> Result<T> {
+        if let (Ok(_), Some(governor)) = (&result, &self.governor)
+            && let Err(err) = governor.refresh().await
+        {
+            // The write stands; the governor's periodic refresh catches up.
+            tracing::warn!(error = %err, "could not reload the governor after a change");
+        }
+        result
+    }
+
+    async fn limit_scope(
+        &self,
+        org: &Organization,
+        target: &LimitTarget,
+    ) -> Result<(LimitScope, i64, Target, String)> {
+        match target {
+            LimitTarget::Org => Ok((
+                LimitScope::Org,
+                org.id.0,
+                org_target(org),
+                format!("org:{}", org.slug),
+            )),
+            LimitTarget::User(email) => {
+                let user = self.find_user(email).await?;
+                if user.org_id != org.id {
+                    return Err(Error::not_found(
+                        "user",
+                        format!("{} in organization {}", user.email, org.slug),
+                    ));
+                }
+                Ok((
+                    LimitScope::User,
+                    user.id.0,
+                    user_target(&user),
+                    format!("user:{}", user.email),
+                ))
+            }
+            LimitTarget::Key(id) => {
+                let key = self
+                    .store
+                    .key_by_id(*id)
+                    .await?
+                    .filter(|k| k.org_id == org.id)
+                    .ok_or_else(|| {
+                        Error::not_found("key", format!("{id} in organization {}", org.slug))
+                    })?;
+                let target = Target {
+                    org_id: Some(key.org_id),
+                    user_id: Some(key.user_id),
+                };
+                Ok((LimitScope::Key, id.0, target, format!("key:{}", key.prefix)))
+            }
+        }
     }
 
     async fn find_org(&self, slug: &str) -> Result<Organization> {
@@ -422,6 +584,16 @@ fn user_target(user: &User) -> Target {
         org_id: Some(user.org_id),
         user_id: Some(user.id),
     }
+}
+
+fn day_arg(field: &'static str, value: Option<&str>) -> Result<Option<String>> {
+    value
+        .map(|v| {
+            chrono::NaiveDate::parse_from_str(v.trim(), "%Y-%m-%d")
+                .map(|d| d.format("%Y-%m-%d").to_string())
+                .map_err(|_| Error::invalid(field, v, "expected a date such as 2026-12-31"))
+        })
+        .transpose()
 }
 
 fn optional_limit(limit: Option<i64>) -> Result<Option<i64>> {
