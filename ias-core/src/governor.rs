@@ -42,8 +42,6 @@ pub const MAX_QUEUED_EVENTS: usize = 10_000;
 
 const PAGE: u32 = 50_000;
 const CHANGE_PAGE: u32 = 1_000;
-/// A key unknown to the cache triggers at most one reload of changes per this many ms.
-const MISS_REFRESH_MS: i64 = 100;
 
 /// When settled usage is written to the store.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,7 +135,6 @@ struct Inner {
     holder: String,
     tables: RwLock<Tables>,
     seq: tokio::sync::Mutex<i64>,
-    last_refresh_ms: AtomicI64,
     sync_lock: tokio::sync::Mutex<()>,
     next_reservation: AtomicI64,
     expired: AtomicU64,
@@ -187,7 +184,6 @@ impl GovernorBuilder {
             holder,
             tables: RwLock::new(Tables::default()),
             seq: tokio::sync::Mutex::new(0),
-            last_refresh_ms: AtomicI64::new(0),
             sync_lock: tokio::sync::Mutex::new(()),
             next_reservation: AtomicI64::new(1),
             expired: AtomicU64::new(0),
@@ -353,6 +349,10 @@ impl Governor {
     /// Reads the change feed and reloads what changed elsewhere; returns how many changes.
     pub async fn refresh(&self) -> Result<usize> {
         let mut seq = self.inner.seq.lock().await;
+        self.refresh_from(&mut seq).await
+    }
+
+    async fn refresh_from(&self, seq: &mut i64) -> Result<usize> {
         let mut applied = 0;
         loop {
             let changes = self.inner.store.changes_since(*seq, CHANGE_PAGE).await?;
@@ -366,8 +366,6 @@ impl Governor {
                 break;
             }
         }
-        let now_ms = self.inner.clock.now().timestamp_millis();
-        self.inner.last_refresh_ms.store(now_ms, Ordering::Relaxed);
         Ok(applied)
     }
 
@@ -497,22 +495,21 @@ impl Governor {
         })
     }
 
-    /// Looks a key up; an unknown key reloads recent changes first, at most every 100 ms.
-    async fn find(&self, hash: &KeyHash, now_ms: i64) -> Result<Option<Found>> {
+    /// Looks a key up; an unknown key first reloads recent changes.
+    ///
+    /// At most one reload runs at a time: a miss while one is running waits
+    /// for it instead of starting another, so a flood of unknown keys costs
+    /// the store one small query at a time.
+    async fn find(&self, hash: &KeyHash) -> Result<Option<Found>> {
         if let Some(found) = self.lookup(hash) {
             return Ok(Some(found));
         }
-        let last = self.inner.last_refresh_ms.load(Ordering::Relaxed);
-        let due = now_ms.saturating_sub(last) >= MISS_REFRESH_MS
-            && self
-                .inner
-                .last_refresh_ms
-                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok();
-        if !due {
-            return Ok(None);
+        match self.inner.seq.try_lock() {
+            Ok(mut seq) => {
+                self.refresh_from(&mut seq).await?;
+            }
+            Err(_) => drop(self.inner.seq.lock().await),
         }
-        self.refresh().await?;
         Ok(self.lookup(hash))
     }
 
@@ -527,7 +524,7 @@ impl Governor {
         // The key is checked first: a caller without a valid key learns
         // nothing else, not even whether its model name would be accepted.
         let found = if key::is_well_formed(key) {
-            self.find(&KeyHash::of(key), now.timestamp_millis()).await?
+            self.find(&KeyHash::of(key)).await?
         } else {
             None
         };
