@@ -41,6 +41,8 @@ pub const DEFAULT_RESERVATION_TTL: Duration = Duration::from_secs(15 * 60);
 pub const MAX_QUEUED_EVENTS: usize = 10_000;
 
 const PAGE: u32 = 50_000;
+/// How many times one authorize may ask the store for more of a budget.
+const MAX_LEASE_ROUNDS: u32 = 3;
 const CHANGE_PAGE: u32 = 1_000;
 
 /// When settled usage is written to the store.
@@ -578,13 +580,16 @@ impl Governor {
             .unwrap_or(DateTime::<Utc>::MAX_UTC);
         let id = ReservationId(self.inner.next_reservation.fetch_add(1, Ordering::Relaxed));
         let ask = found.ask(id, &request, now, expires_at.timestamp_millis());
-        let mut may_lease = true;
+        let mut leases = 0;
         loop {
+            // Concurrent requests may use up a fresh slice before this one
+            // gets to it; ask the store again, a bounded number of times.
+            let may_lease = leases < MAX_LEASE_ROUNDS;
             let attempt = lock(&found.org.ledger).try_reserve(&ask, may_lease);
             match attempt {
                 Attempt::NeedLease(wants) => {
                     self.sync_org(&found.org, wants).await?;
-                    may_lease = false;
+                    leases += 1;
                 }
                 Attempt::Granted {
                     period,

@@ -468,10 +468,13 @@ impl Ledger {
         };
         for (key, meter) in &mut self.meters {
             let want = wants.iter().find(|(k, _)| k == key).map_or(0, |(_, w)| *w);
-            if periodic && !meter.acquired {
-                meter.slice /= 2;
+            if periodic {
+                // A slice not needed since the last round shrinks by half.
+                if !meter.acquired {
+                    meter.slice /= 2;
+                }
+                meter.acquired = false;
             }
-            meter.acquired = false;
             let free = meter.free().max(0);
             let give = if closing || meter.stale || key.2 != current || meter.limit.is_none() {
                 free
@@ -514,8 +517,13 @@ impl Ledger {
     pub fn apply(&mut self, drained: &Drained, states: &[LeaseState]) {
         // INVARIANT: the store answers one state per entry, in order.
         let current = self.calendar.period;
-        for (key, state) in drained.keys.iter().zip(states) {
+        for ((key, state), entry) in drained.keys.iter().zip(states).zip(&drained.entries) {
             let meter = self.meters.entry(*key).or_default();
+            if state.granted < entry.want {
+                // Near the limit: keep no spare slice, so what this process
+                // does not need goes back for others at the next sync.
+                meter.slice = 0;
+            }
             meter.lease = state.lease;
             meter.used_base = state.used;
             meter.held_base = state.held;
@@ -567,4 +575,138 @@ pub(crate) struct LocalState {
     pub resets_at: DateTime<Utc>,
     pub org_free: i64,
     pub user_free: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ask(id: i64, tokens: i64, now: DateTime<Utc>) -> Ask<'static> {
+        Ask {
+            id: ReservationId(id),
+            org_id: OrgId(1),
+            user_id: UserId(2),
+            key_id: KeyId(3),
+            tz: chrono_tz::UTC,
+            org_limit: 1_000,
+            user_limit: None,
+            rates: [
+                (LimitScope::Org, 1, RateLimits::NONE),
+                (LimitScope::User, 2, RateLimits::NONE),
+                (LimitScope::Key, 3, RateLimits::NONE),
+            ],
+            model: "m",
+            tokens,
+            now,
+            expires_ms: now.timestamp_millis() + 1_000,
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        "2026-12-04T12:00:00Z".parse().unwrap()
+    }
+
+    /// Grants `lease` tokens to the org meter, as a store would.
+    fn lease(ledger: &mut Ledger, wants: &[(MeterKey, i64)], lease: i64) {
+        let drained = ledger.drain(wants, false, false);
+        let states: Vec<_> = drained
+            .entries
+            .iter()
+            .map(|e| LeaseState {
+                limit: Some(1_000),
+                used: 0,
+                held: lease,
+                lease,
+                granted: e.want.min(lease),
+            })
+            .collect();
+        ledger.apply(&drained, &states);
+    }
+
+    fn granted(ledger: &mut Ledger, ask: &Ask<'_>) -> bool {
+        matches!(ledger.try_reserve(ask, false), Attempt::Granted { .. })
+    }
+
+    #[test]
+    fn an_empty_lease_asks_the_store_and_then_grants() {
+        let mut ledger = Ledger::default();
+        let Attempt::NeedLease(wants) = ledger.try_reserve(&ask(1, 100, now()), true) else {
+            panic!("a new meter has no lease");
+        };
+        assert_eq!(
+            wants.len(),
+            1,
+            "the user has no limit of its own: {wants:?}"
+        );
+        assert!(wants[0].1 >= 100);
+        lease(&mut ledger, &wants, 150);
+        assert!(granted(&mut ledger, &ask(1, 100, now())));
+        assert!(!granted(&mut ledger, &ask(2, 51, now())));
+        assert!(granted(&mut ledger, &ask(3, 50, now())));
+    }
+
+    #[test]
+    fn a_failed_sync_puts_everything_back() {
+        let mut ledger = Ledger::default();
+        let Attempt::NeedLease(wants) = ledger.try_reserve(&ask(1, 100, now()), true) else {
+            panic!("a new meter has no lease");
+        };
+        lease(&mut ledger, &wants, 100);
+        assert!(granted(&mut ledger, &ask(1, 100, now())));
+        ledger
+            .settle(ReservationId(1), OrgId(1), 60, now(), chrono_tz::UTC)
+            .unwrap();
+        let drained = ledger.drain(&[], false, false);
+        assert_eq!(drained.events.len(), 1);
+        let charged: i64 = drained.entries.iter().map(|e| e.charge).sum();
+        assert_eq!(charged, 120, "60 each for the org and the user");
+        // While the sync is out, the charged tokens are not free again.
+        assert!(!granted(&mut ledger, &ask(2, 41, now())));
+        ledger.restore(drained);
+        assert_eq!(ledger.queued_events(), 1);
+        let again = ledger.drain(&[], false, false);
+        let charged: i64 = again.entries.iter().map(|e| e.charge).sum();
+        assert_eq!(charged, 120);
+    }
+
+    #[test]
+    fn an_expired_reservation_frees_its_tokens_and_a_late_settle_charges_once() {
+        let mut ledger = Ledger::default();
+        let Attempt::NeedLease(wants) = ledger.try_reserve(&ask(1, 100, now()), true) else {
+            panic!("a new meter has no lease");
+        };
+        lease(&mut ledger, &wants, 100);
+        assert!(granted(&mut ledger, &ask(1, 100, now())));
+        let later = now().timestamp_millis() + 1_000;
+        assert_eq!(ledger.expire(OrgId(1), later, 1_000), 1);
+        assert_eq!(ledger.open_reservations(), 0);
+        assert!(granted(&mut ledger, &ask(2, 100, now())));
+        let settled = ledger.settle(ReservationId(1), OrgId(1), 30, now(), chrono_tz::UTC);
+        assert_eq!(settled.map(|s| s.charged), Ok(30));
+        assert_eq!(
+            ledger.settle(ReservationId(1), OrgId(1), 30, now(), chrono_tz::UTC),
+            Err(NotOpen)
+        );
+    }
+
+    #[test]
+    fn a_changed_limit_renews_the_lease_before_granting() {
+        let mut ledger = Ledger::default();
+        let Attempt::NeedLease(wants) = ledger.try_reserve(&ask(1, 10, now()), true) else {
+            panic!("a new meter has no lease");
+        };
+        lease(&mut ledger, &wants, 500);
+        assert!(granted(&mut ledger, &ask(1, 10, now())));
+        ledger.mark_stale(LimitScope::Org, 1);
+        assert!(matches!(
+            ledger.try_reserve(&ask(2, 10, now()), true),
+            Attempt::NeedLease(_)
+        ));
+        let drained = ledger.drain(&[], false, false);
+        let give: i64 = drained.entries.iter().map(|e| e.give_back).sum();
+        assert_eq!(
+            give, 490,
+            "everything not held by the open request goes back"
+        );
+    }
 }
