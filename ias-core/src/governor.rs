@@ -695,13 +695,27 @@ impl Governor {
     }
 
     /// Syncs one organization's ledger with the store, asking for `wants`.
+    ///
+    /// Runs as its own task: a caller that is dropped half-way (a client
+    /// hanging up during `authorize`) cannot leave drained usage unwritten
+    /// or a granted lease unrecorded.
     async fn sync_org(&self, org: &Arc<OrgEntry>, wants: Vec<(MeterKey, i64)>) -> Result<()> {
+        let (governor, org) = (self.clone(), Arc::clone(org));
+        detached(async move { governor.sync_org_now(&org, wants).await }).await
+    }
+
+    async fn sync_all(&self, closing: bool, periodic: bool) -> Result<()> {
+        let governor = self.clone();
+        detached(async move { governor.sync_all_now(closing, periodic).await }).await
+    }
+
+    async fn sync_org_now(&self, org: &Arc<OrgEntry>, wants: Vec<(MeterKey, i64)>) -> Result<()> {
         let _guard = self.inner.sync_lock.lock().await;
         let drained = lock(&org.ledger).drain(&wants, false, false);
         self.sync(vec![(Arc::clone(org), drained)]).await
     }
 
-    async fn sync_all(&self, closing: bool, periodic: bool) -> Result<()> {
+    async fn sync_all_now(&self, closing: bool, periodic: bool) -> Result<()> {
         let _guard = self.inner.sync_lock.lock().await;
         let orgs: Vec<Arc<OrgEntry>> = read(&self.inner.tables).orgs.values().cloned().collect();
         let drained = orgs
@@ -813,6 +827,17 @@ impl Found {
             expires_ms,
         }
     }
+}
+
+/// Runs `work` to completion on its own task, even if the caller stops waiting.
+async fn detached<F>(work: F) -> Result<()>
+where
+    F: std::future::Future<Output = Result<()>> + Send + 'static,
+{
+    tokio::spawn(work).await.map_err(|e| Error::Store {
+        backend: "governor",
+        message: format!("a store sync task failed: {e}"),
+    })?
 }
 
 fn lock(ledger: &Mutex<Ledger>) -> MutexGuard<'_, Ledger> {

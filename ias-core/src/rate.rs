@@ -11,6 +11,7 @@
 //! real usage when the request settles.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +22,11 @@ pub const WINDOW_MS: i64 = 60_000;
 
 /// The highest accepted limit, for requests and tokens alike.
 pub const MAX_RATE: i64 = 1_000_000_000;
+
+/// Grant numbers, unique in the process: an idle window is dropped and a
+/// new one made later, and a ticket of the old one must not match a grant
+/// of the new one.
+static NEXT_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// The rate limits of one scope; `None` means no limit of that kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -96,7 +102,6 @@ struct Grant {
 pub struct RateWindow {
     grants: VecDeque<Grant>,
     tokens: i64,
-    next_seq: u64,
     last_ms: i64,
 }
 
@@ -138,8 +143,8 @@ impl RateWindow {
     /// Records a granted request of `tokens` at `now_ms`.
     pub fn record(&mut self, now_ms: i64, tokens: i64) -> RateTicket {
         let at_ms = self.evict(now_ms);
-        let seq = self.next_seq;
-        self.next_seq += 1;
+        // Increasing within the window too: its grants are recorded one at a time.
+        let seq = NEXT_SEQ.fetch_add(1, Ordering::Relaxed);
         let tokens = tokens.max(1);
         self.grants.push_back(Grant { at_ms, seq, tokens });
         self.tokens = self.tokens.saturating_add(tokens);
