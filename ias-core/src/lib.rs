@@ -2,7 +2,7 @@
 //!
 //! `ias-core` holds the domain (organizations, users, API keys, allowed
 //! models, usage, audit), the rules (model policy, monthly budgets and
-//! per-user limits, role permissions) and the storage traits. It knows no
+//! per-user limits, role permissions, password rules) and the storage traits. It knows no
 //! SQL, HTTP or Git: stores such as `ias-store-sqlite` implement [`Store`],
 //! and hosts (a gateway, `ias-admin`, Python) call [`Governor`] on every
 //! request and [`Admin`] for changes.
@@ -35,6 +35,7 @@ pub mod domain;
 pub mod error;
 pub mod governor;
 pub mod key;
+pub mod password;
 pub mod period;
 pub mod policy;
 pub mod rbac;
@@ -47,12 +48,14 @@ pub mod validate;
 pub mod conformance;
 
 pub use admin::{Admin, CreatedKey, ModelChange};
-pub use audit::{Actor, AuditEntry, AuditRecord, Source};
+pub use audit::{
+    Actor, AuditEntry, AuditFilter, AuditHead, AuditRecord, AuditVerification, ChainBreak, Source,
+};
 pub use budget::{BudgetState, Counter, LimitScope, Settlement};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use domain::{
     ApiKey, KeyContext, KeyId, KeyStatus, ManagedBy, NewApiKey, NewOrganization, NewUser, OrgId,
-    Organization, ReservationId, Role, User, UserId,
+    Organization, ReservationId, Role, User, UserId, UserRef,
 };
 pub use error::{Error, Result};
 pub use governor::{
@@ -60,8 +63,9 @@ pub use governor::{
     Reservation,
 };
 pub use key::{KeyHash, KeySecret};
+pub use password::{HashedPassword, verify_password};
 pub use period::MonthlyPeriod;
-pub use rbac::{Grant, Permission, Scope};
+pub use rbac::{Access, Grant, GrantCache, Permission, Scope, Target};
 pub use store::{AuditStore, KeyStore, OrgStore, SchemaStore, Store, UsageStore, UserStore};
 pub use url::DatabaseUrl;
 pub use usage::UsageReport;
