@@ -15,6 +15,7 @@ mod key;
 mod model;
 mod org;
 mod output;
+mod password_input;
 mod usage;
 mod user;
 mod values;
