@@ -4,13 +4,15 @@
 //! reserves and spends nothing. The key is read from standard input only,
 //! so it never lands in shell history or a process list, and it is never
 //! printed.
+//!
+//! Per-minute windows live in the memory of each gateway, so this process
+//! starts with its own empty: it reports a rate denial only for a request
+//! that can never fit (more tokens than a `tpm` limit).
 
 use std::io::{IsTerminal, Read};
 
 use clap::Args;
-use ias_core::{
-    Allowed, Decision, Denied, DenyCategory, Error, LimitDetail, LimitScope, Principal,
-};
+use ias_core::{Allowed, BudgetState, Decision, Denied, Error, LimitDetail, Principal};
 
 use crate::cli::Context;
 use crate::error::{CliError, CliResult};
@@ -48,7 +50,11 @@ pub async fn run(args: AuthorizeArgs, ctx: &Context) -> CliResult<Report> {
     }
     let key = read_key(&args.key, stdin.lock())?;
     let governor = ctx.governor().await?;
-    let decision = governor.check(&key, &args.model, tokens).await?;
+    let decision = governor.check(&key, &args.model, tokens).await;
+    // Shut down even when the check failed: the governor gives back what it holds.
+    let closed = governor.shutdown().await;
+    let decision = decision?;
+    closed?;
     report(&decision, args.explain)
 }
 
@@ -111,43 +117,46 @@ fn summary_denied(denied: &Denied) -> String {
     format!("denied ({}): {}", denied.reason.as_str(), denied.message())
 }
 
+/// Every number of an allowed decision; `left` is what is free before this request.
 fn explain_allowed(allowed: &Allowed) -> String {
     let budget = &allowed.budget;
-    let user_limit = budget.user_limit.map_or_else(
-        || "none".to_owned(),
-        |limit| {
-            format!(
-                "{} used, {} reserved of {limit}",
-                budget.user.used, budget.user.reserved
-            )
-        },
-    );
     let mut fields = vec![("decision", "allowed".to_owned())];
     fields.extend(principal_fields(Some(&allowed.principal)));
     fields.extend([
         ("model", allowed.model.clone()),
         ("requested", allowed.requested.to_string()),
         ("period", allowed.period.clone()),
-        (
-            "org budget",
-            format!(
-                "{} used, {} reserved of {}",
-                budget.org.used, budget.org.reserved, budget.org_limit
-            ),
-        ),
-        ("user limit", user_limit),
-        (
-            "resets at",
-            allowed
-                .resets_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        ),
+        ("org budget", budget.org_limit.to_string()),
+        ("org used", budget.org.used.to_string()),
+        ("org reserved", budget.org.reserved.to_string()),
+        ("org left", budget.org.left_of(budget.org_limit).to_string()),
     ]);
+    fields.extend(user_fields(budget));
+    fields.push(("resets at", output::time(allowed.resets_at)));
     output::fields(&fields)
 }
 
+fn user_fields(budget: &BudgetState) -> [(&'static str, String); 4] {
+    let left = budget.user_limit.map(|limit| budget.user.left_of(limit));
+    [
+        (
+            "user limit",
+            budget.user_limit.map_or_else(
+                || "none (only the org budget applies)".to_owned(),
+                |l| l.to_string(),
+            ),
+        ),
+        ("user used", budget.user.used.to_string()),
+        ("user reserved", budget.user.reserved.to_string()),
+        (
+            "user left",
+            left.map_or_else(|| "-".to_owned(), |l| l.to_string()),
+        ),
+    ]
+}
+
 fn explain_denied(denied: &Denied) -> String {
-    let category = category_name(denied.reason.category());
+    let category = denied.reason.category().as_str();
     let mut fields = vec![
         ("decision", "denied".to_owned()),
         ("reason", format!("{} ({category})", denied.reason.as_str())),
@@ -174,36 +183,38 @@ fn principal_fields(principal: Option<&Principal>) -> [(&'static str, String); 3
     ]
 }
 
-const LIMIT_LABELS: [&str; 6] = ["scope", "limit", "used", "reserved", "period", "resets at"];
+const LIMIT_LABELS: [&str; 9] = [
+    "scope",
+    "kind",
+    "limit",
+    "used",
+    "reserved",
+    "left",
+    "period",
+    "resets at",
+    "retry after",
+];
 
+/// The limit that refused the request, or a dash for each field when none did.
 fn limit_fields(limit: Option<&LimitDetail>) -> Vec<(&'static str, String)> {
     let Some(limit) = limit else {
         return LIMIT_LABELS.map(|label| (label, "-".to_owned())).to_vec();
     };
+    let retry_after = limit
+        .retry_after_secs
+        .map_or_else(|| "never fits".to_owned(), |secs| format!("{secs} s"));
     let values = [
-        scope_name(limit.scope).to_owned(),
+        limit.scope.as_str().to_owned(),
+        limit.kind.as_str().to_owned(),
         limit.limit.to_string(),
         limit.used.to_string(),
         limit.reserved.to_string(),
-        limit.period.clone(),
+        limit.left().to_string(),
+        limit.period.clone().unwrap_or_else(|| "-".to_owned()),
         output::time(limit.resets_at),
+        retry_after,
     ];
     LIMIT_LABELS.into_iter().zip(values).collect()
-}
-
-fn scope_name(scope: LimitScope) -> &'static str {
-    match scope {
-        LimitScope::Org => "org",
-        LimitScope::User => "user",
-    }
-}
-
-fn category_name(category: DenyCategory) -> &'static str {
-    match category {
-        DenyCategory::Unauthenticated => "unauthenticated",
-        DenyCategory::Forbidden => "forbidden",
-        DenyCategory::LimitExceeded => "limit_exceeded",
-    }
 }
 
 #[cfg(test)]

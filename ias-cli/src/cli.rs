@@ -11,6 +11,7 @@ use crate::database;
 use crate::error::CliResult;
 use crate::exit::EXIT_CODES_HELP;
 use crate::key::KeyCommand;
+use crate::limits::LimitsCommand;
 use crate::model::ModelCommand;
 use crate::org::OrgCommand;
 use crate::output::Format;
@@ -20,7 +21,7 @@ use crate::user::UserCommand;
 /// The database used when neither `--database-url` nor `IAS_DATABASE_URL` is set.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./ias.db";
 
-/// `ias-admin`: manage ias organizations, users, API keys, models and budgets.
+/// `ias-admin`: manage ias organizations, users, API keys, models, budgets and rate limits.
 #[derive(Parser)]
 #[command(name = "ias-admin", version, after_help = EXIT_CODES_HELP)]
 pub struct Cli {
@@ -59,7 +60,10 @@ pub enum Command {
     /// Allow, deny and list the models an organization may call
     #[command(subcommand)]
     Model(ModelCommand),
-    /// Show token usage in the current budget period
+    /// Set and show requests- and tokens-per-minute limits
+    #[command(subcommand)]
+    Limits(LimitsCommand),
+    /// Show token usage: the current budget period, or per day
     #[command(subcommand)]
     Usage(UsageCommand),
     /// Read the audit log of admin changes and verify its hash chain
@@ -92,8 +96,11 @@ impl Context {
         Ok(Admin::new(store, Actor::local_operator(), Source::Cli))
     }
 
-    /// A governor over the store, for dry-run decisions.
+    /// A governor over the store, loaded and ready, for dry-run decisions.
+    ///
+    /// The caller must call [`Governor::shutdown`] before the process exits,
+    /// so that the governor gives back whatever it holds.
     pub async fn governor(&self) -> CliResult<Governor> {
-        Ok(Governor::new(self.store().await?))
+        Ok(Governor::open(self.store().await?).await?)
     }
 }

@@ -1,9 +1,9 @@
 //! `ias-admin`: the command line for ias.
 //!
-//! Manages organizations, users, API keys, allowed models and budgets in an
-//! ias database, and checks what a key would be allowed to do. Results go to
-//! stdout (text, or JSON with `--output json`); errors go to stderr as one
-//! line; the exit code says how it went (see [`exit::Exit`]).
+//! Manages organizations, users, API keys, allowed models, budgets and rate
+//! limits in an ias database, and checks what a key would be allowed to do.
+//! Results go to stdout (text, or JSON with `--output json`); errors go to
+//! stderr as one line; the exit code says how it went (see [`exit::Exit`]).
 
 mod audit;
 mod authorize;
@@ -12,6 +12,7 @@ mod database;
 mod error;
 mod exit;
 mod key;
+mod limits;
 mod model;
 mod org;
 mod output;
@@ -64,6 +65,7 @@ async fn dispatch(command: Command, ctx: &Context) -> CliResult<Report> {
         Command::User(command) => user::run(command, ctx).await,
         Command::Key(command) => key::run(command, ctx).await,
         Command::Model(command) => model::run(command, ctx).await,
+        Command::Limits(command) => limits::run(command, ctx).await,
         Command::Usage(command) => usage::run(command, ctx).await,
         Command::Audit(command) => audit::run(command, ctx).await,
         Command::Authorize(args) => authorize::run(args, ctx).await,

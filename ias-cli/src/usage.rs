@@ -1,19 +1,32 @@
-//! `ias-admin usage`: tokens used and reserved in the current budget period.
+//! `ias-admin usage`: tokens used and reserved in the current budget period,
+//! or per day.
 
-use clap::{Args, Subcommand};
-use ias_core::UsageReport;
-use ias_core::usage::{ModelUsage, UserUsage};
+use clap::{Args, Subcommand, ValueEnum};
+use ias_core::usage::{DailyUsage, ModelUsage, UserUsage};
+use ias_core::{Error, UsageReport};
 use serde::Serialize;
 
 use crate::cli::Context;
 use crate::error::CliResult;
 use crate::output::{self, Report};
+use crate::values;
 
 /// Usage commands.
 #[derive(Debug, Subcommand)]
 pub enum UsageCommand {
-    /// Show an organization's usage (or one user's) in the current period
+    /// Show an organization's usage (or one user's) in the current period, or per day
     Show(ShowArgs),
+}
+
+/// How `usage show` breaks usage down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum By {
+    /// Per local day and model, over a range of days
+    Day,
+    /// Per model, in the current period
+    Model,
+    /// Per user, in the current period
+    User,
 }
 
 /// Arguments of `usage show`.
@@ -25,6 +38,15 @@ pub struct ShowArgs {
     /// Only this user of the organization
     #[arg(long)]
     email: Option<String>,
+    /// Break usage down per day, model or user (default: both users and models)
+    #[arg(long, value_enum)]
+    by: Option<By>,
+    /// With --by day: the first day (default: the first of the month, in the org's zone)
+    #[arg(long, value_name = "YYYY-MM-DD", allow_hyphen_values = true)]
+    from: Option<String>,
+    /// With --by day: the last day (default: today, in the org's zone)
+    #[arg(long, value_name = "YYYY-MM-DD", allow_hyphen_values = true)]
+    to: Option<String>,
 }
 
 /// A usage report with the organization's budget beside its counter.
@@ -33,8 +55,10 @@ struct UsageView<'a> {
     org_slug: &'a str,
     period: &'a str,
     org: OrgUsage,
-    users: &'a [UserUsage],
-    models: &'a [ModelUsage],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    users: Option<&'a [UserUsage]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    models: Option<&'a [ModelUsage]>,
 }
 
 /// The organization's counter and budget.
@@ -54,13 +78,21 @@ pub async fn run(command: UsageCommand, ctx: &Context) -> CliResult<Report> {
 }
 
 async fn show(args: ShowArgs, ctx: &Context) -> CliResult<Report> {
+    if args.by == Some(By::Day) {
+        return daily(args, ctx).await;
+    }
+    for (field, value) in [("from", &args.from), ("to", &args.to)] {
+        if let Some(value) = value {
+            return Err(Error::invalid(field, value, "only applies with `--by day`").into());
+        }
+    }
     let admin = ctx.admin().await?;
     let report = admin.usage(&args.org, args.email.as_deref()).await?;
-    let view = view(&args.org, &report);
+    let view = view(&args.org, &report, args.by);
     Report::new(text(&view), &view)
 }
 
-fn view<'a>(org_slug: &'a str, report: &'a UsageReport) -> UsageView<'a> {
+fn view<'a>(org_slug: &'a str, report: &'a UsageReport, by: Option<By>) -> UsageView<'a> {
     UsageView {
         org_slug,
         period: &report.period,
@@ -70,22 +102,64 @@ fn view<'a>(org_slug: &'a str, report: &'a UsageReport) -> UsageView<'a> {
             monthly_token_budget: report.monthly_token_budget,
             remaining: report.remaining(),
         },
-        users: &report.users,
-        models: &report.models,
+        users: (by != Some(By::Model)).then_some(report.users.as_slice()),
+        models: (by != Some(By::User)).then_some(report.models.as_slice()),
     }
 }
 
 fn text(view: &UsageView<'_>) -> String {
     let org = &view.org;
-    let summary = format!(
+    let mut parts = vec![format!(
         "organization `{}`, period {}: {} used, {} reserved of {} ({} left)",
         view.org_slug, view.period, org.used, org.reserved, org.monthly_token_budget, org.remaining
-    );
-    let users: Vec<Vec<String>> = view.users.iter().map(user_row).collect();
-    let users = output::table(&["EMAIL", "LIMIT", "USED", "RESERVED", "REQUESTS"], &users);
-    let models: Vec<Vec<String>> = view.models.iter().map(model_row).collect();
-    let models = output::table(&["MODEL", "TOKENS", "REQUESTS"], &models);
-    format!("{summary}\n\n{users}\n\n{models}")
+    )];
+    if let Some(users) = view.users {
+        let rows: Vec<Vec<String>> = users.iter().map(user_row).collect();
+        let headers = ["EMAIL", "LIMIT", "USED", "RESERVED", "REQUESTS"];
+        parts.push(output::table(&headers, &rows));
+    }
+    if let Some(models) = view.models {
+        let rows: Vec<Vec<String>> = models.iter().map(model_row).collect();
+        parts.push(output::table(&["MODEL", "TOKENS", "REQUESTS"], &rows));
+    }
+    parts.join("\n\n")
+}
+
+/// `usage show --by day`: one row per local day and model.
+async fn daily(args: ShowArgs, ctx: &Context) -> CliResult<Report> {
+    let from = args.from.as_deref().map(|d| values::day("from", d));
+    let from = from.transpose()?;
+    let to = args.to.as_deref().map(|d| values::day("to", d));
+    let to = to.transpose()?;
+    if let (Some(from), Some(to)) = (from, to)
+        && to < from
+    {
+        let reason = format!("must not be before from `{from}`");
+        return Err(Error::invalid("to", to.to_string(), reason).into());
+    }
+    let (from, to) = (from.map(|d| d.to_string()), to.map(|d| d.to_string()));
+
+    let admin = ctx.admin().await?;
+    let days = admin
+        .daily_usage(
+            &args.org,
+            args.email.as_deref(),
+            from.as_deref(),
+            to.as_deref(),
+        )
+        .await?;
+    let rows: Vec<Vec<String>> = days.iter().map(day_row).collect();
+    let text = output::table(&["DAY", "MODEL", "TOKENS", "REQUESTS"], &rows);
+    Report::new(text, &days)
+}
+
+fn day_row(day: &DailyUsage) -> Vec<String> {
+    vec![
+        day.day.clone(),
+        day.model.clone(),
+        day.tokens.to_string(),
+        day.requests.to_string(),
+    ]
 }
 
 fn user_row(user: &UserUsage) -> Vec<String> {

@@ -5,6 +5,7 @@
 //! documented exit code, like every other invalid value.
 
 use chrono::{DateTime, NaiveDate, Utc};
+use ias_core::rate::MAX_RATE;
 use ias_core::validate::parse_token_amount;
 use ias_core::{AuditHead, Error, KeyId, Role};
 
@@ -21,6 +22,28 @@ pub fn limit(field: &'static str, text: &str) -> CliResult<Option<i64>> {
         return Ok(None);
     }
     tokens(field, text).map(Some)
+}
+
+/// Parses a per-minute rate limit: 1 to [`MAX_RATE`], or `none` to remove it.
+pub fn rate(field: &'static str, text: &str) -> CliResult<Option<i64>> {
+    let trimmed = text.trim();
+    if trimmed.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    match trimmed.parse::<i64>() {
+        Ok(n) if (1..=MAX_RATE).contains(&n) => Ok(Some(n)),
+        _ => {
+            let reason =
+                "must be a whole number from 1 to 1000000000, or `none` to remove the limit";
+            Err(Error::invalid(field, text, reason).into())
+        }
+    }
+}
+
+/// Parses a calendar day written `YYYY-MM-DD`.
+pub fn day(field: &'static str, text: &str) -> CliResult<NaiveDate> {
+    NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
+        .map_err(|_| Error::invalid(field, text, "expected a date such as 2026-12-31").into())
 }
 
 /// Parses a role name: `member`, `org_admin` or `system_admin`.
@@ -103,6 +126,28 @@ mod tests {
             err,
             "invalid monthly_token_limit `-1`: must not be negative"
         );
+    }
+
+    #[test]
+    fn rates_are_positive_bounded_or_none() {
+        assert_eq!(rate("rpm", "none").unwrap(), None);
+        assert_eq!(rate("rpm", " 60 ").unwrap(), Some(60));
+        assert_eq!(rate("tpm", "1000000000").unwrap(), Some(MAX_RATE));
+        for bad in ["0", "-1", "1000000001", "99999999999999999999", "ten", ""] {
+            let err = rate("tpm", bad).unwrap_err();
+            assert!(
+                err.to_string().starts_with(&format!("invalid tpm `{bad}`")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn days_are_calendar_dates() {
+        assert_eq!(day("from", "2026-02-28").unwrap().to_string(), "2026-02-28");
+        for bad in ["2026-02-30", "yesterday", "2026/01/01"] {
+            assert!(day("from", bad).unwrap_err().to_string().contains("from"));
+        }
     }
 
     #[test]

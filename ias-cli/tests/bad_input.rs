@@ -333,6 +333,61 @@ fn usage_show_rejects_unknown_and_foreign_users() {
 }
 
 #[test]
+fn usage_by_day_rejects_bad_days_and_misplaced_ranges() {
+    let (db, _) = Db::with_team();
+    let by_day = |from: &str, to: &str| -> Vec<String> {
+        [
+            "usage",
+            "show",
+            "--org",
+            "team-alpha",
+            "--by",
+            "day",
+            "--from",
+            from,
+            "--to",
+            to,
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
+    let cases = [
+        (
+            by_day("yesterday", "2026-01-31"),
+            vec!["from", "`yesterday`"],
+        ),
+        (
+            by_day("2026-01-01", "2026-02-30"),
+            vec!["to", "`2026-02-30`"],
+        ),
+        (
+            by_day("2026-02-01", "2026-01-31"),
+            vec!["to", "`2026-01-31`", "before", "2026-02-01"],
+        ),
+    ];
+    for (args, needles) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        db.refused(&args, None, USAGE, &needles);
+    }
+    let misplaced = [
+        "usage",
+        "show",
+        "--org",
+        "team-alpha",
+        "--from",
+        "2026-01-01",
+    ];
+    db.refused(
+        &misplaced,
+        None,
+        USAGE,
+        &["from", "`2026-01-01`", "--by day"],
+    );
+    let run = db.run(&["usage", "show", "--org", "team-alpha", "--by", "week"]);
+    assert_eq!(run.code, USAGE, "{run:?}");
+}
+
+#[test]
 fn audit_list_rejects_bad_limits() {
     let (db, _) = Db::with_team();
     for limit in ["0", "-1", "x", "10001"] {

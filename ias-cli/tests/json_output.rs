@@ -5,13 +5,11 @@
 mod common;
 
 use common::Db;
-use ias_core::{Decision, Governor};
-use ias_store_sqlite::SqliteStore;
 
 #[test]
 fn every_read_command_prints_json() {
     let (db, secret) = Db::with_team();
-    let reads: [&[&str]; 9] = [
+    let reads: [&[&str]; 15] = [
         &["org", "list"],
         &["org", "show", "--org", "team-alpha"],
         &["user", "list", "--org", "team-alpha"],
@@ -26,8 +24,21 @@ fn every_read_command_prints_json() {
             "--email",
             "bob@example.com",
         ],
+        &["usage", "show", "--org", "team-alpha", "--by", "day"],
+        &["usage", "show", "--org", "team-alpha", "--by", "model"],
+        &["usage", "show", "--org", "team-alpha", "--by", "user"],
         &["audit", "list"],
         &["audit", "list", "--org", "team-alpha", "--limit", "2"],
+        &["limits", "show", "--org", "team-alpha"],
+        &[
+            "limits",
+            "show",
+            "--org",
+            "team-alpha",
+            "--email",
+            "bob@example.com",
+        ],
+        &["limits", "show", "--org", "team-alpha", "--key-id", "1"],
     ];
     for args in reads {
         let value = db.json(args);
@@ -75,7 +86,7 @@ fn lists_are_arrays_of_the_core_types() {
 #[test]
 fn usage_counts_what_the_gateway_spent() {
     let (db, secret) = Db::with_team();
-    spend(&db, &secret, "gpt-4o-mini", 120);
+    db.spend(&secret, "gpt-4o-mini", 120);
 
     let usage = db.json(&["usage", "show", "--org", "team-alpha"]);
     assert_eq!(usage["org"]["used"], 120);
@@ -92,20 +103,89 @@ fn usage_counts_what_the_gateway_spent() {
     assert_eq!(denied["limit"]["used"], 120);
 }
 
-/// Authorizes and settles one request through the library, as a gateway would.
-fn spend(db: &Db, secret: &str, model: &str, tokens: i64) {
-    let path = db.dir.path().join("ias.db");
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let store = SqliteStore::open(&path).await.unwrap();
-        let governor = Governor::new(store);
-        let decision = governor.authorize(secret, model, tokens).await.unwrap();
-        let Decision::Allowed(allowed) = decision else {
-            panic!("not allowed: {decision:?}");
-        };
-        let reservation = allowed.reservation.unwrap();
-        governor.settle(&reservation, tokens).await.unwrap();
-    });
+#[test]
+fn usage_by_model_or_user_keeps_only_that_breakdown() {
+    let (db, secret) = Db::with_team();
+    db.spend(&secret, "gpt-4o-mini", 120);
+    let by_model = db.json(&["usage", "show", "--org", "team-alpha", "--by", "model"]);
+    assert_eq!(by_model["models"][0]["tokens"], 120);
+    assert!(by_model.get("users").is_none(), "{by_model}");
+    assert_eq!(by_model["org"]["used"], 120);
+    let by_user = db.json(&["usage", "show", "--org", "team-alpha", "--by", "user"]);
+    assert_eq!(by_user["users"][0]["counter"]["used"], 120);
+    assert!(by_user.get("models").is_none(), "{by_user}");
+
+    let text = db.ok(&["usage", "show", "--org", "team-alpha", "--by", "model"]);
+    assert!(text.stdout.contains("MODEL"), "{text:?}");
+    assert!(!text.stdout.contains("EMAIL"), "{text:?}");
+}
+
+#[test]
+fn usage_by_day_lists_what_was_settled_per_day_and_model() {
+    let (db, secret) = Db::with_team();
+    db.ok(&["model", "allow", "--org", "team-alpha", "--model", "gpt-4o"]);
+    let before = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    db.spend(&secret, "gpt-4o-mini", 120);
+    db.spend(&secret, "gpt-4o-mini", 30);
+    db.spend(&secret, "gpt-4o", 7);
+    let after = chrono::Utc::now().format("%Y-%m-%d").to_string();
+
+    let days = db.json(&["usage", "show", "--org", "team-alpha", "--by", "day"]);
+    let rows = days.as_array().unwrap();
+    let mut seen: Vec<(String, i64, i64)> = rows
+        .iter()
+        .map(|row| {
+            let day = row["day"].as_str().unwrap();
+            assert!(day == before || day == after, "{row}");
+            let model = row["model"].as_str().unwrap().to_owned();
+            (
+                model,
+                row["tokens"].as_i64().unwrap(),
+                row["requests"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("gpt-4o".to_owned(), 7, 1),
+            ("gpt-4o-mini".to_owned(), 150, 2)
+        ]
+    );
+
+    let one_user = [
+        "usage",
+        "show",
+        "--org",
+        "team-alpha",
+        "--email",
+        "bob@example.com",
+        "--by",
+        "day",
+        "--from",
+        &before,
+        "--to",
+        &after,
+    ];
+    assert_eq!(db.json(&one_user), days);
+    let text = db.ok(&one_user[..one_user.len() - 4]).stdout;
+    assert!(text.starts_with("DAY"), "{text}");
+    assert!(text.contains("gpt-4o-mini  150     2"), "{text}");
+
+    let long_ago = [
+        "usage",
+        "show",
+        "--org",
+        "team-alpha",
+        "--by",
+        "day",
+        "--from",
+        "2001-01-01",
+        "--to",
+        "2001-01-31",
+    ];
+    assert_eq!(db.json(&long_ago), serde_json::json!([]));
 }
 
 #[test]

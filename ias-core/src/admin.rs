@@ -15,16 +15,20 @@ use crate::audit::{
     self, Actor, AuditEntry, AuditFilter, AuditHead, AuditRecord, AuditVerification, ChainVerifier,
     Source,
 };
+use crate::budget::LimitScope;
 use crate::clock::{Clock, SystemClock};
 use crate::domain::{
     ApiKey, KeyId, ManagedBy, NewApiKey, NewOrganization, NewUser, OrgId, Organization, Role, User,
     UserRef,
 };
 use crate::error::{Error, Result};
+use crate::governor::Governor;
 use crate::key::KeySecret;
 use crate::period::MonthlyPeriod;
+use crate::rate::RateLimits;
 use crate::rbac::{self, Access, Grant, GrantCache, Permission, Target};
 use crate::store::Store;
+use crate::usage::DailyUsage;
 use crate::usage::UsageReport;
 use crate::{password, policy, validate};
 
@@ -45,6 +49,18 @@ pub struct Admin {
     grants: Arc<GrantCache>,
     actor: Actor,
     source: Source,
+    governor: Option<Governor>,
+}
+
+/// Whose rate limits, inside one organization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitTarget {
+    /// The organization itself.
+    Org,
+    /// A user of the organization, by email.
+    User(String),
+    /// A key of one of the organization's users.
+    Key(KeyId),
 }
 
 /// A key just created: the only time its secret is available.
@@ -74,7 +90,15 @@ impl Admin {
             grants: Arc::new(GrantCache::default()),
             actor,
             source,
+            governor: None,
         }
+    }
+
+    /// Keeps `governor`'s cache current: after each change made here, it
+    /// reloads what changed before the call returns.
+    pub fn with_governor(mut self, governor: Governor) -> Self {
+        self.governor = Some(governor);
+        self
     }
 
     /// Uses `clock` instead of the system clock.
@@ -111,7 +135,7 @@ impl Admin {
         self.require(Permission::OrgCreate, Target::global(), &record)
             .await?;
         let created = self.store.create_org(&new, &record).await;
-        self.applied(&record, created)
+        self.applied(&record, created).await
     }
 
     /// The organization with this slug.
@@ -169,7 +193,7 @@ impl Admin {
         self.require(Permission::UserCreate, target, &record)
             .await?;
         let created = self.store.create_user(&new, &record).await;
-        self.applied(&record, created)
+        self.applied(&record, created).await
     }
 
     /// The user with this email.
@@ -205,7 +229,7 @@ impl Admin {
             .await?;
         self.ensure_api_managed(user.managed_by, "user", &user.email)?;
         let changed = self.store.set_user_limit(user.id, limit, &record).await;
-        self.applied(&record, changed)
+        self.applied(&record, changed).await
     }
 
     /// Sets a user's password, replacing any it had; allowed to system admins only.
@@ -232,7 +256,7 @@ impl Admin {
             .store
             .set_password_hash(user.id, &hashed, &record)
             .await;
-        self.applied(&record, stored)?;
+        self.applied(&record, stored).await?;
         Ok(user)
     }
 
@@ -262,7 +286,7 @@ impl Admin {
         let target = format!("key:{}", new.prefix);
         let record = self.record("key.create", Some(user.org_id), target, changes);
         let created = self.store.create_key(&new, &record).await;
-        let key = self.applied(&record, created)?;
+        let key = self.applied(&record, created).await?;
         Ok(CreatedKey { key, secret })
     }
 
@@ -293,7 +317,7 @@ impl Admin {
             return Err(Error::conflict("key", id.to_string(), "is already revoked"));
         }
         let revoked = self.store.revoke_key(id, now, &record).await;
-        self.applied(&record, revoked)
+        self.applied(&record, revoked).await
     }
 
     /// Allows a model name or pattern for an organization.
@@ -392,6 +416,88 @@ impl Admin {
         }
     }
 
+    /// Sets the requests- and tokens-per-minute limits of an org, a user or a key.
+    ///
+    /// `limits` replaces what was set; a `None` field removes that limit.
+    /// Returns whether anything changed.
+    pub async fn set_rate_limits(
+        &self,
+        org_slug: &str,
+        target: LimitTarget,
+        limits: RateLimits,
+    ) -> Result<bool> {
+        let limits = limits.validated()?;
+        let org = self.find_org(org_slug).await?;
+        let (scope, id, rbac_target, name) = self.limit_scope(&org, &target).await?;
+        let before = self.store.rate_limits(scope, id).await?;
+        let changes = serde_json::json!({
+            "rpm": { "before": before.rpm, "after": limits.rpm },
+            "tpm": { "before": before.tpm, "after": limits.tpm },
+        });
+        let record = self.record("limits.set", Some(org.id), name, changes);
+        self.require(Permission::LimitsManage, rbac_target, &record)
+            .await?;
+        if scope != LimitScope::Key {
+            self.ensure_api_managed(org.managed_by, "organization", &org.slug)?;
+        }
+        let changed = self.store.set_rate_limits(scope, id, limits, &record).await;
+        self.applied(&record, changed).await
+    }
+
+    /// The rate limits set on an org, a user or a key.
+    pub async fn rate_limits(&self, org_slug: &str, target: LimitTarget) -> Result<RateLimits> {
+        let org = self.find_org(org_slug).await?;
+        let (scope, id, rbac_target, name) = self.limit_scope(&org, &target).await?;
+        let attempt = self.attempt("limits.read", Some(org.id), name);
+        self.require(Permission::OrgRead, rbac_target, &attempt)
+            .await?;
+        self.store.rate_limits(scope, id).await
+    }
+
+    /// Usage per local day and model, for the current month so far (or `from..=to`).
+    pub async fn daily_usage(
+        &self,
+        org_slug: &str,
+        email: Option<&str>,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<Vec<DailyUsage>> {
+        let org = self.find_org(org_slug).await?;
+        let user = match email {
+            Some(email) => Some(self.find_user(email).await?).filter(|u| u.org_id == org.id),
+            None => None,
+        };
+        if let (Some(email), None) = (email, &user) {
+            return Err(Error::not_found(
+                "user",
+                format!("{email} in organization {}", org.slug),
+            ));
+        }
+        let (target, label) = match &user {
+            Some(user) => (Target::user(user), user_label(user)),
+            None => (Target::org(org.id), org_label(&org)),
+        };
+        let attempt = self.attempt("usage.read", Some(org.id), label);
+        self.require(Permission::UsageRead, target, &attempt)
+            .await?;
+        let now = self.clock.now();
+        let period = MonthlyPeriod::containing(now, org.timezone);
+        let first = period
+            .starts_at
+            .with_timezone(&org.timezone)
+            .format("%Y-%m-%d")
+            .to_string();
+        let today = now
+            .with_timezone(&org.timezone)
+            .format("%Y-%m-%d")
+            .to_string();
+        let from = day_arg("from", from)?.unwrap_or(first);
+        let to = day_arg("to", to)?.unwrap_or(today);
+        self.store
+            .daily_usage(org.id, user.map(|u| u.id), &from, &to)
+            .await
+    }
+
     async fn set_model(&self, org_slug: &str, model: &str, allowed: bool) -> Result<ModelChange> {
         let pattern = policy::model_pattern(model)?;
         let org = self.find_org(org_slug).await?;
@@ -414,11 +520,68 @@ impl Admin {
             .store
             .set_model_allowed(org.id, &pattern, allowed, &record)
             .await;
-        let changed = self.applied(&record, result)?;
+        let changed = self.applied(&record, result).await?;
         Ok(ModelChange {
             model: pattern,
             changed,
         })
+    }
+
+    /// Lets the attached governor reload what a change touched.
+    async fn refresh_governor(&self) {
+        if let Some(governor) = &self.governor
+            && let Err(err) = governor.refresh().await
+        {
+            // The write stands; the governor's periodic refresh catches up.
+            tracing::warn!(error = %err, "could not reload the governor after a change");
+        }
+    }
+
+    async fn limit_scope(
+        &self,
+        org: &Organization,
+        target: &LimitTarget,
+    ) -> Result<(LimitScope, i64, Target, String)> {
+        match target {
+            LimitTarget::Org => Ok((
+                LimitScope::Org,
+                org.id.0,
+                Target::org(org.id),
+                org_label(org),
+            )),
+            LimitTarget::User(email) => {
+                let user = self.find_user(email).await?;
+                if user.org_id != org.id {
+                    return Err(Error::not_found(
+                        "user",
+                        format!("{} in organization {}", user.email, org.slug),
+                    ));
+                }
+                Ok((
+                    LimitScope::User,
+                    user.id.0,
+                    Target::user(&user),
+                    user_label(&user),
+                ))
+            }
+            LimitTarget::Key(id) => {
+                let key = self
+                    .store
+                    .key_by_id(*id)
+                    .await?
+                    .filter(|k| k.org_id == org.id)
+                    .ok_or_else(|| {
+                        Error::not_found("key", format!("{id} in organization {}", org.slug))
+                    })?;
+                let owner = self
+                    .store
+                    .user_by_id(key.user_id)
+                    .await?
+                    .ok_or_else(|| Error::not_found("user", key.user_id.to_string()))?;
+                let target = Target::user(&owner);
+                Ok((LimitScope::Key, id.0, target, format!("key:{}", key.prefix)))
+            }
+        }
     }
 
     async fn find_org(&self, slug: &str) -> Result<Organization> {
@@ -470,7 +633,9 @@ impl Admin {
     }
 
     /// Logs a change the store applied (with its audit entry); passes `result` on.
-    fn applied<T>(&self, record: &AuditRecord, result: Result<T>) -> Result<T> {
+    ///
+    /// An attached governor then reloads what the change touched.
+    async fn applied<T>(&self, record: &AuditRecord, result: Result<T>) -> Result<T> {
         if result.is_ok() {
             tracing::info!(
                 actor = %record.actor,
@@ -479,6 +644,7 @@ impl Admin {
                 target = %record.target,
                 "admin change applied"
             );
+            self.refresh_governor().await;
         }
         result
     }
@@ -560,6 +726,16 @@ fn key_changes(
         "prefix": { "before": null, "after": prefix },
         "expires_at": { "before": null, "after": expires_at },
     })
+}
+
+fn day_arg(field: &'static str, value: Option<&str>) -> Result<Option<String>> {
+    value
+        .map(|v| {
+            chrono::NaiveDate::parse_from_str(v.trim(), "%Y-%m-%d")
+                .map(|d| d.format("%Y-%m-%d").to_string())
+                .map_err(|_| Error::invalid(field, v, "expected a date such as 2026-12-31"))
+        })
+        .transpose()
 }
 
 fn optional_limit(limit: Option<i64>) -> Result<Option<i64>> {

@@ -1,12 +1,9 @@
 //! The budget rule: does a request fit in what is left?
 //!
-//! Stores call [`first_exceeded`] inside the transaction that reserves, so the
-//! rule is written once and every backend applies it the same way.
+//! The governor applies [`first_exceeded`] to dry-run checks; grants come
+//! from budget leases ([`crate::lease`]), which apply the same rule.
 
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-
-use crate::domain::{KeyId, OrgId, ReservationId, UserId};
 
 /// Tokens spent and tokens held by open reservations, for one scope and period.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,34 +39,37 @@ pub struct BudgetState {
     pub user: Counter,
 }
 
-impl BudgetState {
-    /// The state once `tokens` more are held on both counters.
-    ///
-    /// Stores answer a reservation with this instead of reading the
-    /// counters again inside the same transaction.
-    pub fn reserving(mut self, tokens: i64) -> Self {
-        self.org.reserved = self.org.reserved.saturating_add(tokens);
-        self.user.reserved = self.user.reserved.saturating_add(tokens);
-        self
-    }
-}
+impl BudgetState {}
 
 /// Which limit a request ran into.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LimitScope {
     /// The organization's monthly budget.
     Org,
-    /// The user's own monthly limit.
+    /// The user's own limit.
     User,
+    /// The API key's own limit (rate limits only).
+    Key,
 }
 
 impl LimitScope {
-    /// The stable machine-readable name, `org` or `user`.
+    /// The stable machine-readable name: `org`, `user` or `key`.
     pub fn as_str(self) -> &'static str {
         match self {
             LimitScope::Org => "org",
             LimitScope::User => "user",
+            LimitScope::Key => "key",
+        }
+    }
+
+    /// The scope named `name`, if any.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "org" => Some(LimitScope::Org),
+            "user" => Some(LimitScope::User),
+            "key" => Some(LimitScope::Key),
+            _ => None,
         }
     }
 }
@@ -112,41 +112,6 @@ pub fn first_exceeded(state: &BudgetState, requested: i64) -> Option<Exceeded> {
         }),
         _ => None,
     }
-}
-
-/// What a store needs to hold tokens for one request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReserveRequest {
-    /// The organization charged.
-    pub org_id: OrgId,
-    /// The user charged.
-    pub user_id: UserId,
-    /// The key presented.
-    pub key_id: KeyId,
-    /// The normalised model name.
-    pub model: String,
-    /// The budget period key, `YYYY-MM`.
-    pub period: String,
-    /// Tokens to hold.
-    pub tokens: i64,
-    /// When the reservation is made.
-    pub created_at: DateTime<Utc>,
-    /// When an unsettled reservation may be released by the store.
-    pub expires_at: DateTime<Utc>,
-}
-
-/// What a store answers to a [`ReserveRequest`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReserveOutcome {
-    /// The tokens are held.
-    Reserved {
-        /// The new reservation.
-        id: ReservationId,
-        /// Limits and counters after the reservation.
-        state: BudgetState,
-    },
-    /// Nothing was held: the request does not fit.
-    Exceeded(Exceeded),
 }
 
 /// The result of settling a reservation.

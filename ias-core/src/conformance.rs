@@ -38,10 +38,13 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 
 use crate::audit::{Actor, GENESIS_HASH, Source, chain_hash};
-use crate::budget::{LimitScope, ReserveOutcome, ReserveRequest};
-use crate::domain::{KeyId, OrgId, ReservationId, Role, UserId};
+use crate::budget::LimitScope;
+use crate::domain::{KeyId, OrgId, Role, UserId};
 use crate::error::Error;
+use crate::lease::{LeaseEntry, LeaseState, LeaseSync, UsageEvent};
+use crate::rate::RateLimits;
 use crate::rbac::builtin_grants;
+use crate::snapshot::ChangeEntity;
 use crate::{Admin, CreatedKey, Store};
 
 /// Generates one `#[tokio::test]` per conformance function.
@@ -57,23 +60,25 @@ macro_rules! conformance_suite {
             a_failed_write_leaves_no_trace,
             users_have_unique_normalised_emails,
             user_limits_can_be_set_and_cleared,
-            keys_are_found_by_hash_with_their_context,
+            keys_are_loaded_for_the_cache_by_id,
             revoking_is_recorded_once,
             allowing_models_is_idempotent,
-            reservations_hold_and_settle_exactly,
-            a_request_that_does_not_fit_changes_nothing,
-            user_limit_applies_while_org_has_budget,
+            leases_grant_at_most_what_is_left,
+            charges_come_out_of_the_lease,
+            user_leases_follow_the_user_limit,
             overshoot_is_charged_in_full,
-            settling_twice_is_refused,
-            released_tokens_return_to_the_budget,
-            expired_reservations_are_released,
-            concurrent_reservations_never_overspend,
+            a_failed_sync_changes_nothing,
+            expired_leases_of_a_stopped_holder_are_taken_back,
+            concurrent_lease_requests_never_overspend,
+            rate_limits_are_set_and_cleared,
+            every_cached_write_is_in_the_change_feed,
             audit_entries_form_a_hash_chain,
-            usage_reports_by_user_and_model,
+            usage_reports_by_user_model_and_day,
             governor_allows_reserves_and_settles,
             governor_check_reserves_nothing,
             governor_denies_bad_keys,
             governor_denies_models_and_exhausted_budgets,
+            two_governors_never_overspend_together,
             audit_entries_can_be_appended_alone,
             audit_entries_are_filtered,
             the_audit_chain_reads_oldest_first,
@@ -136,23 +141,45 @@ async fn fixture(store: &Arc<dyn Store>, budget: i64, limit: Option<i64>) -> Fix
     }
 }
 
-fn request(f: &Fixture, tokens: i64) -> ReserveRequest {
-    ReserveRequest {
-        org_id: f.org,
-        user_id: f.user,
-        key_id: f.key,
-        model: "gpt-4o-mini".into(),
+fn want(scope: LimitScope, id: i64, want: i64) -> LeaseEntry {
+    LeaseEntry {
+        scope,
+        scope_id: id,
         period: PERIOD.into(),
-        tokens,
-        created_at: now(),
-        expires_at: now() + Duration::minutes(15),
+        charge: 0,
+        give_back: 0,
+        want,
     }
 }
 
-async fn reserve_ok(store: &Arc<dyn Store>, req: &ReserveRequest) -> ReservationId {
-    match store.reserve(req).await.unwrap() {
-        ReserveOutcome::Reserved { id, .. } => id,
-        ReserveOutcome::Exceeded(e) => panic!("expected a reservation, got {e:?}"),
+fn sync(holder: &str, entries: Vec<LeaseEntry>, events: Vec<UsageEvent>) -> LeaseSync {
+    LeaseSync {
+        holder: holder.into(),
+        now: now(),
+        lease_expires_at: now() + Duration::seconds(30),
+        entries,
+        events,
+    }
+}
+
+async fn one(store: &Arc<dyn Store>, holder: &str, entry: LeaseEntry) -> LeaseState {
+    store
+        .sync_leases(&sync(holder, vec![entry], vec![]))
+        .await
+        .unwrap()[0]
+}
+
+fn event(f: &Fixture, model: &str, day: &str, tokens: i64) -> UsageEvent {
+    UsageEvent {
+        org_id: f.org,
+        user_id: f.user,
+        key_id: f.key,
+        model: model.into(),
+        period: PERIOD.into(),
+        day: day.into(),
+        reserved: tokens,
+        tokens,
+        at: now(),
     }
 }
 
@@ -250,23 +277,41 @@ pub async fn user_limits_can_be_set_and_cleared(store: Arc<dyn Store>) {
     assert_eq!(state.user_limit, None);
 }
 
-/// The hot-path lookup finds a key by hash with its user, org and allowed models.
-pub async fn keys_are_found_by_hash_with_their_context(store: Arc<dyn Store>) {
+/// The cache loads keys by id, with their hash and their own rate limits.
+pub async fn keys_are_loaded_for_the_cache_by_id(store: Arc<dyn Store>) {
     let first = acme_with_key(&store, 100, None).await;
     let admin = admin(&store);
     let second = admin.create_key("u@acme.io", None).await.unwrap();
-    let ctx = store
-        .key_context(&first.secret.hash())
+    let records = store.key_records(None, 10).await.unwrap();
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0].id, first.key.id);
+    assert_eq!(records[0].hash, first.secret.hash());
+    assert_eq!(records[0].expires_at, first.key.expires_at);
+    let page = store.key_records(Some(first.key.id), 10).await.unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].hash, second.secret.hash());
+    assert!(
+        store
+            .key_records(Some(second.key.id), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let limits = RateLimits {
+        rpm: Some(5),
+        tpm: None,
+    };
+    admin
+        .set_rate_limits(
+            "acme",
+            crate::admin::LimitTarget::Key(second.key.id),
+            limits,
+        )
         .await
-        .unwrap()
         .unwrap();
-    assert_eq!(ctx.key, first.key);
-    assert_eq!(ctx.user.email, "u@acme.io");
-    assert_eq!(ctx.org.slug, "acme");
-    assert_eq!(ctx.allowed_models, ["gpt-4o-mini"]);
-    assert!(first.key.expires_at.is_some());
-    let unknown = crate::KeySecret::generate();
-    assert!(store.key_context(&unknown.hash()).await.unwrap().is_none());
+    let record = store.key_record(second.key.id).await.unwrap().unwrap();
+    assert_eq!(record.rate_limits, limits);
+    assert!(store.key_record(KeyId(9_999)).await.unwrap().is_none());
     let ids: Vec<_> = admin
         .list_keys("u@acme.io")
         .await
@@ -370,129 +415,204 @@ pub async fn allowing_models_is_idempotent(store: Arc<dyn Store>) {
     assert_eq!(store.allowed_models(org.id).await.unwrap(), ["anthropic/*"]);
 }
 
-/// Reserving holds tokens on both counters; settling moves them to used.
-pub async fn reservations_hold_and_settle_exactly(store: Arc<dyn Store>) {
-    let f = fixture(&store, 100, Some(80)).await;
-    let id = reserve_ok(&store, &request(&f, 30)).await;
-    let held = store.budget_state(f.org, f.user, PERIOD).await.unwrap();
-    assert_eq!((held.org.used, held.org.reserved), (0, 30));
-    assert_eq!((held.user.used, held.user.reserved), (0, 30));
-    let settled = store.settle(id, 25, now()).await.unwrap();
-    assert_eq!((settled.reserved, settled.charged), (30, 25));
-    let after = store.budget_state(f.org, f.user, PERIOD).await.unwrap();
-    assert_eq!((after.org.used, after.org.reserved), (25, 0));
-    assert_eq!((after.user.used, after.user.reserved), (25, 0));
-}
-
-/// A request larger than what is left is refused whole and holds nothing.
-pub async fn a_request_that_does_not_fit_changes_nothing(store: Arc<dyn Store>) {
+/// A lease grants at most what is left of the limit, across holders.
+pub async fn leases_grant_at_most_what_is_left(store: Arc<dyn Store>) {
     let f = fixture(&store, 100, None).await;
-    reserve_ok(&store, &request(&f, 60)).await;
-    let outcome = store.reserve(&request(&f, 41)).await.unwrap();
-    let ReserveOutcome::Exceeded(exceeded) = outcome else {
-        panic!("41 tokens do not fit in 40: {outcome:?}");
-    };
-    assert_eq!(exceeded.scope, LimitScope::Org);
+    let a = one(&store, "a", want(LimitScope::Org, f.org.0, 60)).await;
     assert_eq!(
-        (exceeded.limit, exceeded.used, exceeded.reserved),
-        (100, 0, 60)
+        (a.granted, a.lease, a.held, a.limit),
+        (60, 60, 60, Some(100))
     );
+    let b = one(&store, "b", want(LimitScope::Org, f.org.0, 60)).await;
+    assert_eq!((b.granted, b.lease, b.held), (40, 40, 100));
+    let c = one(&store, "c", want(LimitScope::Org, f.org.0, 1)).await;
+    assert_eq!(c.granted, 0);
     let state = store.budget_state(f.org, f.user, PERIOD).await.unwrap();
-    assert_eq!(state.org.reserved, 60);
-    reserve_ok(&store, &request(&f, 40)).await;
+    assert_eq!((state.org.used, state.org.reserved), (0, 100));
 }
 
-/// A user's own limit refuses while the org budget still has room.
-pub async fn user_limit_applies_while_org_has_budget(store: Arc<dyn Store>) {
+/// Charges come out of the holder's lease; give-backs return tokens to everyone.
+pub async fn charges_come_out_of_the_lease(store: Arc<dyn Store>) {
+    let f = fixture(&store, 100, None).await;
+    one(&store, "a", want(LimitScope::Org, f.org.0, 60)).await;
+    let mut entry = want(LimitScope::Org, f.org.0, 0);
+    entry.charge = 25;
+    let s = one(&store, "a", entry.clone()).await;
+    assert_eq!((s.used, s.held, s.lease), (25, 35, 35));
+    entry.charge = 0;
+    entry.give_back = 35;
+    let s = one(&store, "a", entry).await;
+    assert_eq!((s.used, s.held, s.lease), (25, 0, 0));
+    let b = one(&store, "b", want(LimitScope::Org, f.org.0, 100)).await;
+    assert_eq!(b.granted, 75);
+}
+
+/// A user's lease is bounded by its own limit; without one, only the org budget applies.
+pub async fn user_leases_follow_the_user_limit(store: Arc<dyn Store>) {
     let f = fixture(&store, 1_000, Some(50)).await;
-    let id = reserve_ok(&store, &request(&f, 50)).await;
-    store.settle(id, 50, now()).await.unwrap();
-    let outcome = store.reserve(&request(&f, 1)).await.unwrap();
-    let ReserveOutcome::Exceeded(exceeded) = outcome else {
-        panic!("the user limit is spent: {outcome:?}");
-    };
-    assert_eq!(
-        (exceeded.scope, exceeded.limit, exceeded.used),
-        (LimitScope::User, 50, 50)
+    let s = one(&store, "a", want(LimitScope::User, f.user.0, 80)).await;
+    assert_eq!((s.granted, s.limit), (50, Some(50)));
+    admin(&store)
+        .set_user_limit("u@acme.io", None)
+        .await
+        .unwrap();
+    let s = one(&store, "a", want(LimitScope::User, f.user.0, 80)).await;
+    assert_eq!((s.granted, s.limit), (80, None));
+    let missing = store
+        .sync_leases(&sync("a", vec![want(LimitScope::User, 9_999, 1)], vec![]))
+        .await;
+    assert!(
+        matches!(missing, Err(Error::NotFound { .. })),
+        "{missing:?}"
     );
 }
 
-/// Usage above the estimate is charged in full, and the next request is refused.
+/// Usage above the lease is charged in full, and nothing more is granted.
 pub async fn overshoot_is_charged_in_full(store: Arc<dyn Store>) {
     let f = fixture(&store, 100, None).await;
-    let id = reserve_ok(&store, &request(&f, 10)).await;
-    store.settle(id, 120, now()).await.unwrap();
-    let state = store.budget_state(f.org, f.user, PERIOD).await.unwrap();
-    assert_eq!((state.org.used, state.org.reserved), (120, 0));
-    assert!(matches!(
-        store.reserve(&request(&f, 1)).await.unwrap(),
-        ReserveOutcome::Exceeded(_)
-    ));
+    one(&store, "a", want(LimitScope::Org, f.org.0, 10)).await;
+    let mut entry = want(LimitScope::Org, f.org.0, 0);
+    entry.charge = 120;
+    let s = one(&store, "a", entry).await;
+    assert_eq!((s.used, s.held, s.lease), (120, 0, 0));
+    assert_eq!(
+        one(&store, "b", want(LimitScope::Org, f.org.0, 1))
+            .await
+            .granted,
+        0
+    );
 }
 
-/// A reservation is settled at most once: nothing is charged twice.
-pub async fn settling_twice_is_refused(store: Arc<dyn Store>) {
+/// A sync with one bad entry writes nothing at all, not even its good entries or events.
+pub async fn a_failed_sync_changes_nothing(store: Arc<dyn Store>) {
     let f = fixture(&store, 100, None).await;
-    let id = reserve_ok(&store, &request(&f, 10)).await;
-    store.settle(id, 10, now()).await.unwrap();
-    assert!(matches!(
-        store.settle(id, 10, now()).await,
-        Err(Error::NotFound { .. })
-    ));
-    assert!(matches!(
-        store.release(id).await,
-        Err(Error::NotFound { .. })
-    ));
-    let state = store.budget_state(f.org, f.user, PERIOD).await.unwrap();
-    assert_eq!(state.org.used, 10);
-}
-
-/// Releasing returns the held tokens without charging anything.
-pub async fn released_tokens_return_to_the_budget(store: Arc<dyn Store>) {
-    let f = fixture(&store, 100, None).await;
-    let id = reserve_ok(&store, &request(&f, 100)).await;
-    store.release(id).await.unwrap();
+    let mut good = want(LimitScope::Org, f.org.0, 50);
+    good.charge = 10;
+    let bad = want(LimitScope::Org, 9_999, 1);
+    let events = vec![event(&f, "gpt-4o-mini", "2026-12-01", 10)];
+    let failed = store.sync_leases(&sync("a", vec![good, bad], events)).await;
+    assert!(failed.is_err());
     let state = store.budget_state(f.org, f.user, PERIOD).await.unwrap();
     assert_eq!((state.org.used, state.org.reserved), (0, 0));
     let report = store.usage_report(f.org, None, PERIOD).await.unwrap();
     assert!(report.models.is_empty());
 }
 
-/// Reservations past their expiry are released when the org next reserves.
-pub async fn expired_reservations_are_released(store: Arc<dyn Store>) {
+/// Leases of a holder that stopped renewing are taken back once expired.
+pub async fn expired_leases_of_a_stopped_holder_are_taken_back(store: Arc<dyn Store>) {
     let f = fixture(&store, 100, None).await;
-    let mut stale = request(&f, 100);
-    stale.created_at = now() - Duration::hours(1);
-    stale.expires_at = now() - Duration::minutes(1);
-    let id = reserve_ok(&store, &stale).await;
-    reserve_ok(&store, &request(&f, 100)).await;
-    assert!(matches!(
-        store.settle(id, 1, now()).await,
-        Err(Error::NotFound { .. })
-    ));
-    let state = store.budget_state(f.org, f.user, PERIOD).await.unwrap();
-    assert_eq!((state.org.used, state.org.reserved), (0, 100));
+    let mut stale = sync("dead", vec![want(LimitScope::Org, f.org.0, 100)], vec![]);
+    stale.lease_expires_at = now() - Duration::seconds(1);
+    store.sync_leases(&stale).await.unwrap();
+    let live = one(&store, "live", want(LimitScope::Org, f.org.0, 100)).await;
+    assert_eq!((live.granted, live.held), (100, 100));
+    // A live holder's lease is never taken.
+    let other = one(&store, "other", want(LimitScope::Org, f.org.0, 1)).await;
+    assert_eq!(other.granted, 0);
 }
 
-/// Many concurrent reservations never hold more than the budget.
-pub async fn concurrent_reservations_never_overspend(store: Arc<dyn Store>) {
+/// Many holders asking at once never hold more than the budget between them.
+pub async fn concurrent_lease_requests_never_overspend(store: Arc<dyn Store>) {
     let f = fixture(&store, 205, None).await;
-    let req = request(&f, 10);
     let tasks: Vec<_> = (0..40)
-        .map(|_| {
-            let (store, req) = (store.clone(), req.clone());
-            tokio::spawn(async move { store.reserve(&req).await.unwrap() })
+        .map(|i| {
+            let store = store.clone();
+            let entry = want(LimitScope::Org, f.org.0, 10);
+            tokio::spawn(async move { one(&store, &format!("h{i}"), entry).await.granted })
         })
         .collect();
     let mut granted = 0;
     for task in tasks {
-        if matches!(task.await.unwrap(), ReserveOutcome::Reserved { .. }) {
-            granted += 1;
-        }
+        granted += task.await.unwrap();
     }
-    assert_eq!(granted, 20);
+    assert_eq!(granted, 205);
     let state = store.budget_state(f.org, f.user, PERIOD).await.unwrap();
-    assert_eq!(state.org.reserved, 200);
+    assert_eq!(state.org.reserved, 205);
+}
+
+/// Rate limits are stored per scope, idempotently, audited, and removed with none.
+pub async fn rate_limits_are_set_and_cleared(store: Arc<dyn Store>) {
+    let f = fixture(&store, 100, None).await;
+    let limits = RateLimits {
+        rpm: Some(60),
+        tpm: Some(10_000),
+    };
+    let audit = crate::audit::AuditRecord {
+        at: now(),
+        actor: "operator:conformance".into(),
+        source: Source::Library,
+        action: "limits.set".into(),
+        org_id: Some(f.org),
+        target: "user:u@acme.io".into(),
+        changes: serde_json::json!({}),
+    };
+    let before = audit_count(&store).await;
+    assert!(
+        store
+            .set_rate_limits(LimitScope::User, f.user.0, limits, &audit)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_rate_limits(LimitScope::User, f.user.0, limits, &audit)
+            .await
+            .unwrap()
+    );
+    assert_eq!(audit_count(&store).await, before + 1);
+    assert_eq!(
+        store.rate_limits(LimitScope::User, f.user.0).await.unwrap(),
+        limits
+    );
+    assert_eq!(
+        store.rate_limits(LimitScope::Org, f.org.0).await.unwrap(),
+        RateLimits::NONE
+    );
+    store
+        .set_rate_limits(LimitScope::User, f.user.0, RateLimits::NONE, &audit)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.rate_limits(LimitScope::User, f.user.0).await.unwrap(),
+        RateLimits::NONE
+    );
+    let missing = store
+        .set_rate_limits(LimitScope::Key, 9_999, limits, &audit)
+        .await;
+    assert!(matches!(missing, Err(Error::NotFound { .. })));
+}
+
+/// Every write the governor caches appears in the change feed, in order.
+pub async fn every_cached_write_is_in_the_change_feed(store: Arc<dyn Store>) {
+    let start = store.change_seq().await.unwrap();
+    let key = acme_with_key(&store, 100, None).await;
+    admin(&store).revoke_key(key.key.id).await.unwrap();
+    let changes = store.changes_since(start, 100).await.unwrap();
+    let seen: Vec<_> = changes.iter().map(|c| (c.entity, c.id)).collect();
+    let org = key.key.org_id.0;
+    for expected in [
+        (ChangeEntity::Org, org),
+        (ChangeEntity::User, key.key.user_id.0),
+        (ChangeEntity::Key, key.key.id.0),
+    ] {
+        assert!(
+            seen.contains(&expected),
+            "{expected:?} missing from {seen:?}"
+        );
+    }
+    assert!(changes.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(
+        store.change_seq().await.unwrap(),
+        changes.last().unwrap().seq
+    );
+    let last = changes.last().unwrap().seq;
+    assert!(store.changes_since(last, 100).await.unwrap().is_empty());
+    let page = store.changes_since(start, 2).await.unwrap();
+    assert_eq!(page.len(), 2);
+    let policy = store.org_policy(key.key.org_id).await.unwrap().unwrap();
+    assert_eq!(policy.allowed_models, ["gpt-4o-mini"]);
+    let user = store.user_policy(key.key.user_id).await.unwrap().unwrap();
+    assert_eq!(user.user.email, "u@acme.io");
 }
 
 /// Each audit entry stores the previous entry's hash and a hash of itself.
@@ -512,48 +632,81 @@ pub async fn audit_entries_form_a_hash_chain(store: Arc<dyn Store>) {
     assert_eq!(actions, ["org.create", "user.create", "key.create"]);
 }
 
-/// Usage reports sum settled usage per user and per model.
-pub async fn usage_reports_by_user_and_model(store: Arc<dyn Store>) {
+/// Usage events are recorded with their charges and rolled up per user, model and day.
+pub async fn usage_reports_by_user_model_and_day(store: Arc<dyn Store>) {
     let f = fixture(&store, 1_000, None).await;
     let admin = admin(&store);
     let other = admin
         .create_user("acme", "v@acme.io", Role::Member, Some(500))
         .await
         .unwrap();
-    let mut req = request(&f, 10);
-    let id = reserve_ok(&store, &req).await;
-    store.settle(id, 7, now()).await.unwrap();
-    req.model = "claude".into();
-    let id = reserve_ok(&store, &req).await;
-    store.settle(id, 5, now()).await.unwrap();
-    reserve_ok(&store, &req).await;
+    let mut org = want(LimitScope::Org, f.org.0, 0);
+    org.charge = 12;
+    let mut user = want(LimitScope::User, f.user.0, 0);
+    user.charge = 12;
+    let events = vec![
+        event(&f, "gpt-4o-mini", "2026-12-01", 7),
+        event(&f, "claude", "2026-12-02", 3),
+        event(&f, "claude", "2026-12-02", 2),
+    ];
+    store
+        .sync_leases(&sync("a", vec![org, user], events))
+        .await
+        .unwrap();
 
     let report = store.usage_report(f.org, None, PERIOD).await.unwrap();
-    assert_eq!((report.org.used, report.org.reserved), (12, 10));
+    assert_eq!((report.org.used, report.org.reserved), (12, 0));
     assert_eq!(
         (report.monthly_token_budget, report.remaining()),
-        (1_000, 978)
+        (1_000, 988)
     );
     let emails: Vec<_> = report.users.iter().map(|u| u.email.as_str()).collect();
     assert_eq!(emails, ["u@acme.io", "v@acme.io"]);
     assert_eq!(
         (report.users[0].counter.used, report.users[0].requests),
-        (12, 2)
+        (12, 3)
     );
     assert_eq!(report.users[1].monthly_token_limit, Some(500));
     let models: Vec<_> = report
         .models
         .iter()
-        .map(|m| (m.model.as_str(), m.tokens))
+        .map(|m| (m.model.as_str(), m.tokens, m.requests))
         .collect();
-    assert_eq!(models, [("claude", 5), ("gpt-4o-mini", 7)]);
+    assert_eq!(models, [("claude", 5, 2), ("gpt-4o-mini", 7, 1)]);
 
+    let days = store
+        .daily_usage(f.org, None, "2026-12-01", "2026-12-31")
+        .await
+        .unwrap();
+    let days: Vec<_> = days
+        .iter()
+        .map(|d| (d.day.as_str(), d.model.as_str(), d.tokens, d.requests))
+        .collect();
+    assert_eq!(
+        days,
+        [
+            ("2026-12-01", "gpt-4o-mini", 7, 1),
+            ("2026-12-02", "claude", 5, 2)
+        ]
+    );
+    let first_day = store
+        .daily_usage(f.org, None, "2026-12-01", "2026-12-01")
+        .await
+        .unwrap();
+    assert_eq!(first_day.len(), 1);
     let only_other = store
         .usage_report(f.org, Some(other.id), PERIOD)
         .await
         .unwrap();
     assert_eq!(only_other.users.len(), 1);
     assert!(only_other.models.is_empty());
+    assert!(
+        store
+            .daily_usage(f.org, Some(other.id), "2026-12-01", "2026-12-31")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn governed(
@@ -563,7 +716,11 @@ async fn governed(
 ) -> (crate::Governor, String, Arc<crate::ManualClock>) {
     let key = acme_with_key(store, budget, limit).await;
     let clock = Arc::new(crate::ManualClock::new(now()));
-    let governor = crate::Governor::new(store.clone()).with_clock(clock.clone());
+    let governor = crate::Governor::builder(store.clone())
+        .clock(clock.clone())
+        .open()
+        .await
+        .unwrap();
     (governor, key.secret.expose().to_owned(), clock)
 }
 
@@ -591,12 +748,27 @@ pub async fn governor_allows_reserves_and_settles(store: Arc<dyn Store>) {
     assert_eq!(allowed.budget.user.reserved, 100);
     let reservation = allowed.reservation.unwrap();
     governor.settle(&reservation, 80).await.unwrap();
+    governor.flush().await.unwrap();
+    let state = store
+        .budget_state(reservation.org_id, reservation.user_id, &reservation.period)
+        .await
+        .unwrap();
+    assert_eq!(state.org.used, 80);
+    governor.shutdown().await.unwrap();
     let state = store
         .budget_state(reservation.org_id, reservation.user_id, &reservation.period)
         .await
         .unwrap();
     assert_eq!((state.org.used, state.org.reserved), (80, 0));
     assert!(governor.settle(&reservation, 80).await.is_err());
+    let report = store
+        .usage_report(reservation.org_id, None, &reservation.period)
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.models[0].tokens, report.models[0].requests),
+        (80, 1)
+    );
 }
 
 /// A dry-run check decides like authorize and holds nothing.
@@ -641,6 +813,7 @@ pub async fn governor_denies_bad_keys(store: Arc<dyn Store>) {
 
     let key_id = expired.principal.unwrap().key_id;
     admin(&store).revoke_key(key_id).await.unwrap();
+    governor.refresh().await.unwrap();
     let revoked = denied(governor.authorize(&key, "gpt-4o-mini", 1).await.unwrap());
     assert_eq!(revoked.reason, RevokedKey);
     assert!(!revoked.message().contains(&key));
@@ -675,6 +848,7 @@ pub async fn governor_denies_models_and_exhausted_budgets(store: Arc<dyn Store>)
         .set_user_limit("u@acme.io", None)
         .await
         .unwrap();
+    governor.refresh().await.unwrap();
     let org = denied(governor.authorize(&key, "gpt-4o-mini", 101).await.unwrap());
     assert_eq!(org.reason, OrgBudgetExhausted);
     assert_eq!(org.reason.category(), crate::DenyCategory::LimitExceeded);
@@ -691,4 +865,37 @@ pub async fn governor_denies_models_and_exhausted_budgets(store: Arc<dyn Store>)
             .contains("organization `acme` monthly budget exhausted: 0 used, 100 reserved of 100"),
         "{message}"
     );
+}
+
+/// Two governors on one store (two replicas, or a gateway and a CLI) share
+/// the budget through leases and never grant more than it between them.
+pub async fn two_governors_never_overspend_together(store: Arc<dyn Store>) {
+    let (a, key, _) = governed(&store, 1_000, None).await;
+    let b = crate::Governor::open(store.clone()).await.unwrap();
+    let mut granted = 0;
+    let mut reservations = Vec::new();
+    for i in 0..60 {
+        let governor = if i % 2 == 0 { &a } else { &b };
+        let decision = governor.authorize(&key, "gpt-4o-mini", 30).await.unwrap();
+        if let Some(r) = decision.reservation() {
+            granted += 30;
+            reservations.push((i % 2, r.clone()));
+        }
+    }
+    assert!(granted <= 1_000, "granted {granted}");
+    // Leases that one governor holds but does not use are given back, so
+    // the other can still use the last tokens.
+    for (which, r) in &reservations {
+        let governor = if *which == 0 { &a } else { &b };
+        governor.settle(r, 30).await.unwrap();
+    }
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+    let period = &reservations[0].1.period;
+    let state = store
+        .budget_state(reservations[0].1.org_id, reservations[0].1.user_id, period)
+        .await
+        .unwrap();
+    assert_eq!((state.org.used, state.org.reserved), (granted, 0));
+    assert!(state.org.used <= 1_000);
 }

@@ -1,24 +1,109 @@
 //! The hot path: authorize a request, then settle what it really used.
+//!
+//! A [`Governor`] answers from memory. It loads every key (by hash), user
+//! and organization policy when it opens, follows the store's change feed
+//! to stay current, and keeps budgets exact with leases
+//! ([`crate::lease`]): it holds a slice of each budget it serves, grants
+//! requests from it under the organization's lock, and charges usage back
+//! to the store in batches. A request goes to the store only when a lease
+//! runs short, so steady traffic costs no store round trip at all.
+//!
+//! Usage is written behind: settled usage is charged in memory at once
+//! and reaches the store within [`GovernorConfig::flush_interval`] (when
+//! [`Governor::spawn_maintenance`] runs), on [`Governor::flush`], or on
+//! [`Governor::shutdown`]. [`Durability::Strict`] makes every settle wait
+//! until its usage is stored.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::budget::{
-    self, BudgetState, Exceeded, LimitScope, ReserveOutcome, ReserveRequest, Settlement,
-};
+use crate::budget::{self, BudgetState, Exceeded, LimitScope, Settlement};
+use crate::cache::{KeyEntry, LimitChanged, OrgEntry, Tables, UserEntry};
 use crate::clock::{Clock, SystemClock};
-use crate::domain::{KeyContext, KeyId, KeyStatus, OrgId, ReservationId, UserId};
-use crate::error::Result;
+use crate::domain::{KeyId, OrgId, ReservationId, UserId};
+use crate::error::{Error, Result};
 use crate::key::{self, KeyHash};
-use crate::period::MonthlyPeriod;
-use crate::policy;
+use crate::lease::LeaseSync;
+use crate::ledger::{Ask, Attempt, Drained, Ledger, MeterKey};
+use crate::rate::{self, RateExceeded, RateKind, RateLimits};
+use crate::snapshot::{Change, ChangeEntity};
 use crate::store::Store;
-use crate::validate;
+use crate::{policy, validate};
 
 /// How long an unsettled reservation is held by default.
-pub const DEFAULT_RESERVATION_TTL: chrono::Duration = chrono::Duration::minutes(15);
+pub const DEFAULT_RESERVATION_TTL: Duration = Duration::from_secs(15 * 60);
+
+/// How many usage events one organization may queue before a settle writes them itself.
+pub const MAX_QUEUED_EVENTS: usize = 10_000;
+
+const PAGE: u32 = 50_000;
+/// How many times one authorize may ask the store for more of a budget.
+const MAX_LEASE_ROUNDS: u32 = 3;
+const CHANGE_PAGE: u32 = 1_000;
+
+/// When settled usage is written to the store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// Settle charges in memory and returns; usage is written in batches.
+    /// A crash loses at most the usage settled since the last write.
+    #[default]
+    WriteBehind,
+    /// Settle returns only once its usage is stored.
+    Strict,
+}
+
+/// How a governor behaves; every field has a default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GovernorConfig {
+    /// How long an unsettled reservation is held before it is released by itself.
+    pub reservation_ttl: Duration,
+    /// How long the store keeps this governor's leases without hearing from it.
+    pub lease_ttl: Duration,
+    /// How often maintenance writes usage and gives back unneeded leases.
+    pub flush_interval: Duration,
+    /// How often maintenance reads the change feed for writes made elsewhere.
+    pub refresh_interval: Duration,
+    /// When settled usage is written.
+    pub durability: Durability,
+}
+
+impl Default for GovernorConfig {
+    fn default() -> Self {
+        GovernorConfig {
+            reservation_ttl: DEFAULT_RESERVATION_TTL,
+            lease_ttl: Duration::from_secs(30),
+            flush_interval: Duration::from_millis(200),
+            refresh_interval: Duration::from_secs(1),
+            durability: Durability::WriteBehind,
+        }
+    }
+}
+
+/// Counters about a governor, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GovernorStats {
+    /// Keys in memory.
+    pub keys: usize,
+    /// Users in memory.
+    pub users: usize,
+    /// Organizations in memory.
+    pub orgs: usize,
+    /// Reservations neither settled nor released.
+    pub open_reservations: usize,
+    /// Usage events waiting to be written.
+    pub queued_events: usize,
+    /// Reservations released by themselves after their TTL, since start.
+    pub expired_reservations: u64,
+    /// Store syncs (lease changes and usage writes), since start.
+    pub syncs: u64,
+    /// Store syncs that failed (their work was kept and retried), since start.
+    pub failed_syncs: u64,
+}
 
 /// Decides requests and records their usage.
 ///
@@ -26,7 +111,8 @@ pub const DEFAULT_RESERVATION_TTL: chrono::Duration = chrono::Duration::minutes(
 /// # async fn demo(store: std::sync::Arc<dyn ias_core::Store>, key: &str) -> ias_core::Result<()> {
 /// use ias_core::{Decision, Governor};
 ///
-/// let governor = Governor::new(store);
+/// let governor = Governor::open(store).await?;
+/// let maintenance = governor.spawn_maintenance();
 /// match governor.authorize(key, "gpt-4o-mini", 1_000).await? {
 ///     Decision::Allowed(allowed) => {
 ///         // ... call the model, then charge what it really used:
@@ -36,34 +122,123 @@ pub const DEFAULT_RESERVATION_TTL: chrono::Duration = chrono::Duration::minutes(
 ///     }
 ///     Decision::Denied(denied) => println!("{}", denied.message()),
 /// }
+/// maintenance.shutdown().await?; // writes what is left
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
 pub struct Governor {
-    store: Arc<dyn Store>,
-    clock: Arc<dyn Clock>,
-    reservation_ttl: chrono::Duration,
+    inner: Arc<Inner>,
 }
 
-impl Governor {
-    /// A governor over `store`, on the system clock.
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Governor {
-            store,
-            clock: Arc::new(SystemClock),
-            reservation_ttl: DEFAULT_RESERVATION_TTL,
-        }
-    }
+struct Inner {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    config: GovernorConfig,
+    holder: String,
+    tables: RwLock<Tables>,
+    seq: tokio::sync::Mutex<i64>,
+    sync_lock: tokio::sync::Mutex<()>,
+    next_reservation: AtomicI64,
+    expired: AtomicU64,
+    syncs: AtomicU64,
+    failed_syncs: AtomicU64,
+}
 
+/// Builds a [`Governor`] with other than default settings.
+pub struct GovernorBuilder {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    config: GovernorConfig,
+}
+
+impl GovernorBuilder {
     /// Uses `clock` instead of the system clock.
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
     }
 
+    /// Replaces every setting.
+    pub fn config(mut self, config: GovernorConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sets when settled usage is written.
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.config.durability = durability;
+        self
+    }
+
+    /// Sets how long an unsettled reservation is held.
+    pub fn reservation_ttl(mut self, ttl: Duration) -> Self {
+        self.config.reservation_ttl = ttl;
+        self
+    }
+
+    /// Loads every key, user and organization, and returns the governor.
+    pub async fn open(self) -> Result<Governor> {
+        let holder = format!("{:016x}", rand::random::<u64>());
+        let inner = Inner {
+            store: self.store,
+            clock: self.clock,
+            config: self.config,
+            holder,
+            tables: RwLock::new(Tables::default()),
+            seq: tokio::sync::Mutex::new(0),
+            sync_lock: tokio::sync::Mutex::new(()),
+            next_reservation: AtomicI64::new(1),
+            expired: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
+            failed_syncs: AtomicU64::new(0),
+        };
+        let governor = Governor {
+            inner: Arc::new(inner),
+        };
+        governor.load().await?;
+        Ok(governor)
+    }
+}
+
+/// A running maintenance task; see [`Governor::spawn_maintenance`].
+pub struct Maintenance {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    governor: Governor,
+}
+
+impl Maintenance {
+    /// Stops the task, writes all usage and gives back every unused lease.
+    pub async fn shutdown(self) -> Result<()> {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        self.governor.shutdown().await
+    }
+}
+
+impl Governor {
+    /// A governor over `store` with default settings, loaded and ready.
+    pub async fn open(store: Arc<dyn Store>) -> Result<Governor> {
+        Governor::builder(store).open().await
+    }
+
+    /// A builder for other settings.
+    pub fn builder(store: Arc<dyn Store>) -> GovernorBuilder {
+        GovernorBuilder {
+            store,
+            clock: Arc::new(SystemClock),
+            config: GovernorConfig::default(),
+        }
+    }
+
     /// The store this governor reads and writes.
     pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
+        &self.inner.store
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &GovernorConfig {
+        &self.inner.config
     }
 
     /// Decides a request and, when it is allowed, reserves `estimated_tokens`.
@@ -89,21 +264,255 @@ impl Governor {
     /// Charges the real usage of an allowed request and frees its reservation.
     ///
     /// `actual_tokens` is charged in full even when it exceeds the estimate;
-    /// the next request then sees the budget as spent.
+    /// the next request then sees the budget as spent. A reservation that
+    /// expired is still charged. [`Error::NotFound`] if it was already
+    /// settled or released: nothing is charged twice.
     pub async fn settle(
         &self,
         reservation: &Reservation,
         actual_tokens: i64,
     ) -> Result<Settlement> {
-        validate::token_amount("actual_tokens", actual_tokens)?;
-        self.store
-            .settle(reservation.id, actual_tokens, self.clock.now())
-            .await
+        let actual = validate::token_amount("actual_tokens", actual_tokens)?;
+        let org = self.org_entry(reservation.org_id)?;
+        let now = self.inner.clock.now();
+        let (settlement, queued) = {
+            let mut ledger = lock(&org.ledger);
+            let settlement = ledger
+                .settle(reservation.id, org.org.id, actual, now, org.tz)
+                .map_err(|_| Error::not_found("reservation", reservation.id.to_string()))?;
+            (settlement, ledger.queued_events())
+        };
+        if self.inner.config.durability == Durability::Strict || queued >= MAX_QUEUED_EVENTS {
+            self.sync_org(&org, Vec::new()).await?;
+        }
+        Ok(settlement)
     }
 
     /// Frees a reservation without charging, for a request that never reached the model.
     pub async fn release(&self, reservation: &Reservation) -> Result<()> {
-        self.store.release(reservation.id).await
+        let org = self.org_entry(reservation.org_id)?;
+        lock(&org.ledger)
+            .release(reservation.id, org.org.id)
+            .map_err(|_| Error::not_found("reservation", reservation.id.to_string()))
+    }
+
+    /// Writes every charge and usage event now, and gives back unneeded lease.
+    pub async fn flush(&self) -> Result<()> {
+        self.sync_all(false, false).await
+    }
+
+    /// Writes everything and gives back every unused lease; call before exit.
+    pub async fn shutdown(&self) -> Result<()> {
+        self.sync_all(true, false).await
+    }
+
+    /// One round of maintenance: expire, write behind, follow the change feed.
+    pub async fn maintain(&self) -> Result<()> {
+        self.expire_reservations();
+        let synced = self.sync_all(false, true).await;
+        let refreshed = self.refresh().await.map(|_| ());
+        synced.and(refreshed)
+    }
+
+    /// Runs maintenance in the background until [`Maintenance::shutdown`].
+    ///
+    /// Writes behind every `flush_interval` and reads the change feed every
+    /// `refresh_interval`. Must be called inside a tokio runtime.
+    pub fn spawn_maintenance(&self) -> Maintenance {
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let governor = self.clone();
+        let task = tokio::spawn(async move {
+            let config = governor.inner.config;
+            let mut flush = tokio::time::interval(config.flush_interval);
+            let mut refresh = tokio::time::interval(config.refresh_interval);
+            flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let outcome = tokio::select! {
+                    _ = stopped.changed() => break,
+                    _ = flush.tick() => {
+                        governor.expire_reservations();
+                        governor.sync_all(false, true).await
+                    }
+                    _ = refresh.tick() => governor.refresh().await.map(|_| ()),
+                };
+                if let Err(err) = outcome {
+                    tracing::warn!(error = %err, "governor maintenance failed; will retry");
+                }
+            }
+        });
+        Maintenance {
+            stop,
+            task,
+            governor: self.clone(),
+        }
+    }
+
+    /// Reads the change feed and reloads what changed elsewhere; returns how many changes.
+    pub async fn refresh(&self) -> Result<usize> {
+        let mut seq = self.inner.seq.lock().await;
+        self.refresh_from(&mut seq).await
+    }
+
+    async fn refresh_from(&self, seq: &mut i64) -> Result<usize> {
+        let mut applied = 0;
+        loop {
+            let changes = self.inner.store.changes_since(*seq, CHANGE_PAGE).await?;
+            let Some(last) = changes.last().map(|c| c.seq) else {
+                break;
+            };
+            self.reload(&changes).await?;
+            applied += changes.len();
+            *seq = last;
+            if changes.len() < CHANGE_PAGE as usize {
+                break;
+            }
+        }
+        Ok(applied)
+    }
+
+    /// Counters about this governor.
+    pub fn stats(&self) -> GovernorStats {
+        let tables = read(&self.inner.tables);
+        let mut stats = GovernorStats {
+            keys: tables.keys.len(),
+            users: tables.users.len(),
+            orgs: tables.orgs.len(),
+            expired_reservations: self.inner.expired.load(Ordering::Relaxed),
+            syncs: self.inner.syncs.load(Ordering::Relaxed),
+            failed_syncs: self.inner.failed_syncs.load(Ordering::Relaxed),
+            ..GovernorStats::default()
+        };
+        for org in tables.orgs.values() {
+            let ledger = lock(&org.ledger);
+            stats.open_reservations += ledger.open_reservations();
+            stats.queued_events += ledger.queued_events();
+        }
+        stats
+    }
+
+    async fn load(&self) -> Result<()> {
+        let store = &self.inner.store;
+        let seq = store.change_seq().await?;
+        let mut tables = Tables::default();
+        for policy in store.org_policies().await? {
+            tables.put_org(policy);
+        }
+        let mut after = None;
+        loop {
+            let page = store.user_policies(after, PAGE).await?;
+            after = page.last().map(|p| p.user.id);
+            let done = page.len() < PAGE as usize;
+            page.into_iter().for_each(|p| {
+                tables.put_user(p);
+            });
+            if done {
+                break;
+            }
+        }
+        let mut after = None;
+        loop {
+            let page = store.key_records(after, PAGE).await?;
+            after = page.last().map(|k| k.id);
+            let done = page.len() < PAGE as usize;
+            tables.keys.reserve(page.len());
+            page.into_iter().for_each(|k| tables.put_key(k));
+            if done {
+                break;
+            }
+        }
+        *write(&self.inner.tables) = tables;
+        *self.inner.seq.lock().await = seq;
+        // Writes made while loading are in the feed after `seq`.
+        self.refresh().await.map(|_| ())
+    }
+
+    async fn reload(&self, changes: &[Change]) -> Result<()> {
+        let mut wanted: Vec<(ChangeEntity, i64)> =
+            changes.iter().map(|c| (c.entity, c.id)).collect();
+        wanted.sort_by_key(|(e, id)| (e.as_str(), *id));
+        wanted.dedup();
+        let store = &self.inner.store;
+        for (entity, id) in wanted {
+            let changed = match entity {
+                ChangeEntity::Org => match store.org_policy(OrgId(id)).await? {
+                    Some(policy) => write(&self.inner.tables).put_org(policy),
+                    None => None,
+                },
+                ChangeEntity::User => match store.user_policy(UserId(id)).await? {
+                    Some(policy) => write(&self.inner.tables).put_user(policy),
+                    None => None,
+                },
+                ChangeEntity::Key => {
+                    if let Some(record) = store.key_record(KeyId(id)).await? {
+                        write(&self.inner.tables).put_key(record);
+                    }
+                    None
+                }
+            };
+            if let Some(changed) = changed {
+                self.mark_stale(changed);
+            }
+        }
+        Ok(())
+    }
+
+    fn mark_stale(&self, changed: LimitChanged) {
+        let (org, scope, id) = match changed {
+            LimitChanged::Org(org) => (org, LimitScope::Org, org.0),
+            LimitChanged::User(org, user) => (org, LimitScope::User, user.0),
+        };
+        if let Some(entry) = read(&self.inner.tables).orgs.get(&org) {
+            lock(&entry.ledger).mark_stale(scope, id);
+        }
+    }
+
+    fn org_entry(&self, id: OrgId) -> Result<Arc<OrgEntry>> {
+        read(&self.inner.tables)
+            .orgs
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Error::not_found("organization", id.to_string()))
+    }
+
+    fn lookup(&self, hash: &KeyHash) -> Option<Found> {
+        let tables = read(&self.inner.tables);
+        let key = *tables.keys.get(hash)?;
+        let user = tables.users.get(&key.user_id)?.clone();
+        let org = Arc::clone(tables.orgs.get(&user.org_id)?);
+        let key_limits = if key.has_rate_limits {
+            tables
+                .key_rate_limits
+                .get(&key.id)
+                .copied()
+                .unwrap_or_default()
+        } else {
+            RateLimits::NONE
+        };
+        Some(Found {
+            key,
+            user,
+            org,
+            key_limits,
+        })
+    }
+
+    /// Looks a key up; an unknown key first reloads recent changes.
+    ///
+    /// At most one reload runs at a time: a miss while one is running waits
+    /// for it instead of starting another, so a flood of unknown keys costs
+    /// the store one small query at a time.
+    async fn find(&self, hash: &KeyHash) -> Result<Option<Found>> {
+        if let Some(found) = self.lookup(hash) {
+            return Ok(Some(found));
+        }
+        match self.inner.seq.try_lock() {
+            Ok(mut seq) => {
+                self.refresh_from(&mut seq).await?;
+            }
+            Err(_) => drop(self.inner.seq.lock().await),
+        }
+        Ok(self.lookup(hash))
     }
 
     async fn decide(
@@ -113,34 +522,36 @@ impl Governor {
         estimated: i64,
         reserve: bool,
     ) -> Result<Decision> {
-        let now = self.clock.now();
+        let now = self.inner.clock.now();
         // The key is checked first: a caller without a valid key learns
         // nothing else, not even whether its model name would be accepted.
-        let ctx = match self.resolve_key(key).await? {
-            Ok(ctx) => ctx,
-            Err(reason) => {
-                let request = Request::unchecked(model, estimated, now);
-                return Ok(Decision::Denied(request.deny(reason, None, None)));
-            }
+        let found = if key::is_well_formed(key) {
+            self.find(&KeyHash::of(key)).await?
+        } else {
+            None
+        };
+        let Some(found) = found else {
+            let request = Request::unchecked(model, estimated);
+            return Ok(Decision::Denied(request.deny(
+                DenyReason::InvalidKey,
+                None,
+                None,
+            )));
         };
         let requested = validate::token_amount("estimated_tokens", estimated)?;
-        let model = policy::model_name(model)?;
         let request = Request {
-            model,
+            model: policy::model_name(model)?,
             requested,
-            now,
         };
-        let principal = Principal::of(&ctx);
-        let period = MonthlyPeriod::containing(now, ctx.org.timezone);
-
-        if let Some(reason) = key_problem(&ctx, now) {
+        let principal = found.principal();
+        if let Some(reason) = found.key_problem(now) {
             return Ok(Decision::Denied(request.deny(
                 reason,
                 Some(principal),
                 None,
             )));
         }
-        if !policy::is_allowed(&ctx.allowed_models, &request.model) {
+        if !found.org.models.allows(&request.model) {
             let reason = DenyReason::ModelNotAllowed;
             return Ok(Decision::Denied(request.deny(
                 reason,
@@ -149,92 +560,284 @@ impl Governor {
             )));
         }
         if reserve {
-            self.reserve(&ctx, request, principal, period).await
+            self.reserve(&found, request, principal, now).await
         } else {
-            let state = self
-                .store
-                .budget_state(ctx.org.id, ctx.user.id, &period.key)
-                .await?;
-            Ok(match budget::first_exceeded(&state, request.requested) {
-                Some(exceeded) => Decision::Denied(request.exhausted(exceeded, principal, &period)),
-                None => Decision::Allowed(request.allow(principal, None, state, &period)),
-            })
+            self.dry_run(&found, request, principal, now).await
         }
-    }
-
-    async fn resolve_key(&self, key: &str) -> Result<Result<KeyContext, DenyReason>> {
-        if !key::is_well_formed(key) {
-            return Ok(Err(DenyReason::InvalidKey));
-        }
-        let found = self.store.key_context(&KeyHash::of(key)).await?;
-        Ok(found.ok_or(DenyReason::InvalidKey))
     }
 
     async fn reserve(
         &self,
-        ctx: &KeyContext,
+        found: &Found,
         request: Request,
         principal: Principal,
-        period: MonthlyPeriod,
+        now: DateTime<Utc>,
     ) -> Result<Decision> {
-        let expires_at = request.now + self.reservation_ttl;
-        let reserve = ReserveRequest {
-            org_id: ctx.org.id,
-            user_id: ctx.user.id,
-            key_id: ctx.key.id,
-            model: request.model.clone(),
-            period: period.key.clone(),
-            tokens: request.requested,
-            created_at: request.now,
-            expires_at,
-        };
-        match self.store.reserve(&reserve).await? {
-            ReserveOutcome::Exceeded(exceeded) => Ok(Decision::Denied(
-                request.exhausted(exceeded, principal, &period),
-            )),
-            ReserveOutcome::Reserved { id, state } => {
-                let reservation = Reservation {
-                    id,
-                    org_id: ctx.org.id,
-                    user_id: ctx.user.id,
-                    key_id: ctx.key.id,
-                    model: request.model.clone(),
-                    period: period.key.clone(),
-                    tokens: request.requested,
-                    expires_at,
-                };
-                Ok(Decision::Allowed(request.allow(
-                    principal,
-                    Some(reservation),
+        let ttl = chrono::Duration::from_std(self.inner.config.reservation_ttl)
+            .unwrap_or(chrono::Duration::MAX);
+        let expires_at = now
+            .checked_add_signed(ttl)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let id = ReservationId(self.inner.next_reservation.fetch_add(1, Ordering::Relaxed));
+        let ask = found.ask(id, &request, now, expires_at.timestamp_millis());
+        let mut leases = 0;
+        loop {
+            // Concurrent requests may use up a fresh slice before this one
+            // gets to it; ask the store again, a bounded number of times.
+            let may_lease = leases < MAX_LEASE_ROUNDS;
+            let attempt = lock(&found.org.ledger).try_reserve(&ask, may_lease);
+            match attempt {
+                Attempt::NeedLease(wants) => {
+                    self.sync_org(&found.org, wants).await?;
+                    leases += 1;
+                }
+                Attempt::Granted {
+                    period,
+                    resets_at,
                     state,
-                    &period,
-                )))
+                } => {
+                    let reservation = Reservation {
+                        id,
+                        org_id: found.org.org.id,
+                        user_id: principal.user_id,
+                        key_id: found.key.id,
+                        model: request.model.clone(),
+                        period: period.clone(),
+                        tokens: request.requested,
+                        expires_at,
+                    };
+                    return Ok(Decision::Allowed(request.allow(
+                        principal,
+                        Some(reservation),
+                        state,
+                        period,
+                        resets_at,
+                    )));
+                }
+                Attempt::RateLimited { scope, exceeded } => {
+                    let denied = request.rate_limited(scope, exceeded, principal, now);
+                    return Ok(Decision::Denied(denied));
+                }
+                Attempt::Exhausted {
+                    exceeded,
+                    period,
+                    resets_at,
+                } => {
+                    let denied = request.exhausted(exceeded, principal, period, resets_at, now);
+                    return Ok(Decision::Denied(denied));
+                }
+            }
+        }
+    }
+
+    async fn dry_run(
+        &self,
+        found: &Found,
+        request: Request,
+        principal: Principal,
+        now: DateTime<Utc>,
+    ) -> Result<Decision> {
+        let ask = found.ask(ReservationId(0), &request, now, now.timestamp_millis());
+        let (local, rate) = {
+            let mut ledger = lock(&found.org.ledger);
+            let rate = ledger.rate_peek(&ask);
+            (
+                ledger.local_state(found.org.org.id, principal.user_id, now, found.org.tz),
+                rate,
+            )
+        };
+        if let Some((scope, exceeded)) = rate {
+            let denied = request.rate_limited(scope, exceeded, principal, now);
+            return Ok(Decision::Denied(denied));
+        }
+        let mut state = self
+            .inner
+            .store
+            .budget_state(found.org.org.id, principal.user_id, &local.period)
+            .await?;
+        // What this governor holds but has not promised is still available.
+        state.org.reserved = (state.org.reserved - local.org_free.max(0)).max(0);
+        state.user.reserved = (state.user.reserved - local.user_free.max(0)).max(0);
+        Ok(match budget::first_exceeded(&state, request.requested) {
+            Some(exceeded) => Decision::Denied(request.exhausted(
+                exceeded,
+                principal,
+                local.period,
+                local.resets_at,
+                now,
+            )),
+            None => Decision::Allowed(request.allow(
+                principal,
+                None,
+                state,
+                local.period,
+                local.resets_at,
+            )),
+        })
+    }
+
+    fn expire_reservations(&self) {
+        let now_ms = self.inner.clock.now().timestamp_millis();
+        let ttl_ms =
+            i64::try_from(self.inner.config.reservation_ttl.as_millis()).unwrap_or(i64::MAX);
+        let orgs: Vec<Arc<OrgEntry>> = read(&self.inner.tables).orgs.values().cloned().collect();
+        for org in orgs {
+            let released = lock(&org.ledger).expire(org.org.id, now_ms, ttl_ms);
+            if released > 0 {
+                self.inner.expired.fetch_add(released, Ordering::Relaxed);
+                tracing::warn!(
+                    org = %org.slug,
+                    released,
+                    "released reservations that were neither settled nor released in time"
+                );
+            }
+        }
+    }
+
+    /// Syncs one organization's ledger with the store, asking for `wants`.
+    async fn sync_org(&self, org: &Arc<OrgEntry>, wants: Vec<(MeterKey, i64)>) -> Result<()> {
+        let _guard = self.inner.sync_lock.lock().await;
+        let drained = lock(&org.ledger).drain(&wants, false, false);
+        self.sync(vec![(Arc::clone(org), drained)]).await
+    }
+
+    async fn sync_all(&self, closing: bool, periodic: bool) -> Result<()> {
+        let _guard = self.inner.sync_lock.lock().await;
+        let orgs: Vec<Arc<OrgEntry>> = read(&self.inner.tables).orgs.values().cloned().collect();
+        let drained = orgs
+            .into_iter()
+            .map(|org| {
+                let drained = lock(&org.ledger).drain(&[], closing, periodic);
+                (org, drained)
+            })
+            .filter(|(_, d)| !(d.entries.is_empty() && d.events.is_empty()))
+            .collect();
+        // An empty sync still renews this holder's leases.
+        self.sync(drained).await
+    }
+
+    /// Hands drained work to the store; on failure puts it all back.
+    async fn sync(&self, mut parts: Vec<(Arc<OrgEntry>, Drained)>) -> Result<()> {
+        let now = self.inner.clock.now();
+        let lease_ttl = chrono::Duration::from_std(self.inner.config.lease_ttl)
+            .unwrap_or(chrono::Duration::seconds(30));
+        let mut sync = LeaseSync {
+            holder: self.inner.holder.clone(),
+            now,
+            lease_expires_at: now + lease_ttl,
+            entries: Vec::new(),
+            events: Vec::new(),
+        };
+        for (_, drained) in &mut parts {
+            sync.entries.extend(drained.entries.iter().cloned());
+            sync.events.append(&mut drained.events);
+        }
+        self.inner.syncs.fetch_add(1, Ordering::Relaxed);
+        match self.inner.store.sync_leases(&sync).await {
+            Ok(states) => {
+                let mut states = states.as_slice();
+                for (org, drained) in &parts {
+                    let (mine, rest) = states.split_at(drained.entries.len().min(states.len()));
+                    lock(&org.ledger).apply(drained, mine);
+                    states = rest;
+                }
+                Ok(())
+            }
+            Err(err) => {
+                self.inner.failed_syncs.fetch_add(1, Ordering::Relaxed);
+                let mut events = sync.events;
+                for (org, mut drained) in parts {
+                    let (mine, rest) = events.into_iter().partition(|e| e.org_id == org.org.id);
+                    drained.events = mine;
+                    events = rest;
+                    lock(&org.ledger).restore(drained);
+                }
+                Err(err)
             }
         }
     }
 }
 
-fn key_problem(ctx: &KeyContext, now: DateTime<Utc>) -> Option<DenyReason> {
-    match ctx.key.status(now) {
-        KeyStatus::Active => None,
-        KeyStatus::Expired => Some(DenyReason::ExpiredKey),
-        KeyStatus::Revoked => Some(DenyReason::RevokedKey),
+/// A key found in the cache, with its user and organization.
+struct Found {
+    key: KeyEntry,
+    user: UserEntry,
+    org: Arc<OrgEntry>,
+    key_limits: RateLimits,
+}
+
+impl Found {
+    fn principal(&self) -> Principal {
+        Principal {
+            org_id: self.org.org.id,
+            org_slug: self.org.slug.to_string(),
+            user_id: self.key.user_id,
+            email: self.user.email.to_string(),
+            key_id: self.key.id,
+        }
     }
+
+    fn key_problem(&self, now: DateTime<Utc>) -> Option<DenyReason> {
+        if self.key.revoked {
+            Some(DenyReason::RevokedKey)
+        } else if self.key.expires_ms <= now.timestamp_millis() {
+            Some(DenyReason::ExpiredKey)
+        } else {
+            None
+        }
+    }
+
+    fn ask<'a>(
+        &self,
+        id: ReservationId,
+        request: &'a Request,
+        now: DateTime<Utc>,
+        expires_ms: i64,
+    ) -> Ask<'a> {
+        Ask {
+            id,
+            org_id: self.org.org.id,
+            user_id: self.key.user_id,
+            key_id: self.key.id,
+            tz: self.org.tz,
+            org_limit: self.org.org.monthly_token_budget,
+            user_limit: self.user.limit,
+            rates: [
+                (LimitScope::Org, self.org.org.id.0, self.org.rate_limits),
+                (LimitScope::User, self.key.user_id.0, self.user.rate_limits),
+                (LimitScope::Key, self.key.id.0, self.key_limits),
+            ],
+            model: &request.model,
+            tokens: request.requested,
+            now,
+            expires_ms,
+        }
+    }
+}
+
+fn lock(ledger: &Mutex<Ledger>) -> MutexGuard<'_, Ledger> {
+    ledger.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn read(tables: &RwLock<Tables>) -> std::sync::RwLockReadGuard<'_, Tables> {
+    tables.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write(tables: &RwLock<Tables>) -> std::sync::RwLockWriteGuard<'_, Tables> {
+    tables.write().unwrap_or_else(|e| e.into_inner())
 }
 
 struct Request {
     model: String,
     requested: i64,
-    now: DateTime<Utc>,
 }
 
 impl Request {
     /// The request as given, for a denial made before its fields are checked.
-    fn unchecked(model: &str, estimated: i64, now: DateTime<Utc>) -> Self {
+    fn unchecked(model: &str, estimated: i64) -> Self {
         Request {
             model: crate::error::printable(model.trim()),
             requested: estimated,
-            now,
         }
     }
 
@@ -257,21 +860,53 @@ impl Request {
         &self,
         exceeded: Exceeded,
         principal: Principal,
-        period: &MonthlyPeriod,
+        period: String,
+        resets_at: DateTime<Utc>,
+        now: DateTime<Utc>,
     ) -> Denied {
         let reason = match exceeded.scope {
-            LimitScope::Org => DenyReason::OrgBudgetExhausted,
             LimitScope::User => DenyReason::UserLimitExhausted,
+            _ => DenyReason::OrgBudgetExhausted,
         };
+        // A request larger than the whole limit will never fit.
+        let retry_after_secs = (self.requested.max(1) <= exceeded.limit)
+            .then(|| rate::retry_after_secs((resets_at - now).num_milliseconds()));
         let detail = LimitDetail {
             scope: exceeded.scope,
+            kind: LimitKind::MonthlyTokens,
             limit: exceeded.limit,
             used: exceeded.used,
             reserved: exceeded.reserved,
-            period: period.key.clone(),
-            resets_at: period.resets_at,
+            period: Some(period),
+            resets_at,
+            retry_after_secs,
         };
         self.deny(reason, Some(principal), Some(detail))
+    }
+
+    fn rate_limited(
+        &self,
+        scope: LimitScope,
+        exceeded: RateExceeded,
+        principal: Principal,
+        now: DateTime<Utc>,
+    ) -> Denied {
+        let kind = match exceeded.kind {
+            RateKind::Requests => LimitKind::RequestsPerMinute,
+            RateKind::Tokens => LimitKind::TokensPerMinute,
+        };
+        let wait_ms = exceeded.retry_after_ms.unwrap_or(rate::WINDOW_MS);
+        let detail = LimitDetail {
+            scope,
+            kind,
+            limit: exceeded.limit,
+            used: exceeded.current,
+            reserved: 0,
+            period: None,
+            resets_at: now + chrono::Duration::milliseconds(wait_ms.max(0)),
+            retry_after_secs: exceeded.retry_after_ms.map(rate::retry_after_secs),
+        };
+        self.deny(DenyReason::RateLimited, Some(principal), Some(detail))
     }
 
     fn allow(
@@ -279,15 +914,16 @@ impl Request {
         principal: Principal,
         reservation: Option<Reservation>,
         state: BudgetState,
-        period: &MonthlyPeriod,
+        period: String,
+        resets_at: DateTime<Utc>,
     ) -> Allowed {
         Allowed {
             principal,
             model: self.model.clone(),
             requested: self.requested,
             reservation,
-            period: period.key.clone(),
-            resets_at: period.resets_at,
+            period,
+            resets_at,
             budget: state,
         }
     }
@@ -307,6 +943,14 @@ impl Decision {
     /// Whether the request may go ahead.
     pub fn is_allowed(&self) -> bool {
         matches!(self, Decision::Allowed(_))
+    }
+
+    /// The reservation of an allowed, reserved request.
+    pub fn reservation(&self) -> Option<&Reservation> {
+        match self {
+            Decision::Allowed(allowed) => allowed.reservation.as_ref(),
+            Decision::Denied(_) => None,
+        }
     }
 }
 
@@ -345,6 +989,11 @@ pub struct Denied {
 }
 
 impl Denied {
+    /// Whole seconds until a retry may succeed, for limit denials that can.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        self.limit.as_ref().and_then(|l| l.retry_after_secs)
+    }
+
     /// A one-line explanation fit for the caller; never contains the key.
     pub fn message(&self) -> String {
         match (&self.reason, &self.limit) {
@@ -355,36 +1004,7 @@ impl Denied {
                     self.model
                 )
             }
-            (_, Some(limit)) => {
-                let whose = match (&limit.scope, &self.principal) {
-                    (LimitScope::Org, Some(p)) => {
-                        format!("organization `{}` monthly budget", p.org_slug)
-                    }
-                    (LimitScope::User, Some(p)) => format!("user `{}` monthly limit", p.email),
-                    (_, None) => "monthly budget".to_owned(),
-                };
-                let counter = crate::budget::Counter {
-                    used: limit.used,
-                    reserved: limit.reserved,
-                };
-                let left = counter.left_of(limit.limit);
-                let resets = limit
-                    .resets_at
-                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-                let state = format!(
-                    "{} used, {} reserved of {}; resets at {resets}",
-                    limit.used, limit.reserved, limit.limit
-                );
-                if left == 0 {
-                    format!("{whose} exhausted: {state}")
-                } else {
-                    format!(
-                        "{whose} has {left} tokens left, {} requested (lower the request's \
-                         token estimate, such as max_tokens): {state}",
-                        self.requested
-                    )
-                }
-            }
+            (_, Some(limit)) => limit.describe(self.principal.as_ref(), self.requested),
             (reason, None) => reason.description().to_owned(),
         }
     }
@@ -406,6 +1026,8 @@ pub enum DenyReason {
     OrgBudgetExhausted,
     /// The user's own monthly limit cannot cover the request.
     UserLimitExhausted,
+    /// A requests- or tokens-per-minute limit (of the org, user or key) is reached.
+    RateLimited,
 }
 
 impl DenyCategory {
@@ -429,6 +1051,7 @@ impl DenyReason {
             DenyReason::ModelNotAllowed => "model_not_allowed",
             DenyReason::OrgBudgetExhausted => "org_budget_exhausted",
             DenyReason::UserLimitExhausted => "user_limit_exhausted",
+            DenyReason::RateLimited => "rate_limited",
         }
     }
 
@@ -439,9 +1062,9 @@ impl DenyReason {
                 DenyCategory::Unauthenticated
             }
             DenyReason::ModelNotAllowed => DenyCategory::Forbidden,
-            DenyReason::OrgBudgetExhausted | DenyReason::UserLimitExhausted => {
-                DenyCategory::LimitExceeded
-            }
+            DenyReason::OrgBudgetExhausted
+            | DenyReason::UserLimitExhausted
+            | DenyReason::RateLimited => DenyCategory::LimitExceeded,
         }
     }
 
@@ -453,6 +1076,7 @@ impl DenyReason {
             DenyReason::ModelNotAllowed => "model is not allowed",
             DenyReason::OrgBudgetExhausted => "organization monthly budget exhausted",
             DenyReason::UserLimitExhausted => "user monthly limit exhausted",
+            DenyReason::RateLimited => "rate limit reached",
         }
     }
 }
@@ -469,21 +1093,107 @@ pub enum DenyCategory {
     LimitExceeded,
 }
 
-/// The limit that refused a request.
+/// What kind of limit refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitKind {
+    /// Tokens per calendar month (the org budget or a user's own limit).
+    MonthlyTokens,
+    /// Requests in any 60 seconds.
+    RequestsPerMinute,
+    /// Tokens in any 60 seconds.
+    TokensPerMinute,
+}
+
+impl LimitKind {
+    /// The stable machine-readable name, such as `requests_per_minute`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitKind::MonthlyTokens => "monthly_tokens",
+            LimitKind::RequestsPerMinute => "requests_per_minute",
+            LimitKind::TokensPerMinute => "tokens_per_minute",
+        }
+    }
+}
+
+/// The limit that refused a request, with the numbers that decided it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LimitDetail {
-    /// Which limit.
+    /// Whose limit: the organization's, the user's or the key's.
     pub scope: LimitScope,
-    /// Its size.
+    /// Which kind of limit.
+    pub kind: LimitKind,
+    /// Its size, in tokens or requests.
     pub limit: i64,
-    /// Tokens used in the period.
+    /// Tokens used in the period, or requests or tokens in the last 60 seconds.
     pub used: i64,
-    /// Tokens held by open reservations.
+    /// Tokens held by open reservations (monthly limits only).
     pub reserved: i64,
-    /// The period key, `YYYY-MM`.
-    pub period: String,
-    /// When the period ends and the limit resets.
+    /// The period key, `YYYY-MM`, for monthly limits.
+    pub period: Option<String>,
+    /// When the limit resets (monthly) or the request would fit (per minute).
     pub resets_at: DateTime<Utc>,
+    /// Whole seconds until the request may be retried, at least 1; `None`
+    /// when it can never fit (it asks for more than the limit itself).
+    pub retry_after_secs: Option<u64>,
+}
+
+impl LimitDetail {
+    /// Tokens or requests left under the limit; never negative.
+    pub fn left(&self) -> i64 {
+        crate::budget::Counter {
+            used: self.used,
+            reserved: self.reserved,
+        }
+        .left_of(self.limit)
+    }
+
+    fn describe(&self, principal: Option<&Principal>, requested: i64) -> String {
+        let whose = match (self.scope, principal) {
+            (LimitScope::Org, Some(p)) => format!("organization `{}`", p.org_slug),
+            (LimitScope::User, Some(p)) => format!("user `{}`", p.email),
+            (LimitScope::Key, Some(p)) => format!("key {}", p.key_id),
+            (_, None) => "caller".to_owned(),
+        };
+        let retry = match self.retry_after_secs {
+            Some(secs) => format!("retry in {secs} s"),
+            None => "it can never fit; lower the request's token estimate, such as max_tokens"
+                .to_owned(),
+        };
+        match self.kind {
+            LimitKind::MonthlyTokens => self.describe_monthly(&whose, requested),
+            LimitKind::RequestsPerMinute => format!(
+                "{whose} rate limit reached: {} of {} requests per minute used; {retry}",
+                self.used, self.limit
+            ),
+            LimitKind::TokensPerMinute => format!(
+                "{whose} rate limit reached: {} of {} tokens per minute used, {requested} \
+                 requested; {retry}",
+                self.used, self.limit
+            ),
+        }
+    }
+
+    fn describe_monthly(&self, whose: &str, requested: i64) -> String {
+        let what = match self.scope {
+            LimitScope::Org => "monthly budget",
+            _ => "monthly limit",
+        };
+        let resets = self
+            .resets_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let state = format!(
+            "{} used, {} reserved of {}; resets at {resets}",
+            self.used, self.reserved, self.limit
+        );
+        match self.left() {
+            0 => format!("{whose} {what} exhausted: {state}"),
+            left => format!(
+                "{whose} {what} has {left} tokens left, {requested} requested (lower the \
+                 request's token estimate, such as max_tokens): {state}"
+            ),
+        }
+    }
 }
 
 /// Who a key belongs to.
@@ -501,22 +1211,10 @@ pub struct Principal {
     pub key_id: KeyId,
 }
 
-impl Principal {
-    fn of(ctx: &KeyContext) -> Self {
-        Principal {
-            org_id: ctx.org.id,
-            org_slug: ctx.org.slug.clone(),
-            user_id: ctx.user.id,
-            email: ctx.user.email.clone(),
-            key_id: ctx.key.id,
-        }
-    }
-}
-
 /// Tokens held for an allowed request until it is settled or released.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reservation {
-    /// The store's id for it.
+    /// Its id, unique within the governor that made it.
     pub id: ReservationId,
     /// The organization charged.
     pub org_id: OrgId,
@@ -530,6 +1228,6 @@ pub struct Reservation {
     pub period: String,
     /// Tokens held.
     pub tokens: i64,
-    /// When the store may release it if it is still open.
+    /// When it is released by itself if still open.
     pub expires_at: DateTime<Utc>,
 }

@@ -17,28 +17,34 @@
 //! admin.create_user("team-alpha", "bob@example.com", Role::Member, Some(100_000)).await?;
 //! let created = admin.create_key("bob@example.com", None).await?;
 //!
-//! let governor = Governor::new(store);
+//! let governor = Governor::open(store).await?;
 //! let decision = governor.authorize(created.secret.expose(), "gpt-4o-mini", 500).await?;
 //! if let Decision::Allowed(allowed) = decision {
 //!     if let Some(reservation) = &allowed.reservation {
 //!         governor.settle(reservation, 420).await?;
 //!     }
 //! }
+//! governor.shutdown().await?; // writes the usage still held in memory
 //! # Ok(()) }
 //! ```
 
 pub mod admin;
 pub mod audit;
 pub mod budget;
+mod cache;
 pub mod clock;
 pub mod domain;
 pub mod error;
 pub mod governor;
 pub mod key;
+pub mod lease;
+mod ledger;
 pub mod password;
 pub mod period;
 pub mod policy;
+pub mod rate;
 pub mod rbac;
+pub mod snapshot;
 pub mod store;
 pub mod url;
 pub mod usage;
@@ -47,7 +53,7 @@ pub mod validate;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
-pub use admin::{Admin, CreatedKey, ModelChange};
+pub use admin::{Admin, CreatedKey, LimitTarget, ModelChange};
 pub use audit::{
     Actor, AuditEntry, AuditFilter, AuditHead, AuditRecord, AuditVerification, ChainBreak, Source,
 };
@@ -59,13 +65,17 @@ pub use domain::{
 };
 pub use error::{Error, Result};
 pub use governor::{
-    Allowed, Decision, Denied, DenyCategory, DenyReason, Governor, LimitDetail, Principal,
-    Reservation,
+    Allowed, Decision, Denied, DenyCategory, DenyReason, Durability, Governor, GovernorBuilder,
+    GovernorConfig, GovernorStats, LimitDetail, LimitKind, Maintenance, Principal, Reservation,
 };
 pub use key::{KeyHash, KeySecret};
 pub use password::{HashedPassword, verify_password};
 pub use period::MonthlyPeriod;
+pub use rate::RateLimits;
 pub use rbac::{Access, Grant, GrantCache, Permission, Scope, Target};
-pub use store::{AuditStore, KeyStore, OrgStore, SchemaStore, Store, UsageStore, UserStore};
+pub use store::{
+    AuditStore, CacheStore, KeyStore, OrgStore, RateLimitStore, SchemaStore, Store, UsageStore,
+    UserStore,
+};
 pub use url::DatabaseUrl;
 pub use usage::UsageReport;

@@ -19,15 +19,16 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::audit::{AuditEntry, AuditFilter, AuditLink, AuditRecord};
-use crate::budget::{BudgetState, ReserveOutcome, ReserveRequest, Settlement};
+use crate::budget::{BudgetState, LimitScope};
 use crate::domain::{
-    ApiKey, KeyContext, KeyId, NewApiKey, NewOrganization, NewUser, OrgId, Organization,
-    ReservationId, User, UserId,
+    ApiKey, KeyId, NewApiKey, NewOrganization, NewUser, OrgId, Organization, User, UserId,
 };
-use crate::key::KeyHash;
+use crate::lease::{LeaseState, LeaseSync};
 use crate::password::HashedPassword;
+use crate::rate::RateLimits;
 use crate::rbac::Grant;
-use crate::usage::UsageReport;
+use crate::snapshot::{Change, KeyRecord, OrgPolicy, UserPolicy};
+use crate::usage::{DailyUsage, UsageReport};
 
 #[allow(unused_imports, reason = "linked from the module docs")]
 use crate::error::Error;
@@ -112,41 +113,30 @@ pub trait KeyStore: Send + Sync {
     /// Marks a key revoked at `at`; [`Error::Conflict`] if it already is.
     async fn revoke_key(&self, id: KeyId, at: DateTime<Utc>, audit: &AuditRecord)
     -> Result<ApiKey>;
-
-    /// Everything the hot path needs about the key with this hash, in one read.
-    ///
-    /// Returns revoked and expired keys too: the governor tells them apart
-    /// from unknown ones.
-    async fn key_context(&self, hash: &KeyHash) -> Result<Option<KeyContext>>;
 }
 
-/// Budget reservations and usage counters.
+/// Usage counters, budget leases and usage reports.
 #[async_trait]
 pub trait UsageStore: Send + Sync {
-    /// Holds `request.tokens` against the org budget and the user's limit, atomically.
+    /// Applies one governor's charges, give-backs and lease requests, atomically.
     ///
-    /// In one transaction that no concurrent `reserve` on the same org or
-    /// user can interleave with (also from other processes): read the
-    /// current limits from the organization and user rows and the counters
-    /// of `request.period`, apply [`crate::budget::first_exceeded`], and
-    /// either add the tokens to both counters' `reserved` and store the
-    /// reservation, or change nothing.
-    async fn reserve(&self, request: &ReserveRequest) -> Result<ReserveOutcome>;
-
-    /// Charges `actual` tokens for a reservation and removes it, atomically.
-    ///
-    /// Moves the reservation's tokens out of `reserved`, adds `actual` to
-    /// `used` of the reservation's period (even when `actual` exceeds what
-    /// was held), and records one usage event. [`Error::NotFound`] if the
-    /// reservation does not exist (already settled or released): nothing
-    /// is charged twice.
-    async fn settle(&self, id: ReservationId, actual: i64, at: DateTime<Utc>)
-    -> Result<Settlement>;
-
-    /// Returns a reservation's tokens without charging; [`Error::NotFound`] if unknown.
-    async fn release(&self, id: ReservationId) -> Result<()>;
+    /// In one transaction that no concurrent call on the same scopes can
+    /// interleave with (also from other processes), for each entry in
+    /// order: take back the leases of other holders on the entry's scope
+    /// and period that expired before `sync.now` (only when the entry
+    /// wants tokens), read the scope's limit (the organization's budget or
+    /// the user's own limit, `None` when the user has none), its counters
+    /// and this holder's lease, apply [`crate::lease::apply`], and write
+    /// the result. Then renew every lease of the holder to
+    /// `sync.lease_expires_at`, append `sync.events` and add each to its
+    /// daily roll-up. Answers one [`LeaseState`] per entry, in order.
+    /// [`Error::NotFound`] if a scope's organization or user does not
+    /// exist; then nothing is written.
+    async fn sync_leases(&self, sync: &LeaseSync) -> Result<Vec<LeaseState>>;
 
     /// The limits and counters for a user and its organization in `period`.
+    ///
+    /// `reserved` is what leases hold, by every holder.
     async fn budget_state(&self, org: OrgId, user: UserId, period: &str) -> Result<BudgetState>;
 
     /// Usage of an organization in `period`, for all its users or one.
@@ -156,6 +146,66 @@ pub trait UsageStore: Send + Sync {
         user: Option<UserId>,
         period: &str,
     ) -> Result<UsageReport>;
+
+    /// Usage per local day and model, for days `from..=to` (`YYYY-MM-DD`), oldest first.
+    async fn daily_usage(
+        &self,
+        org: OrgId,
+        user: Option<UserId>,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<DailyUsage>>;
+}
+
+/// Rate limits per organization, user and key.
+#[async_trait]
+pub trait RateLimitStore: Send + Sync {
+    /// Sets one scope's rate limits (`RateLimits::NONE` removes them).
+    ///
+    /// Idempotent: returns `false` and writes nothing, not even the audit
+    /// record, when the limits are already so. [`Error::NotFound`] if the
+    /// scope's row does not exist.
+    async fn set_rate_limits(
+        &self,
+        scope: LimitScope,
+        id: i64,
+        limits: RateLimits,
+        audit: &AuditRecord,
+    ) -> Result<bool>;
+
+    /// One scope's rate limits; `RateLimits::NONE` when none are set.
+    async fn rate_limits(&self, scope: LimitScope, id: i64) -> Result<RateLimits>;
+}
+
+/// What a governor loads into memory, and the change feed.
+#[async_trait]
+pub trait CacheStore: Send + Sync {
+    /// The position of the newest change; 0 when there is none.
+    async fn change_seq(&self) -> Result<i64>;
+
+    /// Up to `limit` changes after position `after`, oldest first.
+    ///
+    /// Every write to an organization, a user, a key, an allowed model or
+    /// a rate limit appends a change in the same transaction.
+    async fn changes_since(&self, after: i64, limit: u32) -> Result<Vec<Change>>;
+
+    /// Every organization with its policy, by id.
+    async fn org_policies(&self) -> Result<Vec<OrgPolicy>>;
+
+    /// Up to `limit` users with ids above `after`, by id.
+    async fn user_policies(&self, after: Option<UserId>, limit: u32) -> Result<Vec<UserPolicy>>;
+
+    /// Up to `limit` keys with ids above `after`, by id.
+    async fn key_records(&self, after: Option<KeyId>, limit: u32) -> Result<Vec<KeyRecord>>;
+
+    /// One organization's policy, if it exists.
+    async fn org_policy(&self, id: OrgId) -> Result<Option<OrgPolicy>>;
+
+    /// One user's policy, if it exists.
+    async fn user_policy(&self, id: UserId) -> Result<Option<UserPolicy>>;
+
+    /// One key, if it exists.
+    async fn key_record(&self, id: KeyId) -> Result<Option<KeyRecord>>;
 }
 
 /// The audit log: entries are only ever appended; no method changes or deletes one.
@@ -206,6 +256,26 @@ pub trait SchemaStore: Send + Sync {
 }
 
 /// A complete backend: every storage trait.
-pub trait Store: OrgStore + UserStore + KeyStore + UsageStore + AuditStore + SchemaStore {}
+pub trait Store:
+    OrgStore
+    + UserStore
+    + KeyStore
+    + UsageStore
+    + RateLimitStore
+    + CacheStore
+    + AuditStore
+    + SchemaStore
+{
+}
 
-impl<T> Store for T where T: OrgStore + UserStore + KeyStore + UsageStore + AuditStore + SchemaStore {}
+impl<T> Store for T where
+    T: OrgStore
+        + UserStore
+        + KeyStore
+        + UsageStore
+        + RateLimitStore
+        + CacheStore
+        + AuditStore
+        + SchemaStore
+{
+}

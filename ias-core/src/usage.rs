@@ -52,3 +52,16 @@ pub struct ModelUsage {
     /// Settled requests.
     pub requests: i64,
 }
+
+/// Usage of one model on one local day.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DailyUsage {
+    /// The organization's local day, `YYYY-MM-DD`.
+    pub day: String,
+    /// The normalised model name.
+    pub model: String,
+    /// Tokens charged.
+    pub tokens: i64,
+    /// Settled requests.
+    pub requests: i64,
+}

@@ -1,53 +1,20 @@
-//! API keys: stored hashed, looked up by hash on the hot path.
-
-use std::sync::LazyLock;
+//! API keys: stored hashed; the governor caches them by hash.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use ias_core::{
-    ApiKey, AuditRecord, Error, KeyContext, KeyHash, KeyId, KeyStore, Result, UserId,
-    domain::NewApiKey,
-};
+use ias_core::{ApiKey, AuditRecord, Error, KeyId, KeyStore, Result, UserId, domain::NewApiKey};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::audit;
 use crate::error::{from_sqlite, unique_or};
-use crate::org;
-use crate::rows::{self, KEY_COLUMNS, ORG_COLUMNS, USER_COLUMNS, millis};
-use crate::store::{SqliteStore, optional_row, write};
+use crate::rows::{self, KEY_COLUMNS, millis};
+use crate::store::{SqliteStore, write};
 
 fn by_id(conn: &Connection, id: KeyId) -> Result<Option<ApiKey>> {
     let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.id = ?1");
     conn.query_row(&sql, [id.0], |row| rows::key(row, 0))
         .optional()
         .map_err(from_sqlite)
-}
-
-/// The hot-path lookup, built once: a key with its owner and organization.
-static CONTEXT_SQL: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SELECT {KEY_COLUMNS}, {USER_COLUMNS}, {ORG_COLUMNS}
-         FROM api_keys k
-         JOIN users u ON u.id = k.user_id
-         JOIN organizations o ON o.id = k.org_id
-         WHERE k.key_hash = ?1"
-    )
-});
-
-fn context(conn: &Connection, hash: &KeyHash) -> Result<Option<KeyContext>> {
-    let found = optional_row(conn, &CONTEXT_SQL, [&hash.0[..]], |row| {
-        Ok((rows::key(row, 0)?, rows::user(row, 7)?, rows::org(row, 14)?))
-    })?;
-    let Some((key, user, org)) = found else {
-        return Ok(None);
-    };
-    let allowed_models = org::allowed_models(conn, org.id)?;
-    Ok(Some(KeyContext {
-        key,
-        user,
-        org,
-        allowed_models,
-    }))
 }
 
 #[async_trait]
@@ -124,10 +91,5 @@ impl KeyStore for SqliteStore {
             })
         })
         .await
-    }
-
-    async fn key_context(&self, hash: &KeyHash) -> Result<Option<KeyContext>> {
-        let hash = *hash;
-        self.run(move |conn| context(conn, &hash)).await
     }
 }

@@ -5,7 +5,8 @@
 //! the schema migrations when it is opened. Database work runs on tokio's
 //! blocking pool, never on a runtime worker thread. Several processes (a
 //! gateway and `ias-admin`, say) may share one file: every write runs in an
-//! immediate transaction, so budget reservations stay exact across them.
+//! immediate transaction, and governors in each process take budget leases
+//! from the file, so budgets stay exact across them.
 //!
 //! ```no_run
 //! # async fn demo() -> ias_core::Result<()> {
@@ -13,13 +14,15 @@
 //! use ias_store_sqlite::SqliteStore;
 //!
 //! let store = SqliteStore::open("ias.db").await?;
-//! let governor = Governor::new(store);
+//! let governor = Governor::open(store).await?;
 //! # Ok(()) }
 //! ```
 
 mod audit;
+mod cache;
 mod error;
 mod key;
+mod limits;
 mod migrate;
 mod org;
 mod rows;

@@ -32,8 +32,13 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 2,
+        name: "hot_path",
+        sql: include_str!("../migrations/0002_hot_path.sql"),
+    },
+    Migration {
+        version: 3,
         name: "rbac_passwords",
-        sql: include_str!("../migrations/0002_rbac_passwords.sql"),
+        sql: include_str!("../migrations/0003_rbac_passwords.sql"),
     },
 ];
 

@@ -1,12 +1,10 @@
-//! Reservations, counters and usage reports.
+//! Usage counters, budget leases, usage events and reports.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use ias_core::budget::{self, ReserveOutcome, ReserveRequest};
-use ias_core::usage::{ModelUsage, UserUsage};
+use ias_core::lease::{self, LeaseEntry, LeaseState, LeaseSync, UsageEvent};
+use ias_core::usage::{DailyUsage, ModelUsage, UserUsage};
 use ias_core::{
-    BudgetState, Counter, Error, OrgId, ReservationId, Result, Settlement, UsageReport, UsageStore,
-    UserId,
+    BudgetState, Counter, Error, LimitScope, OrgId, Result, UsageReport, UsageStore, UserId,
 };
 use rusqlite::{Connection, params};
 
@@ -31,34 +29,6 @@ fn counter(conn: &Connection, scope: &str, id: i64, period: &str) -> Result<Coun
         },
     )?;
     Ok(counter.unwrap_or_default())
-}
-
-/// Adds `used` and `reserved` (either may be negative) to one counter.
-fn bump(
-    conn: &Connection,
-    scope: &str,
-    id: i64,
-    period: &str,
-    used: i64,
-    reserved: i64,
-) -> Result<()> {
-    let updated = conn
-        .prepare_cached(
-            "UPDATE usage_counters
-             SET used_tokens = used_tokens + ?4, reserved_tokens = reserved_tokens + ?5
-             WHERE scope = ?1 AND scope_id = ?2 AND period = ?3",
-        )
-        .and_then(|mut stmt| stmt.execute(params![scope, id, period, used, reserved]))
-        .map_err(from_sqlite)?;
-    if updated == 0 {
-        conn.prepare_cached(
-            "INSERT INTO usage_counters (scope, scope_id, period, used_tokens, reserved_tokens)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .and_then(|mut stmt| stmt.execute(params![scope, id, period, used, reserved]))
-        .map_err(from_sqlite)?;
-    }
-    Ok(())
 }
 
 fn org_budget(conn: &Connection, org: OrgId) -> Result<i64> {
@@ -88,110 +58,146 @@ fn state(conn: &Connection, org: OrgId, user: UserId, period: &str) -> Result<Bu
     })
 }
 
-struct Held {
-    org_id: i64,
-    user_id: i64,
-    key_id: i64,
-    model: String,
-    period: String,
-    tokens: i64,
+fn scope_limit(conn: &Connection, entry: &LeaseEntry) -> Result<Option<i64>> {
+    let (sql, entity) = match entry.scope {
+        LimitScope::Org => (
+            "SELECT monthly_token_budget FROM organizations WHERE id = ?1",
+            "organization",
+        ),
+        _ => (
+            "SELECT monthly_token_limit FROM users WHERE id = ?1",
+            "user",
+        ),
+    };
+    optional_row(conn, sql, [entry.scope_id], |row| row.get(0))?
+        .ok_or_else(|| Error::not_found(entity, entry.scope_id.to_string()))
 }
 
-fn take_reservation(conn: &Connection, id: ReservationId) -> Result<Held> {
-    let held = optional_row(
+/// Takes back other holders' expired leases on the entry's scope and period.
+fn reclaim(conn: &Connection, entry: &LeaseEntry, holder: &str, now: i64) -> Result<i64> {
+    let reclaimed: i64 = optional_row(
         conn,
-        "DELETE FROM reservations WHERE id = ?1
-         RETURNING org_id, user_id, key_id, model, period, tokens",
-        [id.0],
-        |row| {
-            Ok(Held {
-                org_id: row.get(0)?,
-                user_id: row.get(1)?,
-                key_id: row.get(2)?,
-                model: row.get(3)?,
-                period: row.get(4)?,
-                tokens: row.get(5)?,
-            })
-        },
-    )?;
-    held.ok_or_else(|| Error::not_found("reservation", id.to_string()))
-}
-
-fn unhold(conn: &Connection, held: &Held, charged: i64) -> Result<()> {
-    bump(conn, ORG, held.org_id, &held.period, charged, -held.tokens)?;
-    bump(
-        conn,
-        USER,
-        held.user_id,
-        &held.period,
-        charged,
-        -held.tokens,
-    )
-}
-
-/// Releases the organization's reservations that were neither settled nor released in time.
-fn release_expired(conn: &Connection, org: OrgId, now: DateTime<Utc>) -> Result<()> {
-    let expired: Vec<i64> = conn
-        .prepare_cached("SELECT id FROM reservations WHERE org_id = ?1 AND expires_at <= ?2")
+        "SELECT COALESCE(SUM(tokens), 0) FROM leases
+         WHERE scope = ?1 AND scope_id = ?2 AND period = ?3 AND holder <> ?4 AND expires_at <= ?5",
+        params![
+            entry.scope.as_str(),
+            entry.scope_id,
+            entry.period,
+            holder,
+            now
+        ],
+        |row| row.get(0),
+    )?
+    .unwrap_or(0);
+    if reclaimed > 0 {
+        conn.prepare_cached(
+            "DELETE FROM leases
+             WHERE scope = ?1 AND scope_id = ?2 AND period = ?3 AND holder <> ?4 AND expires_at <= ?5",
+        )
         .and_then(|mut stmt| {
-            stmt.query_map(params![org.0, millis(now)], |row| row.get(0))?
-                .collect()
+            stmt.execute(params![entry.scope.as_str(), entry.scope_id, entry.period, holder, now])
         })
         .map_err(from_sqlite)?;
-    for id in expired {
-        let held = take_reservation(conn, ReservationId(id))?;
-        unhold(conn, &held, 0)?;
         tracing::warn!(
-            reservation = id,
-            org = org.0,
-            tokens = held.tokens,
-            "released an expired reservation"
+            scope = entry.scope.as_str(),
+            id = entry.scope_id,
+            tokens = reclaimed,
+            "took back expired leases of a governor that stopped"
         );
     }
-    Ok(())
+    Ok(reclaimed)
 }
 
-fn reserve(conn: &Connection, req: &ReserveRequest) -> Result<ReserveOutcome> {
-    release_expired(conn, req.org_id, req.created_at)?;
-    let before = state(conn, req.org_id, req.user_id, &req.period)?;
-    if let Some(exceeded) = budget::first_exceeded(&before, req.tokens) {
-        return Ok(ReserveOutcome::Exceeded(exceeded));
-    }
+fn lease_of(conn: &Connection, entry: &LeaseEntry, holder: &str) -> Result<i64> {
+    Ok(optional_row(
+        conn,
+        "SELECT tokens FROM leases WHERE scope = ?1 AND scope_id = ?2 AND period = ?3 AND holder = ?4",
+        params![entry.scope.as_str(), entry.scope_id, entry.period, holder],
+        |row| row.get(0),
+    )?
+    .unwrap_or(0))
+}
+
+fn store_counter(conn: &Connection, entry: &LeaseEntry, state: &LeaseState) -> Result<()> {
     conn.prepare_cached(
-        "INSERT INTO reservations
-           (org_id, user_id, key_id, model, period, tokens, created_at, expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO usage_counters (scope, scope_id, period, used_tokens, reserved_tokens)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (scope, scope_id, period)
+         DO UPDATE SET used_tokens = excluded.used_tokens, reserved_tokens = excluded.reserved_tokens",
     )
     .and_then(|mut stmt| {
         stmt.execute(params![
-            req.org_id.0,
-            req.user_id.0,
-            req.key_id.0,
-            req.model,
-            req.period,
-            req.tokens,
-            millis(req.created_at),
-            millis(req.expires_at)
+            entry.scope.as_str(),
+            entry.scope_id,
+            entry.period,
+            state.used,
+            state.held
         ])
     })
     .map_err(from_sqlite)?;
-    let id = ReservationId(conn.last_insert_rowid());
-    bump(conn, ORG, req.org_id.0, &req.period, 0, req.tokens)?;
-    bump(conn, USER, req.user_id.0, &req.period, 0, req.tokens)?;
-    Ok(ReserveOutcome::Reserved {
-        id,
-        state: before.reserving(req.tokens),
-    })
+    Ok(())
 }
 
-fn settle(
-    conn: &Connection,
-    id: ReservationId,
-    actual: i64,
-    at: DateTime<Utc>,
-) -> Result<Settlement> {
-    let held = take_reservation(conn, id)?;
-    unhold(conn, &held, actual)?;
+fn store_lease(conn: &Connection, entry: &LeaseEntry, sync: &LeaseSync, tokens: i64) -> Result<()> {
+    let key = params![
+        entry.scope.as_str(),
+        entry.scope_id,
+        entry.period,
+        sync.holder
+    ];
+    let result = if tokens > 0 {
+        conn.prepare_cached(
+            "INSERT INTO leases (scope, scope_id, period, holder, tokens, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (scope, scope_id, period, holder)
+             DO UPDATE SET tokens = excluded.tokens, expires_at = excluded.expires_at",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                entry.scope.as_str(),
+                entry.scope_id,
+                entry.period,
+                sync.holder,
+                tokens,
+                millis(sync.lease_expires_at)
+            ])
+        })
+    } else {
+        conn.prepare_cached(
+            "DELETE FROM leases WHERE scope = ?1 AND scope_id = ?2 AND period = ?3 AND holder = ?4",
+        )
+        .and_then(|mut stmt| stmt.execute(key))
+    };
+    result.map_err(from_sqlite)?;
+    Ok(())
+}
+
+fn sync_entry(conn: &Connection, entry: &LeaseEntry, sync: &LeaseSync) -> Result<LeaseState> {
+    let limit = scope_limit(conn, entry)?;
+    let scope = entry.scope.as_str();
+    if entry.want > 0 {
+        let reclaimed = reclaim(conn, entry, &sync.holder, millis(sync.now))?;
+        if reclaimed > 0 {
+            let c = counter(conn, scope, entry.scope_id, &entry.period)?;
+            let held = (c.reserved - reclaimed).max(0);
+            let state = LeaseState {
+                limit,
+                used: c.used,
+                held,
+                ..LeaseState::default()
+            };
+            store_counter(conn, entry, &state)?;
+        }
+    }
+    let c = counter(conn, scope, entry.scope_id, &entry.period)?;
+    let lease = lease_of(conn, entry, &sync.holder)?;
+    let state = lease::apply(entry, limit, c.used, c.reserved, lease);
+    store_counter(conn, entry, &state)?;
+    store_lease(conn, entry, sync, state.lease)?;
+    Ok(state)
+}
+
+fn record_event(conn: &Connection, event: &UsageEvent) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO usage_events
            (org_id, user_id, key_id, model, period, reserved_tokens, tokens, created_at)
@@ -199,21 +205,77 @@ fn settle(
     )
     .and_then(|mut stmt| {
         stmt.execute(params![
-            held.org_id,
-            held.user_id,
-            held.key_id,
-            held.model,
-            held.period,
-            held.tokens,
-            actual,
-            millis(at)
+            event.org_id.0,
+            event.user_id.0,
+            event.key_id.0,
+            event.model,
+            event.period,
+            event.reserved,
+            event.tokens,
+            millis(event.at)
         ])
     })
     .map_err(from_sqlite)?;
-    Ok(Settlement {
-        reserved: held.tokens,
-        charged: actual,
+    conn.prepare_cached(
+        "INSERT INTO usage_daily (org_id, day, user_id, model, tokens, requests)
+         VALUES (?1, ?2, ?3, ?4, ?5, 1)
+         ON CONFLICT (org_id, day, user_id, model)
+         DO UPDATE SET tokens = tokens + excluded.tokens, requests = requests + 1",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            event.org_id.0,
+            event.day,
+            event.user_id.0,
+            event.model,
+            event.tokens
+        ])
     })
+    .map_err(from_sqlite)?;
+    Ok(())
+}
+
+fn sync_leases(conn: &Connection, sync: &LeaseSync) -> Result<Vec<LeaseState>> {
+    let states = sync
+        .entries
+        .iter()
+        .map(|entry| sync_entry(conn, entry, sync))
+        .collect::<Result<Vec<_>>>()?;
+    conn.prepare_cached("UPDATE leases SET expires_at = ?2 WHERE holder = ?1")
+        .and_then(|mut stmt| stmt.execute(params![sync.holder, millis(sync.lease_expires_at)]))
+        .map_err(from_sqlite)?;
+    for event in &sync.events {
+        record_event(conn, event)?;
+    }
+    Ok(states)
+}
+
+fn daily_usage(
+    conn: &Connection,
+    org: OrgId,
+    user: Option<UserId>,
+    from: &str,
+    to: &str,
+) -> Result<Vec<DailyUsage>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT day, model, SUM(tokens), SUM(requests) FROM usage_daily
+             WHERE org_id = ?1 AND day >= ?2 AND day <= ?3 AND (?4 IS NULL OR user_id = ?4)
+             GROUP BY day, model ORDER BY day, model",
+        )
+        .map_err(from_sqlite)?;
+    let rows = stmt
+        .query_map(params![org.0, from, to, user.map(|u| u.0)], |row| {
+            Ok(DailyUsage {
+                day: row.get(0)?,
+                model: row.get(1)?,
+                tokens: row.get(2)?,
+                requests: row.get(3)?,
+            })
+        })
+        .map_err(from_sqlite)?;
+    rows.collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(from_sqlite)
 }
 
 fn user_usage(
@@ -280,30 +342,10 @@ fn model_usage(
 
 #[async_trait]
 impl UsageStore for SqliteStore {
-    async fn reserve(&self, request: &ReserveRequest) -> Result<ReserveOutcome> {
-        let request = request.clone();
-        self.run(move |conn| write(conn, |tx| reserve(tx, &request)))
+    async fn sync_leases(&self, sync: &LeaseSync) -> Result<Vec<LeaseState>> {
+        let sync = sync.clone();
+        self.run(move |conn| write(conn, |tx| sync_leases(tx, &sync)))
             .await
-    }
-
-    async fn settle(
-        &self,
-        id: ReservationId,
-        actual: i64,
-        at: DateTime<Utc>,
-    ) -> Result<Settlement> {
-        self.run(move |conn| write(conn, |tx| settle(tx, id, actual, at)))
-            .await
-    }
-
-    async fn release(&self, id: ReservationId) -> Result<()> {
-        self.run(move |conn| {
-            write(conn, |tx| {
-                let held = take_reservation(tx, id)?;
-                unhold(tx, &held, 0)
-            })
-        })
-        .await
     }
 
     async fn budget_state(&self, org: OrgId, user: UserId, period: &str) -> Result<BudgetState> {
@@ -328,5 +370,17 @@ impl UsageStore for SqliteStore {
             })
         })
         .await
+    }
+
+    async fn daily_usage(
+        &self,
+        org: OrgId,
+        user: Option<UserId>,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<DailyUsage>> {
+        let (from, to) = (from.to_owned(), to.to_owned());
+        self.run(move |conn| daily_usage(conn, org, user, &from, &to))
+            .await
     }
 }

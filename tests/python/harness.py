@@ -24,7 +24,7 @@ import urllib.request
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import openai
 
@@ -37,6 +37,8 @@ LOOPBACK = "127.0.0.1"
 MODEL = "gpt-4o-mini"
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
+# Longer than the gateway's 200 ms write-behind interval.
+SETTLE_PAUSE_S = 0.35
 START_ATTEMPTS = 3
 
 # Variables that would change what the gateway or ias-admin under test do.
@@ -110,19 +112,38 @@ class Gateway:
         """Creates a key; the result holds its `id` and its `secret`."""
         return self.admin("key", "create", "--email", email)
 
+    def _settled(self, read: Callable[[], int]) -> int:
+        """Reads a stored figure once the gateway's write-behind has caught up.
+
+        The gateway writes settled usage every 200 ms; a figure that holds
+        still across a longer pause is what the store has for good.
+        """
+        value = read()
+        for _ in range(20):
+            time.sleep(SETTLE_PAUSE_S)
+            again = read()
+            if again == value:
+                return value
+            value = again
+        return value
+
     def org_used(self, slug: str) -> int:
-        """Tokens the organization has used in the current period."""
-        return self.admin("usage", "show", "--org", slug)["org"]["used"]
+        """Tokens the organization has used in the current period, once written."""
+        return self._settled(lambda: self.admin("usage", "show", "--org", slug)["org"]["used"])
 
     def org_reserved(self, slug: str) -> int:
-        """Tokens held by the organization's open reservations."""
+        """Tokens the store counts as held for the organization (open requests and leases)."""
         return self.admin("usage", "show", "--org", slug)["org"]["reserved"]
 
     def user_used(self, slug: str, email: str) -> int:
-        """Tokens one user has used in the current period."""
-        report = self.admin("usage", "show", "--org", slug, "--email", email)
-        (user,) = [u for u in report["users"] if u["email"] == email]
-        return user["counter"]["used"]
+        """Tokens one user has used in the current period, once written."""
+
+        def read() -> int:
+            report = self.admin("usage", "show", "--org", slug, "--email", email)
+            (user,) = [u for u in report["users"] if u["email"] == email]
+            return int(user["counter"]["used"])
+
+        return self._settled(read)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -8,7 +8,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Uri};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use ias_core::{Governor, Store};
+use ias_core::Governor;
 use serde_json::json;
 
 use crate::chat;
@@ -25,10 +25,10 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State over `store`, sending allowed requests to `upstream`.
-    pub fn new(store: Arc<dyn Store>, upstream: Upstream) -> Self {
+    /// State deciding with `governor`, sending allowed requests to `upstream`.
+    pub fn new(governor: Governor, upstream: Upstream) -> Self {
         AppState {
-            governor: Governor::new(store),
+            governor,
             upstream: Arc::new(upstream),
         }
     }

@@ -78,8 +78,15 @@ impl ApiError {
             error.param = Some("model".to_owned());
         }
         if let Some(limit) = &denied.limit {
-            error.retry_after = Some(seconds_until(limit.resets_at, now));
-            error.should_retry = Some(false);
+            let wait = limit.retry_after_secs.map_or_else(
+                || seconds_until(limit.resets_at, now),
+                |secs| i64::try_from(secs).unwrap_or(i64::MAX),
+            );
+            error.retry_after = Some(wait);
+            // A per-minute limit clears soon: clients may retry after the wait.
+            // A spent monthly budget does not clear until the period resets.
+            error.should_retry =
+                Some(reason == DenyReason::RateLimited && limit.retry_after_secs.is_some());
         }
         error
     }
@@ -192,6 +199,9 @@ fn denial_status(reason: DenyReason) -> (StatusCode, &'static str) {
     match reason.category() {
         DenyCategory::Unauthenticated => (StatusCode::UNAUTHORIZED, "authentication_error"),
         DenyCategory::Forbidden => (StatusCode::FORBIDDEN, "permission_error"),
+        DenyCategory::LimitExceeded if reason == DenyReason::RateLimited => {
+            (StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded")
+        }
         DenyCategory::LimitExceeded => (StatusCode::TOO_MANY_REQUESTS, "insufficient_quota"),
     }
 }
@@ -209,7 +219,7 @@ fn bool_str(value: bool) -> &'static str {
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
-    use ias_core::{KeyId, LimitDetail, LimitScope, OrgId, Principal, UserId};
+    use ias_core::{KeyId, LimitDetail, LimitKind, LimitScope, OrgId, Principal, UserId};
 
     use super::*;
 
@@ -227,11 +237,13 @@ mod tests {
         };
         let limit = scope.map(|scope| LimitDetail {
             scope,
+            kind: LimitKind::MonthlyTokens,
             limit: 100,
             used: 90,
             reserved: 0,
-            period: "2023-11".to_owned(),
+            period: Some("2023-11".to_owned()),
             resets_at: at(3_600),
+            retry_after_secs: None,
         });
         Denied {
             reason,

@@ -13,14 +13,17 @@
 //! The router can be driven in-process, as the tests do:
 //!
 //! ```no_run
-//! # async fn demo(store: std::sync::Arc<dyn ias_core::Store>) -> std::io::Result<()> {
+//! # async fn demo(store: std::sync::Arc<dyn ias_core::Store>) -> Result<(), Box<dyn std::error::Error>> {
 //! use ias_gateway::app::{AppState, router};
 //! use ias_gateway::upstream::{MockUpstream, Upstream};
 //!
-//! let app = router(AppState::new(store, Upstream::Mock(MockUpstream::default())));
+//! let governor = ias_core::Governor::open(store).await?;
+//! let maintenance = governor.spawn_maintenance();
+//! let app = router(AppState::new(governor, Upstream::Mock(MockUpstream::default())));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-//! axum::serve(listener, app).await
-//! # }
+//! axum::serve(listener, app).await?;
+//! maintenance.shutdown().await?;
+//! # Ok(()) }
 //! ```
 //!
 //! # Endpoints

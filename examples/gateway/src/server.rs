@@ -3,6 +3,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 
+use ias_core::Governor;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
@@ -85,11 +86,18 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         upstream = %upstream.describe(),
         "ias-gateway listening"
     );
-    let app = router(AppState::new(store, upstream));
-    axum::serve(listener, app)
+    let governor = Governor::open(store).await.map_err(StartError::Store)?;
+    let maintenance = governor.spawn_maintenance();
+    let app = router(AppState::new(governor, upstream));
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
-        .map_err(StartError::Serve)?;
+        .map_err(StartError::Serve);
+    // Usage settled in memory is written before the process exits.
+    if let Err(err) = maintenance.shutdown().await {
+        warn!(error = %err, "could not write the last usage to the store");
+    }
+    served?;
     info!("ias-gateway stopped");
     Ok(())
 }

@@ -8,7 +8,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode, header};
 use axum::routing::post;
-use ias_core::{Actor, Admin, Role, Source, Store};
+use ias_core::{Actor, Admin, Governor, Role, Source, Store};
 use ias_gateway::app::{AppState, router};
 use ias_gateway::upstream::{HttpUpstream, MockUpstream, Upstream};
 use ias_store_sqlite::SqliteStore;
@@ -26,14 +26,21 @@ const MOCK_TOTAL: i64 = 16;
 struct Gateway {
     app: Router,
     admin: Admin,
+    governor: Governor,
 }
 
 impl Gateway {
     async fn new(upstream: Upstream) -> Self {
         let store: Arc<dyn Store> = SqliteStore::open_in_memory().await.unwrap();
         let admin = Admin::new(store.clone(), Actor::local_operator(), Source::Library);
-        let app = router(AppState::new(store, upstream));
-        Gateway { app, admin }
+        let governor = Governor::open(store).await.unwrap();
+        let admin = admin.with_governor(governor.clone());
+        let app = router(AppState::new(governor.clone(), upstream));
+        Gateway {
+            app,
+            admin,
+            governor,
+        }
     }
 
     async fn mock() -> Self {
@@ -57,7 +64,10 @@ impl Gateway {
         created.secret.expose().to_owned()
     }
 
+    /// The org's used and reserved tokens in the store, once the governor
+    /// has written its usage and given back what no open request holds.
     async fn used(&self, slug: &str) -> (i64, i64) {
+        self.governor.shutdown().await.unwrap();
         let report = self.admin.usage(slug, None).await.unwrap();
         (report.org.used, report.org.reserved)
     }

@@ -2,10 +2,13 @@
 
 #![allow(dead_code, reason = "each test binary uses part of the kit")]
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use ias_core::{Decision, Governor};
+use ias_store_sqlite::SqliteStore;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -159,6 +162,24 @@ impl Db {
         (run, decision)
     }
 
+    /// Authorizes and settles one request of `tokens` through the library, as a
+    /// gateway would, then shuts the governor down so the usage is stored.
+    pub fn spend(&self, secret: &str, model: &str, tokens: i64) {
+        let path = self.dir.path().join("ias.db");
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let store = SqliteStore::open(&path).await.unwrap();
+            let governor = Governor::open(store).await.unwrap();
+            let decision = governor.authorize(secret, model, tokens).await.unwrap();
+            let Decision::Allowed(allowed) = decision else {
+                panic!("not allowed: {decision:?}");
+            };
+            let reservation = allowed.reservation.unwrap();
+            governor.settle(&reservation, tokens).await.unwrap();
+            governor.shutdown().await.unwrap();
+        });
+    }
+
     /// Everything the CLI can read: orgs, their users, models and keys, and the audit log.
     pub fn snapshot(&self) -> Value {
         let orgs = self.json(&["org", "list"]);
@@ -191,6 +212,14 @@ impl Db {
         assert_eq!(self.snapshot(), before, "{args:?} changed the data");
         run
     }
+}
+
+/// The `label: value` lines of text output, by label.
+pub fn fields(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|line| line.split_once(':'))
+        .map(|(label, value)| (label.trim().to_owned(), value.trim().to_owned()))
+        .collect()
 }
 
 /// `authorize --key - --model MODEL --tokens TOKENS`: the key is read from stdin.

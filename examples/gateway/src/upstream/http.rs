@@ -106,9 +106,7 @@ mod tests {
 
     #[test]
     fn a_request_times_out_before_its_reservation_expires() {
-        let ttl = ias_core::governor::DEFAULT_RESERVATION_TTL
-            .to_std()
-            .unwrap();
+        let ttl = ias_core::governor::DEFAULT_RESERVATION_TTL;
         assert!(REQUEST_TIMEOUT + CONNECT_TIMEOUT < ttl);
     }
 

@@ -1,4 +1,4 @@
--- ias schema, version 2: permission seeds for RBAC, audit filters.
+-- ias schema, version 3: permission seeds for RBAC, audit filters.
 -- Never edit this file once released: add a new numbered migration instead.
 
 -- A member may use only its own keys and read only its own usage. The

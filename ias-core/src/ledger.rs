@@ -1,0 +1,712 @@
+//! One organization's hot-path state in memory: budget meters, rate
+//! windows and open reservations.
+//!
+//! Everything here runs under the organization's lock, so checking every
+//! limit and reserving against all of them is one atomic step. The
+//! ledger never talks to the store: when a meter's lease cannot cover a
+//! request it answers [`Attempt::NeedLease`], and the governor syncs with
+//! the store and asks again.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Datelike, TimeZone, Utc};
+use chrono_tz::Tz;
+
+use crate::budget::{BudgetState, Counter, Exceeded, LimitScope, Settlement};
+use crate::domain::{KeyId, OrgId, ReservationId, UserId};
+use crate::lease::{LeaseEntry, LeaseState, UsageEvent};
+use crate::period::MonthlyPeriod;
+use crate::rate::{RateExceeded, RateLimits, RateTicket, RateWindow};
+
+/// A budget period as a number, `year * 100 + month`.
+pub(crate) type PeriodNo = u32;
+
+/// Identifies one meter: a scope, its id and a period.
+pub(crate) type MeterKey = (LimitScope, i64, PeriodNo);
+
+/// The largest slice a meter asks for, as a fraction of its limit.
+const SLICE_DIVISOR: i64 = 8;
+
+/// One scope's budget in one period, as this process sees it.
+#[derive(Debug, Clone, Default)]
+struct Meter {
+    /// The limit the lease was taken under; `None`: no limit of its own.
+    limit: Option<i64>,
+    /// `used` of the store at the last sync.
+    used_base: i64,
+    /// `held` of the store at the last sync (every holder's leases).
+    held_base: i64,
+    /// Tokens this process holds from the store.
+    lease: i64,
+    /// Tokens held by open reservations.
+    pending: i64,
+    /// Tokens charged by settled requests, not yet handed to the store.
+    charged: i64,
+    /// Charges handed to a sync that has not answered yet.
+    in_flight: i64,
+    /// Tokens to keep in hand beyond current needs; grows with demand.
+    slice: i64,
+    /// Whether a lease was taken since the last periodic sync.
+    acquired: bool,
+    /// The limit changed since the last sync: the lease must be renewed under the new one.
+    stale: bool,
+}
+
+impl Meter {
+    fn free(&self) -> i64 {
+        self.lease - self.pending - self.charged - self.in_flight
+    }
+
+    fn fits(&self, need: i64, limit: Option<i64>) -> bool {
+        match limit {
+            None => true,
+            Some(_) => !self.stale && need <= self.free(),
+        }
+    }
+
+    /// The counter as a caller should see it: everyone's usage, and what
+    /// is held by other holders and by this process's open requests.
+    fn counter(&self) -> Counter {
+        Counter {
+            used: self.used_base + self.charged + self.in_flight,
+            reserved: (self.held_base - self.lease).max(0) + self.pending,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lease == 0 && self.pending == 0 && self.charged == 0 && self.in_flight == 0
+    }
+}
+
+/// An open reservation.
+#[derive(Debug, Clone)]
+struct Held {
+    user_id: UserId,
+    key_id: KeyId,
+    model: String,
+    period: PeriodNo,
+    tokens: i64,
+    expires_ms: i64,
+    /// Released by the expiry sweep; a late settle still charges it.
+    expired: bool,
+    tickets: [(LimitScope, i64, Option<RateTicket>); 3],
+}
+
+/// The period and day that `now` falls in, cached per organization.
+#[derive(Debug, Clone, Default)]
+struct Calendar {
+    period: PeriodNo,
+    period_key: String,
+    starts_ms: i64,
+    resets_at: Option<DateTime<Utc>>,
+    day_key: String,
+    day_starts_ms: i64,
+    day_ends_ms: i64,
+}
+
+impl Calendar {
+    fn update(&mut self, now: DateTime<Utc>, tz: Tz) {
+        let now_ms = now.timestamp_millis();
+        let current = self
+            .resets_at
+            .is_some_and(|r| self.starts_ms <= now_ms && now_ms < r.timestamp_millis());
+        if !current {
+            let p = MonthlyPeriod::containing(now, tz);
+            let local = now.with_timezone(&tz);
+            self.period = period_no(local.year(), local.month());
+            self.period_key = p.key;
+            self.starts_ms = p.starts_at.timestamp_millis();
+            self.resets_at = Some(p.resets_at);
+        }
+        if !(self.day_starts_ms <= now_ms && now_ms < self.day_ends_ms) {
+            let date = now.with_timezone(&tz).date_naive();
+            self.day_key = date.format("%Y-%m-%d").to_string();
+            self.day_starts_ms = local_midnight(tz, date);
+            self.day_ends_ms = date
+                .succ_opt()
+                .map_or(i64::MAX, |next| local_midnight(tz, next));
+        }
+    }
+}
+
+fn period_no(year: i32, month: u32) -> PeriodNo {
+    u32::try_from(year).unwrap_or(0) * 100 + month
+}
+
+/// `YYYY-MM` for a period number.
+pub(crate) fn period_key(period: PeriodNo) -> String {
+    format!("{:04}-{:02}", period / 100, period % 100)
+}
+
+fn local_midnight(tz: Tz, date: chrono::NaiveDate) -> i64 {
+    let midnight = date.and_hms_opt(0, 0, 0).unwrap_or_default();
+    (0..=180)
+        .filter_map(|m| {
+            tz.from_local_datetime(&(midnight + chrono::Duration::minutes(m)))
+                .earliest()
+        })
+        .next()
+        .map_or(i64::MIN, |t| t.timestamp_millis())
+}
+
+/// One request, as the ledger needs it.
+#[derive(Debug, Clone)]
+pub(crate) struct Ask<'a> {
+    pub id: ReservationId,
+    pub org_id: OrgId,
+    pub user_id: UserId,
+    pub key_id: KeyId,
+    pub tz: Tz,
+    pub org_limit: i64,
+    pub user_limit: Option<i64>,
+    pub rates: [(LimitScope, i64, RateLimits); 3],
+    pub model: &'a str,
+    pub tokens: i64,
+    pub now: DateTime<Utc>,
+    pub expires_ms: i64,
+}
+
+/// What the ledger answers to an [`Ask`].
+#[derive(Debug, Clone)]
+pub(crate) enum Attempt {
+    /// Reserved; the reservation is open under the ask's id.
+    Granted {
+        period: String,
+        resets_at: DateTime<Utc>,
+        state: BudgetState,
+    },
+    /// A per-minute limit refuses the request.
+    RateLimited {
+        scope: LimitScope,
+        exceeded: RateExceeded,
+    },
+    /// A monthly limit refuses the request, even with what the store had left.
+    Exhausted {
+        exceeded: Exceeded,
+        period: String,
+        resets_at: DateTime<Utc>,
+    },
+    /// The lease must grow first: tokens wanted per meter.
+    NeedLease(Vec<(MeterKey, i64)>),
+}
+
+/// What a sync takes out of a ledger, to hand back or apply later.
+#[derive(Debug, Default)]
+pub(crate) struct Drained {
+    pub keys: Vec<MeterKey>,
+    pub entries: Vec<LeaseEntry>,
+    pub events: Vec<UsageEvent>,
+}
+
+/// Why a settle found nothing to charge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NotOpen;
+
+/// One organization's hot-path state.
+#[derive(Debug, Default)]
+pub(crate) struct Ledger {
+    calendar: Calendar,
+    meters: HashMap<MeterKey, Meter>,
+    windows: HashMap<(LimitScope, i64), RateWindow>,
+    open: HashMap<ReservationId, Held>,
+    events: Vec<UsageEvent>,
+}
+
+impl Ledger {
+    /// Checks every limit and, if all hold, reserves; or says what is missing.
+    pub fn try_reserve(&mut self, ask: &Ask<'_>, may_lease: bool) -> Attempt {
+        self.calendar.update(ask.now, ask.tz);
+        let now_ms = ask.now.timestamp_millis();
+        if let Some((scope, exceeded)) = self.rate_peek(ask) {
+            return Attempt::RateLimited { scope, exceeded };
+        }
+        let period = self.calendar.period;
+        let need = ask.tokens.max(1);
+        let org_key = (LimitScope::Org, ask.org_id.0, period);
+        let user_key = (LimitScope::User, ask.user_id.0, period);
+        let org_limit = Some(ask.org_limit);
+        let org_fits = self.meter(org_key).fits(need, org_limit);
+        let user_fits = self.meter(user_key).fits(need, ask.user_limit);
+        if !(org_fits && user_fits) {
+            return self.short(
+                ask,
+                [
+                    (org_key, org_fits, org_limit),
+                    (user_key, user_fits, ask.user_limit),
+                ],
+                may_lease,
+            );
+        }
+        self.reserve(ask, org_key, user_key, now_ms)
+    }
+
+    fn short(
+        &mut self,
+        ask: &Ask<'_>,
+        meters: [(MeterKey, bool, Option<i64>); 2],
+        may_lease: bool,
+    ) -> Attempt {
+        let need = ask.tokens.max(1);
+        if may_lease {
+            let wants = meters
+                .iter()
+                .filter(|(_, fits, _)| !fits)
+                .map(|(key, _, limit)| (*key, self.want(*key, need, *limit)))
+                .collect();
+            return Attempt::NeedLease(wants);
+        }
+        let (key, _, limit) = meters.into_iter().find(|(_, fits, _)| !fits).unwrap_or((
+            meters[0].0,
+            false,
+            Some(ask.org_limit),
+        ));
+        let counter = self.meter(key).counter();
+        Attempt::Exhausted {
+            exceeded: Exceeded {
+                scope: key.0,
+                limit: limit.unwrap_or(0),
+                used: counter.used,
+                reserved: counter.reserved,
+            },
+            period: self.calendar.period_key.clone(),
+            resets_at: self.calendar.resets_at.unwrap_or(ask.now),
+        }
+    }
+
+    /// Tokens to ask the store for so that `need` fits, with room to spare.
+    fn want(&mut self, key: MeterKey, need: i64, limit: Option<i64>) -> i64 {
+        // INVARIANT: only meters with a limit are leased; `limit` is `Some` here.
+        let meter = self.meters.entry(key).or_default();
+        let cap = limit.map_or(need, |l| (l / SLICE_DIVISOR).max(need));
+        meter.slice = meter.slice.saturating_mul(2).clamp(need, cap.max(need));
+        meter.acquired = true;
+        let short = if meter.stale {
+            need
+        } else {
+            need - meter.free()
+        };
+        short.max(0).saturating_add(meter.slice)
+    }
+
+    fn reserve(
+        &mut self,
+        ask: &Ask<'_>,
+        org_key: MeterKey,
+        user_key: MeterKey,
+        now_ms: i64,
+    ) -> Attempt {
+        let tokens = ask.tokens.max(1);
+        let mut tickets = [(LimitScope::Org, 0, None); 3];
+        for (slot, (scope, id, limits)) in tickets.iter_mut().zip(ask.rates.iter()) {
+            let ticket = (!limits.is_none()).then(|| {
+                self.windows
+                    .entry((*scope, *id))
+                    .or_default()
+                    .record(now_ms, tokens)
+            });
+            *slot = (*scope, *id, ticket);
+        }
+        for key in [org_key, user_key] {
+            let meter = self.meters.entry(key).or_default();
+            meter.pending += ask.tokens;
+        }
+        let state = BudgetState {
+            org_limit: ask.org_limit,
+            org: self.meter(org_key).counter(),
+            user_limit: ask.user_limit,
+            user: self.meter(user_key).counter(),
+        };
+        self.open.insert(
+            ask.id,
+            Held {
+                user_id: ask.user_id,
+                key_id: ask.key_id,
+                model: ask.model.to_owned(),
+                period: org_key.2,
+                tokens: ask.tokens,
+                expires_ms: ask.expires_ms,
+                expired: false,
+                tickets,
+            },
+        );
+        Attempt::Granted {
+            period: self.calendar.period_key.clone(),
+            resets_at: self.calendar.resets_at.unwrap_or(ask.now),
+            state,
+        }
+    }
+
+    /// The first per-minute limit the request does not fit in; records nothing.
+    pub fn rate_peek(&mut self, ask: &Ask<'_>) -> Option<(LimitScope, RateExceeded)> {
+        let now_ms = ask.now.timestamp_millis();
+        ask.rates.iter().find_map(|(scope, id, limits)| {
+            if limits.is_none() {
+                return None;
+            }
+            let window = self.windows.entry((*scope, *id)).or_default();
+            window
+                .check(now_ms, ask.tokens, *limits)
+                .map(|exceeded| (*scope, exceeded))
+        })
+    }
+
+    fn meter(&mut self, key: MeterKey) -> &Meter {
+        self.meters.entry(key).or_default()
+    }
+
+    /// The monthly counters of `user` and the organization, for a dry run.
+    pub fn local_state(
+        &mut self,
+        org: OrgId,
+        user: UserId,
+        now: DateTime<Utc>,
+        tz: Tz,
+    ) -> LocalState {
+        self.calendar.update(now, tz);
+        let period = self.calendar.period;
+        let org_free = self.meter((LimitScope::Org, org.0, period)).free();
+        let user_free = self.meter((LimitScope::User, user.0, period)).free();
+        LocalState {
+            period: self.calendar.period_key.clone(),
+            resets_at: self.calendar.resets_at.unwrap_or(now),
+            org_free,
+            user_free,
+        }
+    }
+
+    /// Charges `actual` tokens for an open (or expired) reservation and closes it.
+    pub fn settle(
+        &mut self,
+        id: ReservationId,
+        org: OrgId,
+        actual: i64,
+        now: DateTime<Utc>,
+        tz: Tz,
+    ) -> Result<Settlement, NotOpen> {
+        let held = self.open.remove(&id).ok_or(NotOpen)?;
+        self.calendar.update(now, tz);
+        for (scope, id) in [(LimitScope::Org, org.0), (LimitScope::User, held.user_id.0)] {
+            let meter = self.meters.entry((scope, id, held.period)).or_default();
+            if !held.expired {
+                meter.pending -= held.tokens;
+            }
+            meter.charged = meter.charged.saturating_add(actual);
+        }
+        for (scope, id, ticket) in held.tickets {
+            if let (Some(ticket), Some(window)) = (ticket, self.windows.get_mut(&(scope, id))) {
+                window.correct(ticket, actual);
+            }
+        }
+        self.events.push(UsageEvent {
+            org_id: org,
+            user_id: held.user_id,
+            key_id: held.key_id,
+            model: held.model,
+            period: period_key(held.period),
+            day: self.calendar.day_key.clone(),
+            reserved: held.tokens,
+            tokens: actual,
+            at: now,
+        });
+        Ok(Settlement {
+            reserved: held.tokens,
+            charged: actual,
+        })
+    }
+
+    /// Closes an open reservation without charging.
+    pub fn release(&mut self, id: ReservationId, org: OrgId) -> Result<(), NotOpen> {
+        let held = self.open.remove(&id).ok_or(NotOpen)?;
+        if !held.expired {
+            for (scope, id) in [(LimitScope::Org, org.0), (LimitScope::User, held.user_id.0)] {
+                let meter = self.meters.entry((scope, id, held.period)).or_default();
+                meter.pending -= held.tokens;
+            }
+        }
+        for (scope, id, ticket) in held.tickets {
+            if let (Some(ticket), Some(window)) = (ticket, self.windows.get_mut(&(scope, id))) {
+                window.correct(ticket, 0);
+            }
+        }
+        Ok(())
+    }
+
+    /// Releases reservations past their expiry; forgets those expired one TTL ago.
+    ///
+    /// Returns how many were released now.
+    pub fn expire(&mut self, org: OrgId, now_ms: i64, ttl_ms: i64) -> u64 {
+        let mut released = 0;
+        let mut freed = Vec::new();
+        self.open.retain(|_, held| {
+            if held.expired {
+                return held.expires_ms.saturating_add(ttl_ms) > now_ms;
+            }
+            if held.expires_ms <= now_ms {
+                held.expired = true;
+                released += 1;
+                freed.push((held.user_id, held.period, held.tokens));
+            }
+            true
+        });
+        for (user, period, tokens) in freed {
+            for (scope, id) in [(LimitScope::Org, org.0), (LimitScope::User, user.0)] {
+                self.meters.entry((scope, id, period)).or_default().pending -= tokens;
+            }
+        }
+        self.windows.retain(|_, window| !window.is_idle(now_ms));
+        released
+    }
+
+    /// Takes out what the store should learn: charges, give-backs, wants, events.
+    ///
+    /// `closing` gives back every free token (the governor is shutting down).
+    pub fn drain(&mut self, wants: &[(MeterKey, i64)], closing: bool, periodic: bool) -> Drained {
+        let current = self.calendar.period;
+        let mut drained = Drained {
+            events: std::mem::take(&mut self.events),
+            ..Drained::default()
+        };
+        for (key, meter) in &mut self.meters {
+            let want = wants.iter().find(|(k, _)| k == key).map_or(0, |(_, w)| *w);
+            if periodic {
+                // A slice not needed since the last round shrinks by half.
+                if !meter.acquired {
+                    meter.slice /= 2;
+                }
+                meter.acquired = false;
+            }
+            let free = meter.free().max(0);
+            let give = if closing || meter.stale || key.2 != current || meter.limit.is_none() {
+                free
+            } else {
+                (free - meter.slice).max(0)
+            };
+            if meter.charged == 0 && give == 0 && want == 0 {
+                continue;
+            }
+            meter.lease -= give;
+            meter.in_flight += meter.charged;
+            drained.keys.push(*key);
+            drained.entries.push(LeaseEntry {
+                scope: key.0,
+                scope_id: key.1,
+                period: period_key(key.2),
+                charge: std::mem::take(&mut meter.charged),
+                give_back: give,
+                want,
+            });
+        }
+        for (key, want) in wants {
+            if !drained.keys.contains(key) {
+                self.meters.entry(*key).or_default();
+                drained.keys.push(*key);
+                drained.entries.push(LeaseEntry {
+                    scope: key.0,
+                    scope_id: key.1,
+                    period: period_key(key.2),
+                    charge: 0,
+                    give_back: 0,
+                    want: *want,
+                });
+            }
+        }
+        drained
+    }
+
+    /// Takes in the store's answer to a sync of `drained`.
+    pub fn apply(&mut self, drained: &Drained, states: &[LeaseState]) {
+        // INVARIANT: the store answers one state per entry, in order.
+        let current = self.calendar.period;
+        for ((key, state), entry) in drained.keys.iter().zip(states).zip(&drained.entries) {
+            let meter = self.meters.entry(*key).or_default();
+            if state.granted < entry.want {
+                // Near the limit: keep no spare slice, so what this process
+                // does not need goes back for others at the next sync.
+                meter.slice = 0;
+            }
+            meter.lease = state.lease;
+            meter.used_base = state.used;
+            meter.held_base = state.held;
+            meter.limit = state.limit;
+            meter.in_flight = 0;
+            meter.stale = false;
+        }
+        self.meters
+            .retain(|key, meter| key.2 == current || !meter.is_empty());
+    }
+
+    /// Puts back what a failed sync took out; nothing is lost.
+    pub fn restore(&mut self, drained: Drained) {
+        for (key, entry) in drained.keys.iter().zip(&drained.entries) {
+            let meter = self.meters.entry(*key).or_default();
+            meter.lease += entry.give_back;
+            meter.charged = meter.charged.saturating_add(meter.in_flight);
+            meter.in_flight = 0;
+        }
+        let mut events = drained.events;
+        events.append(&mut self.events);
+        self.events = events;
+    }
+
+    /// Marks every meter of one scope as leased under an old limit.
+    pub fn mark_stale(&mut self, scope: LimitScope, id: i64) {
+        for (key, meter) in &mut self.meters {
+            if key.0 == scope && key.1 == id {
+                meter.stale = true;
+            }
+        }
+    }
+
+    /// Open reservations (not counting expired ones kept for late settles).
+    pub fn open_reservations(&self) -> usize {
+        self.open.values().filter(|h| !h.expired).count()
+    }
+
+    /// Usage events waiting for a sync.
+    pub fn queued_events(&self) -> usize {
+        self.events.len()
+    }
+}
+
+/// A dry run's view of the local leases.
+#[derive(Debug, Clone)]
+pub(crate) struct LocalState {
+    pub period: String,
+    pub resets_at: DateTime<Utc>,
+    pub org_free: i64,
+    pub user_free: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ask(id: i64, tokens: i64, now: DateTime<Utc>) -> Ask<'static> {
+        Ask {
+            id: ReservationId(id),
+            org_id: OrgId(1),
+            user_id: UserId(2),
+            key_id: KeyId(3),
+            tz: chrono_tz::UTC,
+            org_limit: 1_000,
+            user_limit: None,
+            rates: [
+                (LimitScope::Org, 1, RateLimits::NONE),
+                (LimitScope::User, 2, RateLimits::NONE),
+                (LimitScope::Key, 3, RateLimits::NONE),
+            ],
+            model: "m",
+            tokens,
+            now,
+            expires_ms: now.timestamp_millis() + 1_000,
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        "2026-12-04T12:00:00Z".parse().unwrap()
+    }
+
+    /// Grants `lease` tokens to the org meter, as a store would.
+    fn lease(ledger: &mut Ledger, wants: &[(MeterKey, i64)], lease: i64) {
+        let drained = ledger.drain(wants, false, false);
+        let states: Vec<_> = drained
+            .entries
+            .iter()
+            .map(|e| LeaseState {
+                limit: Some(1_000),
+                used: 0,
+                held: lease,
+                lease,
+                granted: e.want.min(lease),
+            })
+            .collect();
+        ledger.apply(&drained, &states);
+    }
+
+    fn granted(ledger: &mut Ledger, ask: &Ask<'_>) -> bool {
+        matches!(ledger.try_reserve(ask, false), Attempt::Granted { .. })
+    }
+
+    #[test]
+    fn an_empty_lease_asks_the_store_and_then_grants() {
+        let mut ledger = Ledger::default();
+        let Attempt::NeedLease(wants) = ledger.try_reserve(&ask(1, 100, now()), true) else {
+            panic!("a new meter has no lease");
+        };
+        assert_eq!(
+            wants.len(),
+            1,
+            "the user has no limit of its own: {wants:?}"
+        );
+        assert!(wants[0].1 >= 100);
+        lease(&mut ledger, &wants, 150);
+        assert!(granted(&mut ledger, &ask(1, 100, now())));
+        assert!(!granted(&mut ledger, &ask(2, 51, now())));
+        assert!(granted(&mut ledger, &ask(3, 50, now())));
+    }
+
+    #[test]
+    fn a_failed_sync_puts_everything_back() {
+        let mut ledger = Ledger::default();
+        let Attempt::NeedLease(wants) = ledger.try_reserve(&ask(1, 100, now()), true) else {
+            panic!("a new meter has no lease");
+        };
+        lease(&mut ledger, &wants, 100);
+        assert!(granted(&mut ledger, &ask(1, 100, now())));
+        ledger
+            .settle(ReservationId(1), OrgId(1), 60, now(), chrono_tz::UTC)
+            .unwrap();
+        let drained = ledger.drain(&[], false, false);
+        assert_eq!(drained.events.len(), 1);
+        let charged: i64 = drained.entries.iter().map(|e| e.charge).sum();
+        assert_eq!(charged, 120, "60 each for the org and the user");
+        // While the sync is out, the charged tokens are not free again.
+        assert!(!granted(&mut ledger, &ask(2, 41, now())));
+        ledger.restore(drained);
+        assert_eq!(ledger.queued_events(), 1);
+        let again = ledger.drain(&[], false, false);
+        let charged: i64 = again.entries.iter().map(|e| e.charge).sum();
+        assert_eq!(charged, 120);
+    }
+
+    #[test]
+    fn an_expired_reservation_frees_its_tokens_and_a_late_settle_charges_once() {
+        let mut ledger = Ledger::default();
+        let Attempt::NeedLease(wants) = ledger.try_reserve(&ask(1, 100, now()), true) else {
+            panic!("a new meter has no lease");
+        };
+        lease(&mut ledger, &wants, 100);
+        assert!(granted(&mut ledger, &ask(1, 100, now())));
+        let later = now().timestamp_millis() + 1_000;
+        assert_eq!(ledger.expire(OrgId(1), later, 1_000), 1);
+        assert_eq!(ledger.open_reservations(), 0);
+        assert!(granted(&mut ledger, &ask(2, 100, now())));
+        let settled = ledger.settle(ReservationId(1), OrgId(1), 30, now(), chrono_tz::UTC);
+        assert_eq!(settled.map(|s| s.charged), Ok(30));
+        assert_eq!(
+            ledger.settle(ReservationId(1), OrgId(1), 30, now(), chrono_tz::UTC),
+            Err(NotOpen)
+        );
+    }
+
+    #[test]
+    fn a_changed_limit_renews_the_lease_before_granting() {
+        let mut ledger = Ledger::default();
+        let Attempt::NeedLease(wants) = ledger.try_reserve(&ask(1, 10, now()), true) else {
+            panic!("a new meter has no lease");
+        };
+        lease(&mut ledger, &wants, 500);
+        assert!(granted(&mut ledger, &ask(1, 10, now())));
+        ledger.mark_stale(LimitScope::Org, 1);
+        assert!(matches!(
+            ledger.try_reserve(&ask(2, 10, now()), true),
+            Attempt::NeedLease(_)
+        ));
+        let drained = ledger.drain(&[], false, false);
+        let give: i64 = drained.entries.iter().map(|e| e.give_back).sum();
+        assert_eq!(
+            give, 490,
+            "everything not held by the open request goes back"
+        );
+    }
+}
