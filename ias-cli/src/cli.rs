@@ -51,7 +51,7 @@ pub enum Command {
     /// Create, list and show organizations
     #[command(subcommand)]
     Org(OrgCommand),
-    /// Create and list users, set their monthly limits
+    /// Create and list users, set their monthly limits and passwords
     #[command(subcommand)]
     User(UserCommand),
     /// Create, list and revoke API keys
@@ -66,7 +66,7 @@ pub enum Command {
     /// Show token usage: the current budget period, or per day
     #[command(subcommand)]
     Usage(UsageCommand),
-    /// Read the audit log of admin changes
+    /// Read the audit log of admin changes and verify its hash chain
     #[command(subcommand)]
     Audit(AuditCommand),
     /// Check whether a key may call a model, without spending anything

@@ -46,6 +46,8 @@ fn core_kind(err: &Error) -> &'static str {
         Error::NotFound { .. } => "not_found",
         Error::Conflict { .. } => "conflict",
         Error::PermissionDenied { .. } => "permission_denied",
+        Error::WeakPassword { .. } => "weak_password",
+        Error::PasswordHashing { .. } => "password_hashing",
         Error::DatabaseUrl { .. } => "database_url",
         Error::Unsupported(_) => "unsupported",
         Error::Unavailable { .. } => "unavailable",

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 pub enum Exit {
     /// The command succeeded; for `authorize`, the request would be allowed.
     Success = 0,
-    /// The operation failed: not found, conflict, database unavailable.
+    /// The operation failed: not found, conflict, database unavailable; a broken audit chain.
     Failure = 1,
     /// The command line or one of its values was invalid; nothing was written.
     Usage = 2,
@@ -19,7 +19,8 @@ pub enum Exit {
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0  success (authorize: the request would be allowed)
-  1  the operation failed: not found, conflict, database unavailable
+  1  the operation failed: not found, conflict, database unavailable;
+     audit verify: the audit log's hash chain is broken
   2  usage error: bad command line or invalid value; nothing was written
   3  authorize: the request would be denied";
 

@@ -16,6 +16,7 @@ mod limits;
 mod model;
 mod org;
 mod output;
+mod password_input;
 mod usage;
 mod user;
 mod values;

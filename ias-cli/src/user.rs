@@ -1,11 +1,14 @@
-//! `ias-admin user`: create and list users, set their monthly limits.
+//! `ias-admin user`: create and list users, set their monthly limits and passwords.
 
 use clap::{Args, Subcommand};
 use ias_core::User;
+use serde::Serialize;
 
 use crate::cli::Context;
 use crate::error::CliResult;
+use crate::exit::EXIT_CODES_HELP;
 use crate::output::{self, Report};
+use crate::password_input::{self, PasswordSource};
 use crate::values;
 
 /// User commands.
@@ -17,7 +20,28 @@ pub enum UserCommand {
     List(ListArgs),
     /// Set or remove a user's own monthly token limit
     SetLimit(SetLimitArgs),
+    /// Set a new password for a user (system admins only)
+    #[command(long_about = RESET_PASSWORD_ABOUT, after_help = EXIT_CODES_HELP)]
+    ResetPassword(ResetPasswordArgs),
 }
+
+const RESET_PASSWORD_ABOUT: &str = "\
+Set a new password for a user, replacing any it had (system admins only; the
+local operator acts as one). Only an argon2id hash is stored, and the audit
+log records that the password changed, never the password or its hash.
+
+Give the password in one of three ways:
+  --new-password-stdin   the first line of standard input (for scripts)
+  (neither option)       typed twice at a prompt that does not echo it
+  --new-password P       on the command line: avoid it, because the shell
+                         keeps P in its history file and other users of the
+                         machine can read it in the process list while the
+                         command runs
+
+The password must have 12 to 128 characters, mix at least three of lowercase
+letters, uppercase letters, digits and symbols, not contain the name before
+`@` in the user's email, and not be a commonly used password. Every rule it
+breaks is listed at once, and nothing is changed.";
 
 /// Arguments of `user create`.
 #[derive(Debug, Args)]
@@ -55,12 +79,46 @@ pub struct SetLimitArgs {
     monthly_token_limit: String,
 }
 
+/// Arguments of `user reset-password`.
+#[derive(Debug, Args)]
+pub struct ResetPasswordArgs {
+    /// The user's email
+    #[arg(long)]
+    email: String,
+    /// The new password; it leaks into shell history and the process list, so prefer
+    /// --new-password-stdin or the prompt
+    #[arg(long, value_name = "PASSWORD", allow_hyphen_values = true)]
+    new_password: Option<String>,
+    /// Read the new password from the first line of standard input
+    #[arg(long, conflicts_with = "new_password")]
+    new_password_stdin: bool,
+}
+
+impl ResetPasswordArgs {
+    fn source(&self) -> PasswordSource {
+        match (&self.new_password, self.new_password_stdin) {
+            (Some(password), _) => PasswordSource::Argument(password.clone()),
+            (None, true) => PasswordSource::Stdin,
+            (None, false) => PasswordSource::Prompt,
+        }
+    }
+}
+
+/// What `user reset-password` reports: who, never the password.
+#[derive(Serialize)]
+struct PasswordReset<'a> {
+    email: &'a str,
+    id: ias_core::UserId,
+    password: &'static str,
+}
+
 /// Runs a user command.
 pub async fn run(command: UserCommand, ctx: &Context) -> CliResult<Report> {
     match command {
         UserCommand::Create(args) => create(args, ctx).await,
         UserCommand::List(args) => list(args, ctx).await,
         UserCommand::SetLimit(args) => set_limit(args, ctx).await,
+        UserCommand::ResetPassword(args) => reset_password(args, ctx).await,
     }
 }
 
@@ -122,4 +180,19 @@ async fn set_limit(args: SetLimitArgs, ctx: &Context) -> CliResult<Report> {
         ),
     };
     Report::new(text, &user)
+}
+
+async fn reset_password(args: ResetPasswordArgs, ctx: &Context) -> CliResult<Report> {
+    let admin = ctx.admin().await?;
+    // Look the user up first, so nobody types a password for a mistyped email.
+    let user = admin.user(&args.email).await?;
+    let password = password_input::read(args.source())?;
+    let user = admin.reset_password(user.id, &password).await?;
+    let text = format!("user `{}`: password reset", user.email);
+    let view = PasswordReset {
+        email: &user.email,
+        id: user.id,
+        password: "reset",
+    };
+    Report::new(text, &view)
 }

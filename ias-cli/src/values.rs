@@ -4,10 +4,10 @@
 //! overflowing amount is reported as `invalid <field> `<value>`: …` with the
 //! documented exit code, like every other invalid value.
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use ias_core::rate::MAX_RATE;
 use ias_core::validate::parse_token_amount;
-use ias_core::{Error, KeyId, Role};
+use ias_core::{AuditHead, Error, KeyId, Role};
 
 use crate::error::CliResult;
 
@@ -75,6 +75,44 @@ pub fn count(field: &'static str, text: &str) -> CliResult<u32> {
     }
 }
 
+/// Parses a point in time: RFC 3339 (`2026-12-01T08:00:00Z`) or a date, read as midnight UTC.
+pub fn since(text: &str) -> CliResult<DateTime<Utc>> {
+    let trimmed = text.trim();
+    if let Ok(at) = DateTime::parse_from_rfc3339(trimmed) {
+        return Ok(at.with_timezone(&Utc));
+    }
+    NaiveDate::parse_from_str(trimmed, "%Y-%m-%d")
+        .ok()
+        .and_then(|day| day.and_hms_opt(0, 0, 0))
+        .map(|midnight| midnight.and_utc())
+        .ok_or_else(|| {
+            let reason =
+                "expected RFC 3339 such as `2026-12-01T08:00:00Z` or a date such as `2026-12-01`";
+            Error::invalid("since", text, reason).into()
+        })
+}
+
+/// Parses an audit anchor `ID:HASH`: a positive entry id and 64 lowercase hex digits.
+pub fn anchor(text: &str) -> CliResult<AuditHead> {
+    let reject = || {
+        Error::invalid(
+            "anchor",
+            text,
+            "expected `ID:HASH` as printed by `audit verify`",
+        )
+    };
+    let (id, hash) = text.trim().split_once(':').ok_or_else(reject)?;
+    let id: i64 = id.parse().ok().filter(|id| *id > 0).ok_or_else(reject)?;
+    let is_hash = hash.len() == 64 && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if !is_hash {
+        return Err(reject().into());
+    }
+    Ok(AuditHead {
+        id,
+        hash: hash.to_owned(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +160,30 @@ mod tests {
                     .to_string()
                     .starts_with("invalid key_id")
             );
+        }
+    }
+
+    #[test]
+    fn since_takes_rfc3339_or_a_date() {
+        let midnight = since("2026-12-01").unwrap();
+        assert_eq!(midnight.to_rfc3339(), "2026-12-01T00:00:00+00:00");
+        let berlin = since("2026-12-01T09:00:00+01:00").unwrap();
+        assert_eq!(berlin.to_rfc3339(), "2026-12-01T08:00:00+00:00");
+        let err = since("yesterday").unwrap_err().to_string();
+        assert!(err.starts_with("invalid since `yesterday`"), "{err}");
+    }
+
+    #[test]
+    fn anchors_are_an_id_and_a_hash() {
+        let hash = "ab".repeat(32);
+        assert_eq!(anchor(&format!("7:{hash}")).unwrap().id, 7);
+        for bad in [
+            "7",
+            "0:ab",
+            &format!("x:{hash}"),
+            &format!("7:{}", "AB".repeat(32)),
+        ] {
+            assert!(anchor(bad).is_err(), "{bad}");
         }
     }
 }

@@ -1,39 +1,52 @@
 //! Admin operations: every change to orgs, users, keys and models.
 //!
-//! Each operation validates its input, checks the actor's permission, and
-//! hands the store the change together with its audit record, so a change
-//! is never applied half-way nor without its audit entry.
+//! Each operation validates its input, finds what it acts on, runs one
+//! permission check of its actor against that target ([`rbac::check`]),
+//! and hands the store the change together with its audit record, so a
+//! change is never applied half-way nor without its audit entry. A denied
+//! attempt changes nothing and is audited as `<action>.denied`.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::audit::{self, Actor, AuditEntry, AuditRecord, Source};
+use crate::audit::{
+    self, Actor, AuditEntry, AuditFilter, AuditHead, AuditRecord, AuditVerification, ChainVerifier,
+    Source,
+};
 use crate::budget::LimitScope;
 use crate::clock::{Clock, SystemClock};
 use crate::domain::{
     ApiKey, KeyId, ManagedBy, NewApiKey, NewOrganization, NewUser, OrgId, Organization, Role, User,
+    UserRef,
 };
 use crate::error::{Error, Result};
 use crate::governor::Governor;
 use crate::key::KeySecret;
 use crate::period::MonthlyPeriod;
 use crate::rate::RateLimits;
-use crate::rbac::{self, Permission, Target};
+use crate::rbac::{self, Access, Grant, GrantCache, Permission, Target};
 use crate::store::Store;
 use crate::usage::DailyUsage;
 use crate::usage::UsageReport;
-use crate::{policy, validate};
+use crate::{password, policy, validate};
 
 /// The longest key lifetime accepted: 10 years.
 pub const MAX_KEY_LIFETIME: chrono::Duration = chrono::Duration::days(3650);
+
+/// What the audit log shows in place of a password or its hash.
+pub const REDACTED: &str = "[redacted]";
+
+/// Audit entries read at a time while verifying the chain.
+const AUDIT_PAGE: u32 = 1_000;
 
 /// Admin operations performed by one actor from one source.
 #[derive(Clone)]
 pub struct Admin {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    grants: Arc<GrantCache>,
     actor: Actor,
     source: Source,
     governor: Option<Governor>,
@@ -74,6 +87,7 @@ impl Admin {
         Admin {
             store,
             clock: Arc::new(SystemClock),
+            grants: Arc::new(GrantCache::default()),
             actor,
             source,
             governor: None,
@@ -93,6 +107,12 @@ impl Admin {
         self
     }
 
+    /// Reads role grants through `cache`, shared with other `Admin`s of the process.
+    pub fn with_grant_cache(mut self, cache: Arc<GrantCache>) -> Self {
+        self.grants = cache;
+        self
+    }
+
     /// Creates an organization.
     pub async fn create_org(
         &self,
@@ -106,38 +126,40 @@ impl Admin {
             timezone: validate::timezone(timezone)?,
             created_at: self.clock.now(),
         };
-        self.require(
-            Permission::OrgCreate,
-            Target {
-                org_id: None,
-                user_id: None,
-            },
-        )
-        .await?;
         let changes = serde_json::json!({
             "slug": { "before": null, "after": new.slug },
             "monthly_token_budget": { "before": null, "after": new.monthly_token_budget },
             "timezone": { "before": null, "after": new.timezone.name() },
         });
         let record = self.record("org.create", None, format!("org:{}", new.slug), changes);
-        self.wrote(self.store.create_org(&new, &record).await).await
+        self.require(Permission::OrgCreate, Target::global(), &record)
+            .await?;
+        let created = self.store.create_org(&new, &record).await;
+        self.applied(&record, created).await
     }
 
     /// The organization with this slug.
     pub async fn org(&self, slug: &str) -> Result<Organization> {
         let org = self.find_org(slug).await?;
-        self.require(Permission::OrgRead, org_target(&org)).await?;
+        let attempt = self.attempt("org.read", Some(org.id), org_label(&org));
+        self.require(Permission::OrgRead, Target::org(org.id), &attempt)
+            .await?;
         Ok(org)
     }
 
-    /// Every organization the actor may read.
+    /// Every organization the actor may read; the others are left out, not refused.
     pub async fn list_orgs(&self) -> Result<Vec<Organization>> {
         let orgs = self.store.list_orgs().await?;
         let grants = self.grants().await?;
         Ok(orgs
             .into_iter()
             .filter(|org| {
-                rbac::is_permitted(&self.actor, &grants, Permission::OrgRead, org_target(org))
+                rbac::is_permitted(
+                    &self.actor,
+                    &grants,
+                    Permission::OrgRead,
+                    Target::org(org.id),
+                )
             })
             .collect())
     }
@@ -153,12 +175,6 @@ impl Admin {
         let email = validate::email(email)?;
         let limit = optional_limit(monthly_token_limit)?;
         let org = self.find_org(org_slug).await?;
-        self.require(Permission::UserCreate, org_target(&org))
-            .await?;
-        if role == Role::SystemAdmin {
-            self.require(Permission::RoleGrantSystemAdmin, org_target(&org))
-                .await?;
-        }
         let new = NewUser {
             org_id: org.id,
             email,
@@ -171,20 +187,20 @@ impl Admin {
             "role": { "before": null, "after": role.as_str() },
             "monthly_token_limit": { "before": null, "after": limit },
         });
-        let record = self.record(
-            "user.create",
-            Some(org.id),
-            format!("user:{}", new.email),
-            changes,
-        );
-        self.wrote(self.store.create_user(&new, &record).await)
-            .await
+        let label = format!("user:{}", new.email);
+        let record = self.record("user.create", Some(org.id), label, changes);
+        let target = Target::new_user(org.id, role);
+        self.require(Permission::UserCreate, target, &record)
+            .await?;
+        let created = self.store.create_user(&new, &record).await;
+        self.applied(&record, created).await
     }
 
     /// The user with this email.
     pub async fn user(&self, email: &str) -> Result<User> {
         let user = self.find_user(email).await?;
-        self.require(Permission::UserRead, user_target(&user))
+        let attempt = self.attempt("user.read", Some(user.org_id), user_label(&user));
+        self.require(Permission::UserRead, Target::user(&user), &attempt)
             .await?;
         Ok(user)
     }
@@ -192,7 +208,9 @@ impl Admin {
     /// The users of an organization.
     pub async fn list_users(&self, org_slug: &str) -> Result<Vec<User>> {
         let org = self.find_org(org_slug).await?;
-        self.require(Permission::UserRead, org_target(&org)).await?;
+        let attempt = self.attempt("user.list", Some(org.id), org_label(&org));
+        self.require(Permission::UserRead, Target::org(org.id), &attempt)
+            .await?;
         self.store.list_users(org.id).await
     }
 
@@ -200,18 +218,46 @@ impl Admin {
     pub async fn set_user_limit(&self, email: &str, limit: Option<i64>) -> Result<User> {
         let limit = optional_limit(limit)?;
         let user = self.find_user(email).await?;
-        self.require(Permission::UserUpdate, user_target(&user))
-            .await?;
-        self.ensure_api_managed(user.managed_by, "user", &user.email)?;
         let changes = audit::change("monthly_token_limit", user.monthly_token_limit, limit);
         let record = self.record(
             "user.set_limit",
             Some(user.org_id),
-            format!("user:{}", user.email),
+            user_label(&user),
             changes,
         );
-        self.wrote(self.store.set_user_limit(user.id, limit, &record).await)
-            .await
+        self.require(Permission::UserUpdate, Target::user(&user), &record)
+            .await?;
+        self.ensure_api_managed(user.managed_by, "user", &user.email)?;
+        let changed = self.store.set_user_limit(user.id, limit, &record).await;
+        self.applied(&record, changed).await
+    }
+
+    /// Sets a user's password, replacing any it had; allowed to system admins only.
+    ///
+    /// `user` is an id or an email. The password must follow every rule of
+    /// [`crate::password`]; [`Error::WeakPassword`] lists each one it breaks,
+    /// and nothing changes. Only an argon2id hash is stored; the audit entry
+    /// says that the password changed, never what it is or its hash.
+    pub async fn reset_password(
+        &self,
+        user: impl Into<UserRef>,
+        new_password: &str,
+    ) -> Result<User> {
+        let user = self.find_user_ref(user.into()).await?;
+        let had_password = self.store.password_hash(user.id).await?.is_some();
+        let changes = audit::change("password", had_password.then_some(REDACTED), REDACTED);
+        let label = user_label(&user);
+        let record = self.record("user.reset_password", Some(user.org_id), label, changes);
+        self.require(Permission::UserResetPassword, Target::user(&user), &record)
+            .await?;
+        password::validate(new_password, &user.email)?;
+        let hashed = password::hash_off_thread(new_password).await?;
+        let stored = self
+            .store
+            .set_password_hash(user.id, &hashed, &record)
+            .await;
+        self.applied(&record, stored).await?;
+        Ok(user)
     }
 
     /// Creates an API key for a user; the secret is in the result and nowhere else.
@@ -223,7 +269,9 @@ impl Admin {
         let now = self.clock.now();
         let expires_at = key_expiry(now, expires_in)?;
         let user = self.find_user(email).await?;
-        self.require(Permission::KeyCreate, user_target(&user))
+        let changes = key_changes(&user, None, expires_at);
+        let attempt = self.record("key.create", Some(user.org_id), user_label(&user), changes);
+        self.require(Permission::KeyCreate, Target::user(&user), &attempt)
             .await?;
         let secret = KeySecret::generate();
         let new = NewApiKey {
@@ -234,23 +282,19 @@ impl Admin {
             created_at: now,
             expires_at,
         };
-        let changes = serde_json::json!({
-            "owner": { "before": null, "after": user.email },
-            "prefix": { "before": null, "after": new.prefix },
-            "expires_at": { "before": null, "after": expires_at },
-        });
+        let changes = key_changes(&user, Some(&new.prefix), expires_at);
         let target = format!("key:{}", new.prefix);
         let record = self.record("key.create", Some(user.org_id), target, changes);
-        let key = self
-            .wrote(self.store.create_key(&new, &record).await)
-            .await?;
+        let created = self.store.create_key(&new, &record).await;
+        let key = self.applied(&record, created).await?;
         Ok(CreatedKey { key, secret })
     }
 
     /// A user's keys (never their secrets).
     pub async fn list_keys(&self, email: &str) -> Result<Vec<ApiKey>> {
         let user = self.find_user(email).await?;
-        self.require(Permission::KeyRead, user_target(&user))
+        let attempt = self.attempt("key.list", Some(user.org_id), user_label(&user));
+        self.require(Permission::KeyRead, Target::user(&user), &attempt)
             .await?;
         self.store.list_keys(user.id).await
     }
@@ -262,24 +306,18 @@ impl Admin {
             .key_by_id(id)
             .await?
             .ok_or_else(|| Error::not_found("key", id.to_string()))?;
-        let target = Target {
-            org_id: Some(key.org_id),
-            user_id: Some(key.user_id),
-        };
-        self.require(Permission::KeyRevoke, target).await?;
+        let owner = self.find_user_ref(UserRef::Id(key.user_id)).await?;
+        let now = self.clock.now();
+        let changes = audit::change("revoked_at", None::<DateTime<Utc>>, now);
+        let label = format!("key:{}", key.prefix);
+        let record = self.record("key.revoke", Some(key.org_id), label, changes);
+        self.require(Permission::KeyRevoke, Target::user(&owner), &record)
+            .await?;
         if key.revoked_at.is_some() {
             return Err(Error::conflict("key", id.to_string(), "is already revoked"));
         }
-        let now = self.clock.now();
-        let changes = audit::change("revoked_at", None::<DateTime<Utc>>, now);
-        let record = self.record(
-            "key.revoke",
-            Some(key.org_id),
-            format!("key:{}", key.prefix),
-            changes,
-        );
-        self.wrote(self.store.revoke_key(id, now, &record).await)
-            .await
+        let revoked = self.store.revoke_key(id, now, &record).await;
+        self.applied(&record, revoked).await
     }
 
     /// Allows a model name or pattern for an organization.
@@ -295,7 +333,8 @@ impl Admin {
     /// An organization's allowed model patterns.
     pub async fn list_models(&self, org_slug: &str) -> Result<Vec<String>> {
         let org = self.find_org(org_slug).await?;
-        self.require(Permission::ModelRead, org_target(&org))
+        let attempt = self.attempt("model.list", Some(org.id), org_label(&org));
+        self.require(Permission::ModelRead, Target::org(org.id), &attempt)
             .await?;
         self.store.allowed_models(org.id).await
     }
@@ -311,29 +350,70 @@ impl Admin {
             let reason = format!("does not belong to organization `{}`", org.slug);
             return Err(Error::invalid("email", &user.email, reason));
         }
-        let target = Target {
-            org_id: Some(org.id),
-            user_id: user.as_ref().map(|u| u.id),
+        let (target, label) = match &user {
+            Some(user) => (Target::user(user), user_label(user)),
+            None => (Target::org(org.id), org_label(&org)),
         };
-        self.require(Permission::UsageRead, target).await?;
+        let attempt = self.attempt("usage.read", Some(org.id), label);
+        self.require(Permission::UsageRead, target, &attempt)
+            .await?;
         let period = MonthlyPeriod::containing(self.clock.now(), org.timezone);
         self.store
             .usage_report(org.id, user.map(|u| u.id), &period.key)
             .await
     }
 
-    /// The newest audit entries of an organization, or of all.
-    pub async fn audit_log(&self, org_slug: Option<&str>, limit: u32) -> Result<Vec<AuditEntry>> {
+    /// The newest audit entries matching `filter`, of one organization or of all.
+    pub async fn audit_log(
+        &self,
+        org_slug: Option<&str>,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AuditEntry>> {
+        let filter = AuditFilter {
+            action: filter
+                .action
+                .as_deref()
+                .map(validate::audit_action)
+                .transpose()?,
+            ..filter.clone()
+        };
         let org = match org_slug {
             Some(slug) => Some(self.find_org(slug).await?),
             None => None,
         };
-        let target = Target {
-            org_id: org.as_ref().map(|o| o.id),
-            user_id: None,
+        let (target, label) = match &org {
+            Some(org) => (Target::org(org.id), org_label(org)),
+            None => (Target::global(), "audit".to_owned()),
         };
-        self.require(Permission::AuditRead, target).await?;
-        self.store.list_audit(org.map(|o| o.id), limit).await
+        let attempt = self.attempt("audit.list", org.as_ref().map(|o| o.id), label);
+        self.require(Permission::AuditRead, target, &attempt)
+            .await?;
+        self.store.search_audit(org.map(|o| o.id), &filter).await
+    }
+
+    /// Walks the whole audit chain and names the first entry changed or removed.
+    ///
+    /// Reads every organization's entries, so it needs `audit.read` with a
+    /// global scope. With `anchor` (an id and hash reported by an earlier
+    /// verification), that entry must still be in the log, unchanged: this
+    /// catches removed newest entries and a chain rewritten after it. A
+    /// broken chain is a value ([`AuditVerification::broken`]), not an error.
+    pub async fn verify_audit(&self, anchor: Option<AuditHead>) -> Result<AuditVerification> {
+        let attempt = self.attempt("audit.verify", None, "audit".to_owned());
+        self.require(Permission::AuditRead, Target::global(), &attempt)
+            .await?;
+        let mut verifier = ChainVerifier::new(anchor);
+        let mut after = 0;
+        loop {
+            let page = self.store.audit_chain(after, AUDIT_PAGE).await?;
+            let Some(last) = page.last() else {
+                return Ok(verifier.finish(None));
+            };
+            after = last.id();
+            if let Some(broken) = page.iter().find_map(|link| verifier.push(link).err()) {
+                return Ok(verifier.finish(Some(broken)));
+            }
+        }
     }
 
     /// Sets the requests- and tokens-per-minute limits of an org, a user or a key.
@@ -349,25 +429,28 @@ impl Admin {
         let limits = limits.validated()?;
         let org = self.find_org(org_slug).await?;
         let (scope, id, rbac_target, name) = self.limit_scope(&org, &target).await?;
-        self.require(Permission::LimitsManage, rbac_target).await?;
-        if scope != LimitScope::Key {
-            self.ensure_api_managed(org.managed_by, "organization", &org.slug)?;
-        }
         let before = self.store.rate_limits(scope, id).await?;
         let changes = serde_json::json!({
             "rpm": { "before": before.rpm, "after": limits.rpm },
             "tpm": { "before": before.tpm, "after": limits.tpm },
         });
         let record = self.record("limits.set", Some(org.id), name, changes);
-        self.wrote(self.store.set_rate_limits(scope, id, limits, &record).await)
-            .await
+        self.require(Permission::LimitsManage, rbac_target, &record)
+            .await?;
+        if scope != LimitScope::Key {
+            self.ensure_api_managed(org.managed_by, "organization", &org.slug)?;
+        }
+        let changed = self.store.set_rate_limits(scope, id, limits, &record).await;
+        self.applied(&record, changed).await
     }
 
     /// The rate limits set on an org, a user or a key.
     pub async fn rate_limits(&self, org_slug: &str, target: LimitTarget) -> Result<RateLimits> {
         let org = self.find_org(org_slug).await?;
-        let (scope, id, rbac_target, _) = self.limit_scope(&org, &target).await?;
-        self.require(Permission::OrgRead, rbac_target).await?;
+        let (scope, id, rbac_target, name) = self.limit_scope(&org, &target).await?;
+        let attempt = self.attempt("limits.read", Some(org.id), name);
+        self.require(Permission::OrgRead, rbac_target, &attempt)
+            .await?;
         self.store.rate_limits(scope, id).await
     }
 
@@ -390,8 +473,13 @@ impl Admin {
                 format!("{email} in organization {}", org.slug),
             ));
         }
-        let target = user.as_ref().map_or_else(|| org_target(&org), user_target);
-        self.require(Permission::UsageRead, target).await?;
+        let (target, label) = match &user {
+            Some(user) => (Target::user(user), user_label(user)),
+            None => (Target::org(org.id), org_label(&org)),
+        };
+        let attempt = self.attempt("usage.read", Some(org.id), label);
+        self.require(Permission::UsageRead, target, &attempt)
+            .await?;
         let now = self.clock.now();
         let period = MonthlyPeriod::containing(now, org.timezone);
         let first = period
@@ -413,9 +501,6 @@ impl Admin {
     async fn set_model(&self, org_slug: &str, model: &str, allowed: bool) -> Result<ModelChange> {
         let pattern = policy::model_pattern(model)?;
         let org = self.find_org(org_slug).await?;
-        self.require(Permission::ModelManage, org_target(&org))
-            .await?;
-        self.ensure_api_managed(org.managed_by, "organization", &org.slug)?;
         let (action, change) = if allowed {
             (
                 "model.allow",
@@ -427,29 +512,29 @@ impl Admin {
                 audit::change("allowed_models", &pattern, None::<String>),
             )
         };
-        let record = self.record(action, Some(org.id), format!("org:{}", org.slug), change);
-        let changed = self
-            .wrote(
-                self.store
-                    .set_model_allowed(org.id, &pattern, allowed, &record)
-                    .await,
-            )
+        let record = self.record(action, Some(org.id), org_label(&org), change);
+        self.require(Permission::ModelManage, Target::org(org.id), &record)
             .await?;
+        self.ensure_api_managed(org.managed_by, "organization", &org.slug)?;
+        let result = self
+            .store
+            .set_model_allowed(org.id, &pattern, allowed, &record)
+            .await;
+        let changed = self.applied(&record, result).await?;
         Ok(ModelChange {
             model: pattern,
             changed,
         })
     }
 
-    /// Lets the attached governor reload what a successful write changed.
-    async fn wrote<T>(&self, result: Result<T>) -> Result<T> {
-        if let (Ok(_), Some(governor)) = (&result, &self.governor)
+    /// Lets the attached governor reload what a change touched.
+    async fn refresh_governor(&self) {
+        if let Some(governor) = &self.governor
             && let Err(err) = governor.refresh().await
         {
             // The write stands; the governor's periodic refresh catches up.
             tracing::warn!(error = %err, "could not reload the governor after a change");
         }
-        result
     }
 
     async fn limit_scope(
@@ -461,8 +546,8 @@ impl Admin {
             LimitTarget::Org => Ok((
                 LimitScope::Org,
                 org.id.0,
-                org_target(org),
-                format!("org:{}", org.slug),
+                Target::org(org.id),
+                org_label(org),
             )),
             LimitTarget::User(email) => {
                 let user = self.find_user(email).await?;
@@ -475,8 +560,8 @@ impl Admin {
                 Ok((
                     LimitScope::User,
                     user.id.0,
-                    user_target(&user),
-                    format!("user:{}", user.email),
+                    Target::user(&user),
+                    user_label(&user),
                 ))
             }
             LimitTarget::Key(id) => {
@@ -488,10 +573,12 @@ impl Admin {
                     .ok_or_else(|| {
                         Error::not_found("key", format!("{id} in organization {}", org.slug))
                     })?;
-                let target = Target {
-                    org_id: Some(key.org_id),
-                    user_id: Some(key.user_id),
-                };
+                let owner = self
+                    .store
+                    .user_by_id(key.user_id)
+                    .await?
+                    .ok_or_else(|| Error::not_found("user", key.user_id.to_string()))?;
+                let target = Target::user(&owner);
                 Ok((LimitScope::Key, id.0, target, format!("key:{}", key.prefix)))
             }
         }
@@ -513,28 +600,72 @@ impl Admin {
             .ok_or_else(|| Error::not_found("user", email))
     }
 
-    async fn grants(&self) -> Result<Vec<rbac::Grant>> {
-        match &self.actor {
-            Actor::Operator { .. } => Ok(Vec::new()),
-            Actor::User { role, .. } => self.store.role_grants(role.as_str()).await,
+    async fn find_user_ref(&self, user: UserRef) -> Result<User> {
+        match user {
+            UserRef::Email(email) => self.find_user(&email).await,
+            UserRef::Id(id) => self
+                .store
+                .user_by_id(id)
+                .await?
+                .ok_or_else(|| Error::not_found("user", id.to_string())),
         }
     }
 
-    async fn require(&self, permission: Permission, target: Target) -> Result<()> {
-        let grants = self.grants().await?;
-        if rbac::is_permitted(&self.actor, &grants, permission, target) {
-            return Ok(());
+    async fn grants(&self) -> Result<Arc<[Grant]>> {
+        match &self.actor {
+            Actor::Operator { .. } => Ok(Arc::from(Vec::new())),
+            Actor::User { role, .. } => self.grants.grants(&*self.store, role.as_str()).await,
         }
-        let target = match (target.org_id, target.user_id) {
-            (_, Some(user)) => format!("user {user}"),
-            (Some(org), None) => format!("organization {org}"),
-            (None, None) => "ias".to_owned(),
-        };
-        Err(Error::PermissionDenied {
+    }
+
+    /// The one permission check of an operation; a denial is audited, then returned.
+    async fn require(
+        &self,
+        permission: Permission,
+        target: Target,
+        attempt: &AuditRecord,
+    ) -> Result<()> {
+        let grants = self.grants().await?;
+        match rbac::check(&self.actor, &grants, permission, target) {
+            Access::Allowed => Ok(()),
+            Access::Denied { missing } => Err(self.denied(missing, attempt).await),
+        }
+    }
+
+    /// Logs a change the store applied (with its audit entry); passes `result` on.
+    ///
+    /// An attached governor then reloads what the change touched.
+    async fn applied<T>(&self, record: &AuditRecord, result: Result<T>) -> Result<T> {
+        if result.is_ok() {
+            tracing::info!(
+                actor = %record.actor,
+                source = record.source.as_str(),
+                action = %record.action,
+                target = %record.target,
+                "admin change applied"
+            );
+            self.refresh_governor().await;
+        }
+        result
+    }
+
+    async fn denied(&self, missing: Permission, attempt: &AuditRecord) -> Error {
+        tracing::warn!(
+            actor = %self.actor,
+            action = %attempt.action,
+            target = %attempt.target,
+            permission = %missing,
+            "permission denied"
+        );
+        let record = audit::denial(attempt, missing);
+        if let Err(err) = self.store.append_audit(&record).await {
+            tracing::error!(error = %err, action = %record.action, "could not audit a denied attempt");
+        }
+        Error::PermissionDenied {
             actor: self.actor.to_string(),
-            permission: permission.to_string(),
-            target,
-        })
+            permission: missing.to_string(),
+            target: attempt.target.clone(),
+        }
     }
 
     fn ensure_api_managed(
@@ -570,20 +701,31 @@ impl Admin {
             changes,
         }
     }
-}
 
-fn org_target(org: &Organization) -> Target {
-    Target {
-        org_id: Some(org.id),
-        user_id: None,
+    /// The record of a read, audited only if it is denied.
+    fn attempt(&self, action: &str, org_id: Option<OrgId>, target: String) -> AuditRecord {
+        self.record(action, org_id, target, serde_json::json!({}))
     }
 }
 
-fn user_target(user: &User) -> Target {
-    Target {
-        org_id: Some(user.org_id),
-        user_id: Some(user.id),
-    }
+fn org_label(org: &Organization) -> String {
+    format!("org:{}", org.slug)
+}
+
+fn user_label(user: &User) -> String {
+    format!("user:{}", user.email)
+}
+
+fn key_changes(
+    owner: &User,
+    prefix: Option<&str>,
+    expires_at: Option<DateTime<Utc>>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "owner": { "before": null, "after": owner.email },
+        "prefix": { "before": null, "after": prefix },
+        "expires_at": { "before": null, "after": expires_at },
+    })
 }
 
 fn day_arg(field: &'static str, value: Option<&str>) -> Result<Option<String>> {

@@ -2,8 +2,15 @@
 //!
 //! Every admin write carries an [`AuditRecord`] that the store appends in the
 //! same transaction as the change, so a change without its entry (or an entry
-//! without its change) cannot exist. Entries are hash-chained: each stores
-//! the previous entry's hash and its own, computed by [`chain_hash`].
+//! without its change) cannot exist. An attempt denied for lack of a
+//! permission is appended too, as a [`denial`]. No storage trait can change
+//! or delete an entry. Entries are hash-chained: each stores the previous
+//! entry's hash and its own, computed by [`chain_hash`], and [`verify`]
+//! walks the chain to find the first entry changed or removed.
+//!
+//! An entry never holds a key secret, a password, or a hash of either.
+
+pub mod verify;
 
 use std::fmt;
 
@@ -12,6 +19,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::domain::{OrgId, Role, UserId};
+use crate::rbac::Permission;
+
+pub use verify::{AuditHead, AuditLink, AuditVerification, BreakKind, ChainBreak, ChainVerifier};
+
+/// What the action of an entry recording a denied attempt ends with.
+pub const DENIED_SUFFIX: &str = ".denied";
 
 /// The hash that stands before the first entry of the chain.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -167,6 +180,42 @@ pub fn chain_hash(
         prev_hash,
     ]);
     hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+}
+
+/// The entry recording that `attempt` was refused for lack of `missing`.
+///
+/// Its action is the attempt's with [`DENIED_SUFFIX`] (`key.create.denied`);
+/// its changes are `{"permission": <missing>, "attempted": <the attempt's changes>}`.
+pub fn denial(attempt: &AuditRecord, missing: Permission) -> AuditRecord {
+    AuditRecord {
+        action: format!("{}{DENIED_SUFFIX}", attempt.action),
+        changes: serde_json::json!({
+            "permission": missing.as_str(),
+            "attempted": attempt.changes,
+        }),
+        ..attempt.clone()
+    }
+}
+
+/// Which audit entries to list, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Only entries at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only entries with exactly this action, such as `key.create` or `key.create.denied`.
+    pub action: Option<String>,
+    /// At most this many entries.
+    pub limit: u32,
+}
+
+impl Default for AuditFilter {
+    fn default() -> Self {
+        AuditFilter {
+            since: None,
+            action: None,
+            limit: 50,
+        }
+    }
 }
 
 /// `{"field": {"before": before, "after": after}}` for one changed field.

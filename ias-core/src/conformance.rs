@@ -17,6 +17,21 @@
     reason = "test support: a failed check panics like an assertion"
 )]
 
+mod audit_log;
+mod passwords;
+mod rbac;
+
+pub use audit_log::{
+    audit_entries_are_filtered, audit_entries_can_be_appended_alone,
+    the_audit_chain_reads_oldest_first,
+};
+pub use passwords::{
+    a_reset_replaces_the_password, a_weak_password_lists_every_broken_rule,
+    no_secret_reaches_the_audit_log, only_system_admins_reset_passwords,
+    password_hashes_are_stored_with_their_audit_entry, resetting_an_unknown_user_is_not_found,
+};
+pub use rbac::{MATRIX, escalations_are_denied_and_audited, permission_matrix_holds};
+
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -64,6 +79,17 @@ macro_rules! conformance_suite {
             governor_denies_bad_keys,
             governor_denies_models_and_exhausted_budgets,
             two_governors_never_overspend_together,
+            audit_entries_can_be_appended_alone,
+            audit_entries_are_filtered,
+            the_audit_chain_reads_oldest_first,
+            permission_matrix_holds,
+            escalations_are_denied_and_audited,
+            password_hashes_are_stored_with_their_audit_entry,
+            a_reset_replaces_the_password,
+            a_weak_password_lists_every_broken_rule,
+            resetting_an_unknown_user_is_not_found,
+            only_system_admins_reset_passwords,
+            no_secret_reaches_the_audit_log,
         );
     };
     (@cases $fresh:expr; $($case:ident),* $(,)?) => {

@@ -172,6 +172,39 @@ pub struct User {
     pub created_at: DateTime<Utc>,
 }
 
+/// A user named either by id or by email, as hosts receive it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserRef {
+    /// The store-assigned id.
+    Id(UserId),
+    /// The email, in any letter case; normalised before the lookup.
+    Email(String),
+}
+
+impl From<UserId> for UserRef {
+    fn from(id: UserId) -> Self {
+        UserRef::Id(id)
+    }
+}
+
+impl From<&str> for UserRef {
+    fn from(email: &str) -> Self {
+        UserRef::Email(email.to_owned())
+    }
+}
+
+impl From<String> for UserRef {
+    fn from(email: String) -> Self {
+        UserRef::Email(email)
+    }
+}
+
+impl From<&String> for UserRef {
+    fn from(email: &String) -> Self {
+        UserRef::Email(email.clone())
+    }
+}
+
 /// What is needed to create a [`User`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewUser {

@@ -54,6 +54,20 @@ pub enum Error {
         target: String,
     },
 
+    /// A new password breaks complexity rules; the password itself is never shown.
+    #[error("weak password: {}", join_rules(.broken))]
+    WeakPassword {
+        /// Every rule the password breaks, in the order of [`crate::password::check`].
+        broken: Vec<crate::password::Rule>,
+    },
+
+    /// Hashing or checking a password failed for a reason other than a wrong password.
+    #[error("password hashing failed: {reason}")]
+    PasswordHashing {
+        /// What failed; never the password or its hash.
+        reason: String,
+    },
+
     /// A database URL could not be understood or opened.
     #[error("invalid database url `{url}`: {reason}")]
     DatabaseUrl {
@@ -124,8 +138,16 @@ impl Error {
 
     /// Whether the error was caused by the caller's input rather than a failure.
     pub fn is_invalid_input(&self) -> bool {
-        matches!(self, Error::InvalidInput { .. } | Error::DatabaseUrl { .. })
+        matches!(
+            self,
+            Error::InvalidInput { .. } | Error::DatabaseUrl { .. } | Error::WeakPassword { .. }
+        )
     }
+}
+
+fn join_rules(rules: &[crate::password::Rule]) -> String {
+    let messages: Vec<&str> = rules.iter().map(|rule| rule.message()).collect();
+    messages.join("; ")
 }
 
 /// Escapes control characters and shortens `value` so that it prints on one line.

@@ -2,7 +2,7 @@
 //!
 //! `ias-core` holds the domain (organizations, users, API keys, allowed
 //! models, usage, audit), the rules (model policy, monthly budgets and
-//! per-user limits, role permissions) and the storage traits. It knows no
+//! per-user limits, role permissions, password rules) and the storage traits. It knows no
 //! SQL, HTTP or Git: stores such as `ias-store-sqlite` implement [`Store`],
 //! and hosts (a gateway, `ias-admin`, Python) call [`Governor`] on every
 //! request and [`Admin`] for changes.
@@ -39,6 +39,7 @@ pub mod governor;
 pub mod key;
 pub mod lease;
 mod ledger;
+pub mod password;
 pub mod period;
 pub mod policy;
 pub mod rate;
@@ -53,12 +54,14 @@ pub mod validate;
 pub mod conformance;
 
 pub use admin::{Admin, CreatedKey, LimitTarget, ModelChange};
-pub use audit::{Actor, AuditEntry, AuditRecord, Source};
+pub use audit::{
+    Actor, AuditEntry, AuditFilter, AuditHead, AuditRecord, AuditVerification, ChainBreak, Source,
+};
 pub use budget::{BudgetState, Counter, LimitScope, Settlement};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use domain::{
     ApiKey, KeyContext, KeyId, KeyStatus, ManagedBy, NewApiKey, NewOrganization, NewUser, OrgId,
-    Organization, ReservationId, Role, User, UserId,
+    Organization, ReservationId, Role, User, UserId, UserRef,
 };
 pub use error::{Error, Result};
 pub use governor::{
@@ -66,9 +69,10 @@ pub use governor::{
     GovernorConfig, GovernorStats, LimitDetail, LimitKind, Maintenance, Principal, Reservation,
 };
 pub use key::{KeyHash, KeySecret};
+pub use password::{HashedPassword, verify_password};
 pub use period::MonthlyPeriod;
 pub use rate::RateLimits;
-pub use rbac::{Grant, Permission, Scope};
+pub use rbac::{Access, Grant, GrantCache, Permission, Scope, Target};
 pub use store::{
     AuditStore, CacheStore, KeyStore, OrgStore, RateLimitStore, SchemaStore, Store, UsageStore,
     UserStore,

@@ -1,8 +1,37 @@
 //! Role-based access control through a permissions table.
 //!
 //! A role is a set of `(permission, scope)` grants stored in
-//! `role_permissions`. The three built-in roles are seeded by the first
-//! migration from [`builtin_grants`]; a custom role later is only new rows.
+//! `role_permissions`. The three built-in roles are seeded by the
+//! migrations as [`builtin_grants`] lists them; a custom role is only new
+//! rows (see `docs/schema.md`). Every admin operation runs one [`check`]
+//! of its actor against its [`Target`], with the role's grants read from
+//! the store through a [`GrantCache`].
+//!
+//! | operation | permission | member | org_admin | system_admin |
+//! |---|---|---|---|---|
+//! | create an organization | `org.create` | – | – | global |
+//! | show or list organizations | `org.read` | – | org | global |
+//! | change a budget or time zone (reserved) | `org.update` | – | org | global |
+//! | create a user | `user.create` | – | org | global |
+//! | show or list users | `user.read` | – | org | global |
+//! | set a user's monthly limit | `user.update` | – | org | global |
+//! | reset a password | `user.reset_password` | – | – | global |
+//! | make or act on a `system_admin` | `role.grant_system_admin` | – | – | global |
+//! | create a key for oneself / for others | `key.create` | own | org | global |
+//! | list keys | `key.read` | own | org | global |
+//! | revoke a key | `key.revoke` | own | org | global |
+//! | list allowed models | `model.read` | – | org | global |
+//! | allow or deny a model | `model.manage` | – | org | global |
+//! | set rate limits (reserved) | `limits.manage` | – | org | global |
+//! | read usage | `usage.read` | own | org | global |
+//! | read the audit log | `audit.read` | – | org | global |
+//! | verify the audit chain (every org) | `audit.read` | – | – | global |
+//! | manage GitOps (reserved) | `gitops.manage` | – | org | global |
+//!
+//! "For oneself versus for others" is the scope of one permission: `own`
+//! reaches only the actor's own user, `org` every user of its organization.
+
+mod cache;
 
 use std::fmt;
 use std::str::FromStr;
@@ -10,8 +39,10 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::Actor;
-use crate::domain::{OrgId, Role, UserId};
+use crate::domain::{OrgId, Role, User, UserId};
 use crate::error::{Error, Result};
+
+pub use cache::GrantCache;
 
 /// One admin operation that can be granted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -30,7 +61,7 @@ pub enum Permission {
     UserUpdate,
     /// Reset a user's password.
     UserResetPassword,
-    /// Give a user the `system_admin` role.
+    /// Give a user the `system_admin` role, or change a `system_admin`'s account.
     RoleGrantSystemAdmin,
     /// Create API keys.
     KeyCreate,
@@ -95,6 +126,23 @@ impl Permission {
             Permission::AuditRead => "audit.read",
             Permission::GitopsManage => "gitops.manage",
         }
+    }
+}
+
+impl Permission {
+    /// Whether the permission changes a user's account or its keys.
+    ///
+    /// Doing so to a `system_admin` hands out (or takes away) system-admin
+    /// power, so [`check`] also asks for [`Permission::RoleGrantSystemAdmin`].
+    pub fn writes_user(self) -> bool {
+        matches!(
+            self,
+            Permission::UserCreate
+                | Permission::UserUpdate
+                | Permission::UserResetPassword
+                | Permission::KeyCreate
+                | Permission::KeyRevoke
+        )
     }
 }
 
@@ -166,7 +214,7 @@ pub struct Grant {
     pub scope: Scope,
 }
 
-/// The grants of the three built-in roles, as seeded by the first migration.
+/// The grants of the three built-in roles, as seeded by the migrations.
 pub fn builtin_grants() -> Vec<Grant> {
     use Permission::*;
     let grant = |role: Role, permission, scope| Grant {
@@ -185,7 +233,7 @@ pub fn builtin_grants() -> Vec<Grant> {
             .map(|p| grant(Role::OrgAdmin, p, Scope::Org)),
     );
     grants.extend(
-        [KeyCreate, KeyRead, KeyRevoke, UsageRead, ModelRead]
+        [KeyCreate, KeyRead, KeyRevoke, UsageRead]
             .into_iter()
             .map(|p| grant(Role::Member, p, Scope::Own)),
     );
@@ -197,20 +245,99 @@ pub fn builtin_grants() -> Vec<Grant> {
 pub struct Target {
     /// The organization acted in; `None` for global operations such as creating an org.
     pub org_id: Option<OrgId>,
-    /// The user acted on, if the operation concerns one user.
+    /// The user acted on, if the operation concerns one existing user.
     pub user_id: Option<UserId>,
+    /// The role of the user acted on, or of the user about to be created.
+    pub user_role: Option<Role>,
+}
+
+impl Target {
+    /// Nothing in particular: every organization, such as creating one.
+    pub fn global() -> Self {
+        Target {
+            org_id: None,
+            user_id: None,
+            user_role: None,
+        }
+    }
+
+    /// An organization as a whole.
+    pub fn org(org_id: OrgId) -> Self {
+        Target {
+            org_id: Some(org_id),
+            ..Target::global()
+        }
+    }
+
+    /// One existing user (its account, keys or usage).
+    pub fn user(user: &User) -> Self {
+        Target {
+            org_id: Some(user.org_id),
+            user_id: Some(user.id),
+            user_role: Some(user.role),
+        }
+    }
+
+    /// A user about to be created in `org_id` with `role`.
+    pub fn new_user(org_id: OrgId, role: Role) -> Self {
+        Target {
+            user_role: Some(role),
+            ..Target::org(org_id)
+        }
+    }
+}
+
+/// The answer of a permission [`check`]: a value, not an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// The actor may perform the operation.
+    Allowed,
+    /// The actor may not; `missing` is the permission it lacks for the target.
+    Denied {
+        /// The permission whose grant did not reach the target.
+        missing: Permission,
+    },
 }
 
 /// Whether `actor`, holding `grants`, may perform `permission` on `target`.
 ///
-/// Operators are always allowed (see [`Actor::Operator`]). A user needs a
-/// grant for the permission whose scope reaches the target.
+/// Operators are always allowed (see [`Actor::Operator`]); they act as
+/// system admins. A user needs a grant for the permission whose scope
+/// reaches the target and, for a permission that [writes a
+/// user](Permission::writes_user) whose role is `system_admin`, a grant of
+/// [`Permission::RoleGrantSystemAdmin`] that reaches it too.
+pub fn check(actor: &Actor, grants: &[Grant], permission: Permission, target: Target) -> Access {
+    let Actor::User { .. } = actor else {
+        return Access::Allowed;
+    };
+    let needed = [Some(permission), over_system_admin(permission, target)];
+    match needed
+        .into_iter()
+        .flatten()
+        .find(|p| !reaches(actor, grants, *p, target))
+    {
+        Some(missing) => Access::Denied { missing },
+        None => Access::Allowed,
+    }
+}
+
+/// [`check`] as a yes or no.
 pub fn is_permitted(
     actor: &Actor,
     grants: &[Grant],
     permission: Permission,
     target: Target,
 ) -> bool {
+    check(actor, grants, permission, target) == Access::Allowed
+}
+
+fn over_system_admin(permission: Permission, target: Target) -> Option<Permission> {
+    (permission.writes_user() && target.user_role == Some(Role::SystemAdmin))
+        .then_some(Permission::RoleGrantSystemAdmin)
+}
+
+/// Whether one of `grants` gives `permission` with a scope that reaches `target`.
+fn reaches(actor: &Actor, grants: &[Grant], permission: Permission, target: Target) -> bool {
     let Actor::User { id, org_id, .. } = actor else {
         return true;
     };
@@ -244,73 +371,85 @@ mod tests {
             .collect()
     }
 
+    fn someone(id: i64, org: i64, role: Role) -> Target {
+        Target {
+            org_id: Some(OrgId(org)),
+            user_id: Some(UserId(id)),
+            user_role: Some(role),
+        }
+    }
+
     #[test]
     fn member_reaches_only_its_own_user() {
         let g = grants_of(Role::Member);
-        let own = Target {
-            org_id: Some(OrgId(1)),
-            user_id: Some(UserId(10)),
-        };
-        let other = Target {
-            org_id: Some(OrgId(1)),
-            user_id: Some(UserId(11)),
-        };
-        assert!(is_permitted(
-            &user(Role::Member),
-            &g,
-            Permission::KeyCreate,
-            own
-        ));
-        assert!(!is_permitted(
-            &user(Role::Member),
-            &g,
-            Permission::KeyCreate,
-            other
-        ));
-        assert!(!is_permitted(
-            &user(Role::Member),
-            &g,
-            Permission::UserUpdate,
-            own
-        ));
+        let actor = user(Role::Member);
+        let own = someone(10, 1, Role::Member);
+        let other = someone(11, 1, Role::Member);
+        assert!(is_permitted(&actor, &g, Permission::KeyCreate, own));
+        assert!(!is_permitted(&actor, &g, Permission::KeyCreate, other));
+        assert_eq!(
+            check(&actor, &g, Permission::UserUpdate, own),
+            Access::Denied {
+                missing: Permission::UserUpdate
+            }
+        );
     }
 
     #[test]
     fn org_admin_stays_in_its_org() {
         let g = grants_of(Role::OrgAdmin);
         let actor = user(Role::OrgAdmin);
-        let in_org = Target {
-            org_id: Some(OrgId(1)),
-            user_id: Some(UserId(11)),
-        };
-        let other_org = Target {
-            org_id: Some(OrgId(2)),
-            user_id: None,
-        };
-        let global = Target {
-            org_id: None,
-            user_id: None,
-        };
+        let in_org = someone(11, 1, Role::Member);
         assert!(is_permitted(&actor, &g, Permission::UserUpdate, in_org));
+        let other_org = Target::org(OrgId(2));
         assert!(!is_permitted(&actor, &g, Permission::UserUpdate, other_org));
+        let global = Target::global();
         assert!(!is_permitted(&actor, &g, Permission::OrgCreate, global));
-        assert!(!is_permitted(
-            &actor,
-            &g,
-            Permission::RoleGrantSystemAdmin,
-            in_org
-        ));
+        let new_admin = Target::new_user(OrgId(1), Role::SystemAdmin);
+        assert_eq!(
+            check(&actor, &g, Permission::UserCreate, new_admin),
+            Access::Denied {
+                missing: Permission::RoleGrantSystemAdmin
+            }
+        );
+    }
+
+    #[test]
+    fn org_admin_may_not_act_on_a_system_admin_account() {
+        let g = grants_of(Role::OrgAdmin);
+        let actor = user(Role::OrgAdmin);
+        let boss = someone(12, 1, Role::SystemAdmin);
+        for p in Permission::ALL.into_iter().filter(|p| p.writes_user()) {
+            assert!(!is_permitted(&actor, &g, p, boss), "{p}");
+        }
+        assert!(is_permitted(&actor, &g, Permission::KeyRead, boss));
     }
 
     #[test]
     fn system_admin_reaches_everything() {
         let g = grants_of(Role::SystemAdmin);
-        let other_org = Target {
-            org_id: Some(OrgId(2)),
-            user_id: None,
-        };
+        let far = someone(99, 2, Role::SystemAdmin);
         for p in Permission::ALL {
-            assert!(is_permitted(&user(Role::SystemAdmin), &g, p, other_org));
+            assert!(is_permitted(&user(Role::SystemAdmin), &g, p, far));
+            assert!(is_permitted(
+                &user(Role::SystemAdmin),
+                &g,
+                p,
+                Target::global()
+            ));
         }
+    }
+
+    #[test]
+    fn operators_are_not_bound_by_grants() {
+        let operator = Actor::Operator {
+            name: "root".into(),
+        };
+        assert!(is_permitted(
+            &operator,
+            &[],
+            Permission::OrgCreate,
+            Target::global()
+        ));
     }
 }

@@ -18,12 +18,13 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::audit::{AuditEntry, AuditRecord};
+use crate::audit::{AuditEntry, AuditFilter, AuditLink, AuditRecord};
 use crate::budget::{BudgetState, LimitScope};
 use crate::domain::{
     ApiKey, KeyId, NewApiKey, NewOrganization, NewUser, OrgId, Organization, User, UserId,
 };
 use crate::lease::{LeaseState, LeaseSync};
+use crate::password::HashedPassword;
 use crate::rate::RateLimits;
 use crate::rbac::Grant;
 use crate::snapshot::{Change, KeyRecord, OrgPolicy, UserPolicy};
@@ -71,6 +72,9 @@ pub trait UserStore: Send + Sync {
     /// The user with this normalised email, if any.
     async fn user_by_email(&self, email: &str) -> Result<Option<User>>;
 
+    /// The user with this id, if any.
+    async fn user_by_id(&self, id: UserId) -> Result<Option<User>>;
+
     /// The organization's users, ordered by email.
     async fn list_users(&self, org: OrgId) -> Result<Vec<User>>;
 
@@ -81,6 +85,17 @@ pub trait UserStore: Send + Sync {
         limit: Option<i64>,
         audit: &AuditRecord,
     ) -> Result<User>;
+
+    /// The user's password hash; `None` when it has none or the user does not exist.
+    async fn password_hash(&self, user: UserId) -> Result<Option<HashedPassword>>;
+
+    /// Replaces the user's password hash; [`Error::NotFound`] if the user does not exist.
+    async fn set_password_hash(
+        &self,
+        user: UserId,
+        hash: &HashedPassword,
+        audit: &AuditRecord,
+    ) -> Result<()>;
 }
 
 /// API keys. Stores keep only the hash and the display prefix of a secret.
@@ -193,11 +208,38 @@ pub trait CacheStore: Send + Sync {
     async fn key_record(&self, id: KeyId) -> Result<Option<KeyRecord>>;
 }
 
-/// The audit log. There is no way to change or delete an entry.
+/// The audit log: entries are only ever appended; no method changes or deletes one.
 #[async_trait]
 pub trait AuditStore: Send + Sync {
+    /// Appends an entry that records no change (a denied attempt) and returns it as stored.
+    ///
+    /// The entry continues the chain like every other: its id is the
+    /// previous entry's plus one and it stores the previous entry's hash.
+    /// Its `target_id` is `None`.
+    async fn append_audit(&self, audit: &AuditRecord) -> Result<AuditEntry>;
+
+    /// The newest entries matching `filter`, newest first, of one organization or of all.
+    async fn search_audit(
+        &self,
+        org: Option<OrgId>,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AuditEntry>>;
+
+    /// Up to `limit` entries with an id above `after`, oldest first, for verifying the chain.
+    ///
+    /// Reads rows as they are stored, without trusting them: a row whose
+    /// fields cannot be read back comes as [`AuditLink::Unreadable`], not as
+    /// an error, so verification can name it.
+    async fn audit_chain(&self, after: i64, limit: u32) -> Result<Vec<AuditLink>>;
+
     /// The newest `limit` entries, newest first, of one organization or of all.
-    async fn list_audit(&self, org: Option<OrgId>, limit: u32) -> Result<Vec<AuditEntry>>;
+    async fn list_audit(&self, org: Option<OrgId>, limit: u32) -> Result<Vec<AuditEntry>> {
+        let filter = AuditFilter {
+            limit,
+            ..AuditFilter::default()
+        };
+        self.search_audit(org, &filter).await
+    }
 }
 
 /// Roles, permissions and the schema.

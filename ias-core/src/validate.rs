@@ -80,6 +80,24 @@ fn is_invisible(c: char) -> bool {
     )
 }
 
+/// Checks an audit action name such as `key.create`: 1 to 64 of `a-z`, `0-9`, `.` and `_`.
+pub fn audit_action(value: &str) -> Result<String> {
+    let trimmed = value.trim();
+    let well_formed = (1..=64).contains(&trimmed.len())
+        && trimmed
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_');
+    if well_formed {
+        Ok(trimmed.to_owned())
+    } else {
+        Err(Error::invalid(
+            "action",
+            value,
+            "expected 1 to 64 of lowercase letters, digits, `.` and `_`, such as `key.create`",
+        ))
+    }
+}
+
 /// Parses an IANA time zone name such as `Europe/Berlin`.
 pub fn timezone(value: &str) -> Result<Tz> {
     value
@@ -160,6 +178,23 @@ mod tests {
         ] {
             let err = email(bad).unwrap_err().to_string();
             assert!(err.starts_with("invalid email"), "{err}");
+        }
+    }
+
+    #[test]
+    fn audit_actions() {
+        assert_eq!(
+            audit_action(" key.create.denied ").unwrap(),
+            "key.create.denied"
+        );
+        for bad in [
+            "",
+            "Key.Create",
+            "key create",
+            "key-create",
+            &"a".repeat(65),
+        ] {
+            assert!(audit_action(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -2,20 +2,20 @@
 
 use async_trait::async_trait;
 use chrono::DateTime;
-use ias_core::audit::{GENESIS_HASH, chain_hash};
-use ias_core::{AuditEntry, AuditRecord, AuditStore, OrgId, Result, Source};
+use ias_core::audit::{AuditLink, GENESIS_HASH, chain_hash};
+use ias_core::{AuditEntry, AuditFilter, AuditRecord, AuditStore, OrgId, Result, Source};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::error::from_sqlite;
 use crate::rows::millis;
-use crate::store::SqliteStore;
+use crate::store::{SqliteStore, write};
 
 /// Appends `record` to the chain; call inside the transaction of the change it records.
 pub(crate) fn append(
     conn: &Connection,
     record: &AuditRecord,
     target_id: Option<i64>,
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<AuditEntry> {
     let last: Option<(i64, String)> = conn
         .query_row(
             "SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1",
@@ -46,7 +46,16 @@ pub(crate) fn append(
             hash,
         ],
     )?;
-    Ok(())
+    let mut stored = record.clone();
+    // INVARIANT: times are stored to the millisecond, which is all the hash covers.
+    stored.at = DateTime::from_timestamp_millis(millis(record.at)).unwrap_or(record.at);
+    Ok(AuditEntry {
+        id,
+        record: stored,
+        target_id,
+        prev_hash,
+        hash,
+    })
 }
 
 fn entry(row: &Row<'_>) -> rusqlite::Result<AuditEntry> {
@@ -86,17 +95,61 @@ fn entry(row: &Row<'_>) -> rusqlite::Result<AuditEntry> {
 const ENTRY_COLUMNS: &str =
     "id, at, actor, source, action, org_id, target, target_id, changes, prev_hash, hash";
 
+/// A row read for verification: its id, and its fields unless they cannot be read.
+fn link(row: &Row<'_>) -> rusqlite::Result<AuditLink> {
+    let id: i64 = row.get(0)?;
+    Ok(match entry(row) {
+        Ok(entry) => AuditLink::Entry(entry),
+        Err(err) => AuditLink::Unreadable {
+            id,
+            reason: err.to_string(),
+        },
+    })
+}
+
 #[async_trait]
 impl AuditStore for SqliteStore {
-    async fn list_audit(&self, org: Option<OrgId>, limit: u32) -> Result<Vec<AuditEntry>> {
+    async fn append_audit(&self, record: &AuditRecord) -> Result<AuditEntry> {
+        let record = record.clone();
+        self.run(move |conn| write(conn, |tx| append(tx, &record, None).map_err(from_sqlite)))
+            .await
+    }
+
+    async fn search_audit(
+        &self,
+        org: Option<OrgId>,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AuditEntry>> {
+        let filter = filter.clone();
         self.run(move |conn| {
             let sql = format!(
                 "SELECT {ENTRY_COLUMNS} FROM audit_log
-                 WHERE (?1 IS NULL OR org_id = ?1) ORDER BY id DESC LIMIT ?2"
+                 WHERE (?1 IS NULL OR org_id = ?1)
+                   AND (?2 IS NULL OR at >= ?2)
+                   AND (?3 IS NULL OR action = ?3)
+                 ORDER BY id DESC LIMIT ?4"
             );
             let mut stmt = conn.prepare_cached(&sql).map_err(from_sqlite)?;
+            let since = filter.since.map(millis);
             let rows = stmt
-                .query_map(params![org.map(|o| o.0), limit], entry)
+                .query_map(
+                    params![org.map(|o| o.0), since, filter.action, filter.limit],
+                    entry,
+                )
+                .map_err(from_sqlite)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(from_sqlite)
+        })
+        .await
+    }
+
+    async fn audit_chain(&self, after: i64, limit: u32) -> Result<Vec<AuditLink>> {
+        self.run(move |conn| {
+            let sql =
+                format!("SELECT {ENTRY_COLUMNS} FROM audit_log WHERE id > ?1 ORDER BY id LIMIT ?2");
+            let mut stmt = conn.prepare_cached(&sql).map_err(from_sqlite)?;
+            let rows = stmt
+                .query_map(params![after, limit], link)
                 .map_err(from_sqlite)?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(from_sqlite)

@@ -35,6 +35,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "hot_path",
         sql: include_str!("../migrations/0002_hot_path.sql"),
     },
+    Migration {
+        version: 3,
+        name: "rbac_passwords",
+        sql: include_str!("../migrations/0003_rbac_passwords.sql"),
+    },
 ];
 
 const BOOKKEEPING: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -1,7 +1,9 @@
 //! Users.
 
 use async_trait::async_trait;
-use ias_core::{AuditRecord, Error, NewUser, OrgId, Result, User, UserId, UserStore};
+use ias_core::{
+    AuditRecord, Error, HashedPassword, NewUser, OrgId, Result, User, UserId, UserStore,
+};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::audit;
@@ -58,6 +60,10 @@ impl UserStore for SqliteStore {
         .await
     }
 
+    async fn user_by_id(&self, id: UserId) -> Result<Option<User>> {
+        self.run(move |conn| by_id(conn, id)).await
+    }
+
     async fn list_users(&self, org: OrgId) -> Result<Vec<User>> {
         self.run(move |conn| {
             let sql =
@@ -93,6 +99,46 @@ impl UserStore for SqliteStore {
                 }
                 audit::append(tx, &record, Some(user.0)).map_err(from_sqlite)?;
                 by_id(tx, user)?.ok_or_else(|| Error::not_found("user", user.to_string()))
+            })
+        })
+        .await
+    }
+
+    async fn password_hash(&self, user: UserId) -> Result<Option<HashedPassword>> {
+        let phc: Option<Option<String>> = self
+            .run(move |conn| {
+                conn.query_row(
+                    "SELECT password_hash FROM users WHERE id = ?1",
+                    [user.0],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(from_sqlite)
+            })
+            .await?;
+        Ok(phc.flatten().map(HashedPassword::from_phc))
+    }
+
+    async fn set_password_hash(
+        &self,
+        user: UserId,
+        hash: &HashedPassword,
+        record: &AuditRecord,
+    ) -> Result<()> {
+        let (phc, record) = (hash.as_phc().to_owned(), record.clone());
+        self.run(move |conn| {
+            write(conn, |tx| {
+                let changed = tx
+                    .execute(
+                        "UPDATE users SET password_hash = ?2, updated_at = ?3 WHERE id = ?1",
+                        params![user.0, phc, millis(record.at)],
+                    )
+                    .map_err(from_sqlite)?;
+                if changed == 0 {
+                    return Err(Error::not_found("user", user.to_string()));
+                }
+                audit::append(tx, &record, Some(user.0)).map_err(from_sqlite)?;
+                Ok(())
             })
         })
         .await

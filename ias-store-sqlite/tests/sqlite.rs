@@ -286,3 +286,130 @@ async fn two_handles_on_one_file_stay_exact() {
     }
     assert_eq!(granted + more, 25);
 }
+
+/// A file with `acme`, a user and a key: five audit entries, as an attacker would find it.
+async fn audited_file() -> (tempfile::TempDir, std::path::PathBuf, Arc<SqliteStore>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ias.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let admin = operator(store.clone());
+    admin.create_org("acme", 10, "UTC").await.unwrap();
+    admin.allow_model("acme", "gpt-4o-mini").await.unwrap();
+    admin
+        .create_user("acme", "a@b.io", Role::Member, Some(5))
+        .await
+        .unwrap();
+    admin.set_user_limit("a@b.io", Some(50)).await.unwrap();
+    admin.create_key("a@b.io", None).await.unwrap();
+    assert!(admin.verify_audit(None).await.unwrap().is_intact());
+    (dir, path, store)
+}
+
+/// Runs `sql` on the raw file with the append-only triggers dropped, as an attacker would.
+fn tamper(path: &std::path::Path, sql: &str) {
+    let conn = Connection::open(path).unwrap();
+    conn.execute_batch(
+        "DROP TRIGGER audit_log_no_update;
+         DROP TRIGGER audit_log_no_delete;",
+    )
+    .unwrap();
+    conn.execute_batch(sql).unwrap();
+}
+
+async fn first_break(store: Arc<SqliteStore>) -> ias_core::ChainBreak {
+    let verified = operator(store).verify_audit(None).await.unwrap();
+    verified.broken.expect("the tampering is found")
+}
+
+#[tokio::test]
+async fn verify_names_an_audit_row_edited_in_the_file() {
+    let (_dir, path, store) = audited_file().await;
+    tamper(
+        &path,
+        "UPDATE audit_log SET changes = '{\"monthly_token_limit\":{\"before\":5,\"after\":5000}}'
+         WHERE id = 4",
+    );
+    let broken = first_break(store).await;
+    assert_eq!(
+        (broken.id, broken.kind),
+        (4, ias_core::audit::BreakKind::Changed)
+    );
+}
+
+#[tokio::test]
+async fn verify_names_an_audit_row_edited_and_rehashed() {
+    let (_dir, path, store) = audited_file().await;
+    let mut entry = store.list_audit(None, 10).await.unwrap().remove(2);
+    entry.record.actor = "operator:someone-else".into();
+    let hash =
+        ias_core::audit::chain_hash(entry.id, &entry.record, entry.target_id, &entry.prev_hash);
+    tamper(
+        &path,
+        &format!(
+            "UPDATE audit_log SET actor = 'operator:someone-else', hash = '{hash}' WHERE id = {}",
+            entry.id
+        ),
+    );
+    let broken = first_break(store).await;
+    assert_eq!(broken.id, entry.id);
+    assert_eq!(broken.kind, ias_core::audit::BreakKind::Changed);
+}
+
+#[tokio::test]
+async fn verify_names_an_audit_row_deleted_from_the_file() {
+    let (_dir, path, store) = audited_file().await;
+    tamper(&path, "DELETE FROM audit_log WHERE id = 2");
+    let broken = first_break(store).await;
+    assert_eq!(
+        (broken.id, broken.kind),
+        (2, ias_core::audit::BreakKind::Removed)
+    );
+}
+
+#[tokio::test]
+async fn verify_names_an_audit_row_that_cannot_be_read() {
+    let (_dir, path, store) = audited_file().await;
+    tamper(
+        &path,
+        "UPDATE audit_log SET changes = 'not json' WHERE id = 3",
+    );
+    let broken = first_break(store).await;
+    assert_eq!(
+        (broken.id, broken.kind),
+        (3, ias_core::audit::BreakKind::Changed)
+    );
+    assert!(broken.reason.contains("cannot be read"), "{broken}");
+}
+
+#[tokio::test]
+async fn a_version_1_database_is_migrated_to_the_newest() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ias.db");
+    let conn = Connection::open(&path).unwrap();
+    let first = &MIGRATIONS[0];
+    conn.execute_batch(first.sql).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,
+         checksum TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+    )
+    .unwrap();
+    let checksum = hex::encode(sha2::Sha256::digest(first.sql.as_bytes()));
+    conn.execute(
+        "INSERT INTO schema_migrations VALUES (1, 'initial', ?1, 0)",
+        [checksum],
+    )
+    .unwrap();
+    drop(conn);
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(
+        store.schema_version().await.unwrap(),
+        MIGRATIONS.len() as i64
+    );
+    let member = store.role_grants("member").await.unwrap();
+    let names: Vec<&str> = member.iter().map(|g| g.permission.as_str()).collect();
+    assert_eq!(
+        names,
+        ["key.create", "key.read", "key.revoke", "usage.read"]
+    );
+}

@@ -30,11 +30,17 @@ impl Run {
 
 /// Runs `ias-admin` in `dir` with `args`, feeding `stdin` if given.
 pub fn run_in(dir: &Path, args: &[&str], stdin: Option<&str>) -> Run {
+    run_with_env(dir, args, stdin, &[])
+}
+
+/// Like [`run_in`], with the environment variables `env` set.
+pub fn run_with_env(dir: &Path, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Run {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ias-admin"))
         .args(args)
         .current_dir(dir)
         .env_remove("IAS_DATABASE_URL")
         .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -46,7 +52,10 @@ pub fn run_in(dir: &Path, args: &[&str], stdin: Option<&str>) -> Run {
         .expect("ias-admin starts");
     if let Some(input) = stdin {
         let mut pipe = child.stdin.take().expect("stdin is piped");
-        pipe.write_all(input.as_bytes()).expect("stdin is written");
+        // A command refused before it reads its input may already have exited.
+        if let Err(err) = pipe.write_all(input.as_bytes()) {
+            assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe, "stdin: {err}");
+        }
     }
     let out = child.wait_with_output().expect("ias-admin finishes");
     Run {
@@ -117,6 +126,18 @@ impl Db {
         let mut full = vec!["--database-url", self.url.as_str()];
         full.extend_from_slice(args);
         run_in(self.dir.path(), &full, stdin)
+    }
+
+    /// Runs `args` with every log line (`RUST_LOG=trace`) sent to stderr.
+    pub fn run_logged(&self, args: &[&str], stdin: Option<&str>) -> Run {
+        let mut full = vec!["--database-url", self.url.as_str()];
+        full.extend_from_slice(args);
+        run_with_env(self.dir.path(), &full, stdin, &[("RUST_LOG", "trace")])
+    }
+
+    /// The database file.
+    pub fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("ias.db")
     }
 
     /// Runs `args`, which must succeed.
