@@ -18,11 +18,10 @@
 mod common;
 
 use std::alloc::System;
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant, SystemTime};
 
-use ias_core::{Governor, KeyHash};
+use ias_core::Governor;
 use ias_store_sqlite::SqliteStore;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Stats, StatsAlloc};
 
@@ -86,25 +85,11 @@ struct Row {
     bytes_per_call: f64,
 }
 
-/// The heap a key table like the governor's takes: 32-byte hash to a
-/// 32-byte entry, grown the same way (reserve a 50,000-key page, insert it).
+/// The heap the governor's key table takes: one 64-byte slot (hash and
+/// entry) per slot, at least twice as many slots as keys, a power of two.
 fn key_table_bytes(keys: usize) -> i64 {
-    let before = live().0;
-    let mut map: HashMap<KeyHash, [u64; 4]> = HashMap::new();
-    let mut next = 0usize;
-    while next < keys {
-        let page = (keys - next).min(50_000);
-        map.reserve(page);
-        for i in next..next + page {
-            let mut hash = [0u8; 32];
-            hash[..8].copy_from_slice(&(i as u64).to_le_bytes());
-            map.insert(KeyHash(hash), [0; 4]);
-        }
-        next += page;
-    }
-    let bytes = live().0 - before;
-    drop(map);
-    bytes
+    let slots = (keys * 2).next_power_of_two().max(16);
+    (slots * 64) as i64
 }
 
 fn measure(handle: &tokio::runtime::Handle, dir: &std::path::Path, size: Size) -> Row {

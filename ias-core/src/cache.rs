@@ -4,11 +4,10 @@
 //! current through its change feed. Each organization carries its
 //! [`Ledger`], which outlives reloads of the organization's policy.
 
-use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
 
 use chrono_tz::Tz;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use crate::domain::{KeyId, OrgId, Organization, UserId};
 use crate::key::KeyHash;
@@ -16,29 +15,119 @@ use crate::ledger::Ledger;
 use crate::rate::RateLimits;
 use crate::snapshot::{KeyRecord, OrgPolicy, UserPolicy};
 
-/// Hashes a [`KeyHash`] by taking eight of its bytes.
+/// Keys by hash: an open-addressing table whose 64-byte slots hold the
+/// hash and the entry together, so a lookup usually touches one cache line.
 ///
-/// The bytes are already SHA-256 output, so they are uniform; only keys
-/// created by admins are ever inserted, so callers cannot choose them.
-#[derive(Default)]
-pub(crate) struct DigestHasher(u64);
+/// Slots are found from the digest's first eight bytes: the digest is
+/// SHA-256 output, so they are uniform, and only keys created by admins are
+/// ever inserted, so callers cannot choose them. Keys are never removed
+/// (a revoked key stays, marked), so linear probing needs no tombstones.
+/// The table is kept at most half full.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct KeyTable {
+    slots: Vec<Slot>,
+    len: usize,
+}
 
-impl Hasher for DigestHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(align(64))]
+struct Slot {
+    hash: [u8; 32],
+    /// Key id 0 (never given by a store) marks an empty slot.
+    entry: KeyEntry,
+}
 
-    fn write(&mut self, bytes: &[u8]) {
-        let mut word = [0u8; 8];
-        let n = bytes.len().min(8);
-        word[..n].copy_from_slice(&bytes[bytes.len() - n..]);
-        self.0 = u64::from_le_bytes(word);
+impl Default for KeyEntry {
+    /// The empty-slot marker: key id 0.
+    fn default() -> Self {
+        KeyEntry {
+            id: KeyId(0),
+            user_id: UserId(0),
+            expires_ms: 0,
+            revoked: false,
+            has_rate_limits: false,
+        }
     }
 }
 
-type DigestMap<V> = HashMap<KeyHash, V, BuildHasherDefault<DigestHasher>>;
+impl Slot {
+    fn is_empty(&self) -> bool {
+        self.entry.id.0 == 0
+    }
+}
 
-/// A cached key: 32 bytes beside its 32-byte hash.
+impl KeyTable {
+    /// The number of keys.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Makes room for `more` keys without growing again.
+    pub fn reserve(&mut self, more: usize) {
+        let wanted = (self.len + more).saturating_mul(2).next_power_of_two();
+        if wanted > self.slots.len() {
+            self.rebuild(wanted);
+        }
+    }
+
+    /// The entry of the key with this hash, if any.
+    pub fn get(&self, hash: &KeyHash) -> Option<&KeyEntry> {
+        let mask = self.slots.len().checked_sub(1)?;
+        let mut at = start(hash) & mask;
+        loop {
+            let slot = self.slots.get(at)?;
+            if slot.is_empty() {
+                return None;
+            }
+            if slot.hash == hash.0 {
+                return Some(&slot.entry);
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
+    /// Inserts or replaces the entry of the key with this hash.
+    pub fn insert(&mut self, hash: KeyHash, entry: KeyEntry) {
+        if (self.len + 1) * 2 > self.slots.len() {
+            self.rebuild((self.slots.len() * 2).max(16));
+        }
+        let mask = self.slots.len() - 1;
+        let mut at = start(&hash) & mask;
+        // INVARIANT: the table is at most half full, so an empty slot exists.
+        while let Some(slot) = self.slots.get_mut(at) {
+            if slot.is_empty() {
+                *slot = Slot {
+                    hash: hash.0,
+                    entry,
+                };
+                self.len += 1;
+                return;
+            }
+            if slot.hash == hash.0 {
+                slot.entry = entry;
+                return;
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
+    fn rebuild(&mut self, size: usize) {
+        let old = std::mem::replace(&mut self.slots, vec![Slot::default(); size]);
+        self.len = 0;
+        for slot in old.into_iter().filter(|slot| !slot.is_empty()) {
+            self.insert(KeyHash(slot.hash), slot.entry);
+        }
+    }
+}
+
+fn start(hash: &KeyHash) -> usize {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&hash.0[..8]);
+    // Truncation on 32-bit targets only drops high bits of a uniform value.
+    u64::from_le_bytes(word) as usize
+}
+
+/// A cached key: 32 bytes beside its 32-byte hash in a [`KeyTable`] slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct KeyEntry {
     pub id: KeyId,
@@ -107,7 +196,7 @@ pub(crate) struct OrgEntry {
 /// Every table the hot path reads.
 #[derive(Debug, Default)]
 pub(crate) struct Tables {
-    pub keys: DigestMap<KeyEntry>,
+    pub keys: KeyTable,
     pub key_rate_limits: HashMap<KeyId, RateLimits>,
     pub users: HashMap<UserId, UserEntry>,
     pub orgs: HashMap<OrgId, Arc<OrgEntry>>,
@@ -163,6 +252,11 @@ impl Tables {
 
     /// Puts a key in place.
     pub fn put_key(&mut self, record: KeyRecord) {
+        if record.id.0 <= 0 {
+            // Stores number keys from 1; id 0 marks an empty slot.
+            tracing::warn!(key = record.id.0, "ignored a key with an id below 1");
+            return;
+        }
         let has_rate_limits = !record.rate_limits.is_none();
         if has_rate_limits {
             self.key_rate_limits.insert(record.id, record.rate_limits);
@@ -214,14 +308,56 @@ mod tests {
         assert!(!ModelSet::default().allows("x"));
     }
 
+    fn entry(id: i64) -> KeyEntry {
+        KeyEntry {
+            id: KeyId(id),
+            user_id: UserId(1),
+            expires_ms: i64::MAX,
+            revoked: false,
+            has_rate_limits: false,
+        }
+    }
+
     #[test]
-    fn the_digest_hasher_is_stable_and_spreads() {
-        let a = KeyHash::of("ias_a");
-        let b = KeyHash::of("ias_b");
-        let mut map: DigestMap<u8> = DigestMap::default();
-        map.insert(a, 1);
-        map.insert(b, 2);
-        assert_eq!(map.get(&a), Some(&1));
-        assert_eq!(map.get(&b), Some(&2));
+    fn the_key_table_finds_replaces_and_grows() {
+        let mut table = KeyTable::default();
+        assert!(table.get(&KeyHash::of("ias_none")).is_none());
+        let hashes: Vec<KeyHash> = (0..1_000)
+            .map(|i| KeyHash::of(&format!("ias_{i}")))
+            .collect();
+        for (i, hash) in hashes.iter().enumerate() {
+            table.insert(*hash, entry(i as i64 + 1));
+        }
+        assert_eq!(table.len(), 1_000);
+        for (i, hash) in hashes.iter().enumerate() {
+            assert_eq!(table.get(hash).map(|e| e.id), Some(KeyId(i as i64 + 1)));
+        }
+        let mut revoked = entry(1);
+        revoked.revoked = true;
+        table.insert(hashes[0], revoked);
+        assert_eq!(table.len(), 1_000);
+        assert!(table.get(&hashes[0]).is_some_and(|e| e.revoked));
+        assert!(table.get(&KeyHash::of("ias_unknown")).is_none());
+    }
+
+    #[test]
+    fn a_slot_is_one_cache_line() {
+        assert_eq!(std::mem::size_of::<Slot>(), 64);
+    }
+
+    #[test]
+    fn colliding_start_slots_probe_on() {
+        let mut table = KeyTable::default();
+        table.reserve(4);
+        // Same first eight bytes, different digests: one start slot.
+        let mut a = [7u8; 32];
+        let mut b = [7u8; 32];
+        a[31] = 1;
+        b[31] = 2;
+        table.insert(KeyHash(a), entry(1));
+        table.insert(KeyHash(b), entry(2));
+        assert_eq!(table.get(&KeyHash(a)).map(|e| e.id), Some(KeyId(1)));
+        assert_eq!(table.get(&KeyHash(b)).map(|e| e.id), Some(KeyId(2)));
+        assert!(table.get(&KeyHash([7u8; 32])).is_none());
     }
 }

@@ -478,7 +478,7 @@ impl Governor {
     fn lookup(&self, hash: &KeyHash) -> Option<Found> {
         let tables = read(&self.inner.tables);
         let key = *tables.keys.get(hash)?;
-        let user = tables.users.get(&key.user_id)?.clone();
+        let user: &UserEntry = tables.users.get(&key.user_id)?;
         let org = Arc::clone(tables.orgs.get(&user.org_id)?);
         let key_limits = if key.has_rate_limits {
             tables
@@ -491,7 +491,9 @@ impl Governor {
         };
         Some(Found {
             key,
-            user,
+            email: user.email.to_string(),
+            user_limit: user.limit,
+            user_rates: user.rate_limits,
             org,
             key_limits,
         })
@@ -530,7 +532,7 @@ impl Governor {
         } else {
             None
         };
-        let Some(found) = found else {
+        let Some(mut found) = found else {
             let request = Request::unchecked(model, estimated);
             return Ok(Decision::Denied(request.deny(
                 DenyReason::InvalidKey,
@@ -711,7 +713,7 @@ impl Governor {
 
     async fn sync_org_now(&self, org: &Arc<OrgEntry>, wants: Vec<(MeterKey, i64)>) -> Result<()> {
         let _guard = self.inner.sync_lock.lock().await;
-        let drained = lock(&org.ledger).drain(&wants, false, false);
+        let drained = lock(&org.ledger).drain(org.org.id, &wants, false, false);
         self.sync(vec![(Arc::clone(org), drained)]).await
     }
 
@@ -721,7 +723,7 @@ impl Governor {
         let drained = orgs
             .into_iter()
             .map(|org| {
-                let drained = lock(&org.ledger).drain(&[], closing, periodic);
+                let drained = lock(&org.ledger).drain(org.org.id, &[], closing, periodic);
                 (org, drained)
             })
             .filter(|(_, d)| !(d.entries.is_empty() && d.events.is_empty()))
@@ -775,18 +777,22 @@ impl Governor {
 /// A key found in the cache, with its user and organization.
 struct Found {
     key: KeyEntry,
-    user: UserEntry,
+    /// The user's email, copied under the tables lock.
+    email: String,
+    user_limit: Option<i64>,
+    user_rates: RateLimits,
     org: Arc<OrgEntry>,
     key_limits: RateLimits,
 }
 
 impl Found {
-    fn principal(&self) -> Principal {
+    /// Who the key belongs to; takes the email, copied once at lookup.
+    fn principal(&mut self) -> Principal {
         Principal {
             org_id: self.org.org.id,
             org_slug: self.org.slug.to_string(),
             user_id: self.key.user_id,
-            email: self.user.email.to_string(),
+            email: std::mem::take(&mut self.email),
             key_id: self.key.id,
         }
     }
@@ -815,10 +821,10 @@ impl Found {
             key_id: self.key.id,
             tz: self.org.tz,
             org_limit: self.org.org.monthly_token_budget,
-            user_limit: self.user.limit,
+            user_limit: self.user_limit,
             rates: [
                 (LimitScope::Org, self.org.org.id.0, self.org.rate_limits),
-                (LimitScope::User, self.key.user_id.0, self.user.rate_limits),
+                (LimitScope::User, self.key.user_id.0, self.user_rates),
                 (LimitScope::Key, self.key.id.0, self.key_limits),
             ],
             model: &request.model,
@@ -935,7 +941,7 @@ impl Request {
     }
 
     fn allow(
-        &self,
+        self,
         principal: Principal,
         reservation: Option<Reservation>,
         state: BudgetState,
@@ -944,7 +950,7 @@ impl Request {
     ) -> Allowed {
         Allowed {
             principal,
-            model: self.model.clone(),
+            model: self.model,
             requested: self.requested,
             reservation,
             period,

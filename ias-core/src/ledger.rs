@@ -7,7 +7,9 @@
 //! request it answers [`Attempt::NeedLease`], and the governor syncs with
 //! the store and asks again.
 
-use std::collections::HashMap;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use chrono::{DateTime, Datelike, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -99,7 +101,7 @@ struct Calendar {
     period_key: String,
     starts_ms: i64,
     resets_at: Option<DateTime<Utc>>,
-    day_key: String,
+    day_key: Arc<str>,
     day_starts_ms: i64,
     day_ends_ms: i64,
 }
@@ -120,7 +122,7 @@ impl Calendar {
         }
         if !(self.day_starts_ms <= now_ms && now_ms < self.day_ends_ms) {
             let date = now.with_timezone(&tz).date_naive();
-            self.day_key = date.format("%Y-%m-%d").to_string();
+            self.day_key = Arc::from(date.format("%Y-%m-%d").to_string());
             self.day_starts_ms = local_midnight(tz, date);
             self.day_ends_ms = date
                 .succ_opt()
@@ -202,6 +204,19 @@ pub(crate) struct Drained {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct NotOpen;
 
+/// A settled request waiting to be written, kept compact until then.
+#[derive(Debug, Clone)]
+struct Settled {
+    user_id: UserId,
+    key_id: KeyId,
+    model: String,
+    period: PeriodNo,
+    day: Arc<str>,
+    reserved: i64,
+    tokens: i64,
+    at: DateTime<Utc>,
+}
+
 /// One organization's hot-path state.
 #[derive(Debug, Default)]
 pub(crate) struct Ledger {
@@ -209,7 +224,9 @@ pub(crate) struct Ledger {
     meters: HashMap<MeterKey, Meter>,
     windows: HashMap<(LimitScope, i64), RateWindow>,
     open: HashMap<ReservationId, Held>,
-    events: Vec<UsageEvent>,
+    settled: Vec<Settled>,
+    /// Events a failed sync handed back, written first at the next one.
+    returned: Vec<UsageEvent>,
 }
 
 impl Ledger {
@@ -397,13 +414,12 @@ impl Ledger {
                 window.correct(ticket, actual);
             }
         }
-        self.events.push(UsageEvent {
-            org_id: org,
+        self.settled.push(Settled {
             user_id: held.user_id,
             key_id: held.key_id,
             model: held.model,
-            period: period_key(held.period),
-            day: self.calendar.day_key.clone(),
+            period: held.period,
+            day: Arc::clone(&self.calendar.day_key),
             reserved: held.tokens,
             tokens: actual,
             at: now,
@@ -460,10 +476,16 @@ impl Ledger {
     /// Takes out what the store should learn: charges, give-backs, wants, events.
     ///
     /// `closing` gives back every free token (the governor is shutting down).
-    pub fn drain(&mut self, wants: &[(MeterKey, i64)], closing: bool, periodic: bool) -> Drained {
+    pub fn drain(
+        &mut self,
+        org: OrgId,
+        wants: &[(MeterKey, i64)],
+        closing: bool,
+        periodic: bool,
+    ) -> Drained {
         let current = self.calendar.period;
         let mut drained = Drained {
-            events: std::mem::take(&mut self.events),
+            events: self.take_events(org),
             ..Drained::default()
         };
         for (key, meter) in &mut self.meters {
@@ -544,8 +566,32 @@ impl Ledger {
             meter.in_flight = 0;
         }
         let mut events = drained.events;
-        events.append(&mut self.events);
-        self.events = events;
+        events.append(&mut self.returned);
+        self.returned = events;
+    }
+
+    /// Every queued event, in the form the store takes.
+    fn take_events(&mut self, org: OrgId) -> Vec<UsageEvent> {
+        let mut events = std::mem::take(&mut self.returned);
+        events.reserve(self.settled.len());
+        let mut key = (0, String::new());
+        for s in self.settled.drain(..) {
+            if key.0 != s.period {
+                key = (s.period, period_key(s.period));
+            }
+            events.push(UsageEvent {
+                org_id: org,
+                user_id: s.user_id,
+                key_id: s.key_id,
+                model: s.model,
+                period: key.1.clone(),
+                day: s.day.to_string(),
+                reserved: s.reserved,
+                tokens: s.tokens,
+                at: s.at,
+            });
+        }
+        events
     }
 
     /// Marks every meter of one scope as leased under an old limit.
@@ -564,7 +610,7 @@ impl Ledger {
 
     /// Usage events waiting for a sync.
     pub fn queued_events(&self) -> usize {
-        self.events.len()
+        self.settled.len() + self.returned.len()
     }
 }
 
@@ -608,7 +654,7 @@ mod tests {
 
     /// Grants `lease` tokens to the org meter, as a store would.
     fn lease(ledger: &mut Ledger, wants: &[(MeterKey, i64)], lease: i64) {
-        let drained = ledger.drain(wants, false, false);
+        let drained = ledger.drain(OrgId(1), wants, false, false);
         let states: Vec<_> = drained
             .entries
             .iter()
@@ -656,7 +702,7 @@ mod tests {
         ledger
             .settle(ReservationId(1), OrgId(1), 60, now(), chrono_tz::UTC)
             .unwrap();
-        let drained = ledger.drain(&[], false, false);
+        let drained = ledger.drain(OrgId(1), &[], false, false);
         assert_eq!(drained.events.len(), 1);
         let charged: i64 = drained.entries.iter().map(|e| e.charge).sum();
         assert_eq!(charged, 120, "60 each for the org and the user");
@@ -664,7 +710,7 @@ mod tests {
         assert!(!granted(&mut ledger, &ask(2, 41, now())));
         ledger.restore(drained);
         assert_eq!(ledger.queued_events(), 1);
-        let again = ledger.drain(&[], false, false);
+        let again = ledger.drain(OrgId(1), &[], false, false);
         let charged: i64 = again.entries.iter().map(|e| e.charge).sum();
         assert_eq!(charged, 120);
     }
@@ -702,7 +748,7 @@ mod tests {
             ledger.try_reserve(&ask(2, 10, now()), true),
             Attempt::NeedLease(_)
         ));
-        let drained = ledger.drain(&[], false, false);
+        let drained = ledger.drain(OrgId(1), &[], false, false);
         let give: i64 = drained.entries.iter().map(|e| e.give_back).sum();
         assert_eq!(
             give, 490,
