@@ -29,14 +29,7 @@ fn verify(db: &Db, extra: &[&str]) -> (Run, Value) {
 #[test]
 fn audit_list_filters_by_org_time_and_action() {
     let (db, _) = Db::with_team();
-    db.ok(&[
-        "org",
-        "create",
-        "--slug",
-        "team-beta",
-        "--monthly-token-budget",
-        "5",
-    ]);
+    db.create_org("team-beta", 5);
     let keys = db.json(&[
         "audit",
         "list",

@@ -284,24 +284,8 @@ fn model_commands_reject_malformed_names() {
 #[test]
 fn usage_show_rejects_unknown_and_foreign_users() {
     let (db, _) = Db::with_team();
-    db.ok(&[
-        "org",
-        "create",
-        "--slug",
-        "team-beta",
-        "--monthly-token-budget",
-        "10",
-    ]);
-    db.ok(&[
-        "user",
-        "create",
-        "--org",
-        "team-beta",
-        "--email",
-        "eve@example.com",
-        "--role",
-        "member",
-    ]);
+    db.create_org("team-beta", 10);
+    db.create_user("team-beta", "eve@example.com", "member");
     let foreign = [
         "usage",
         "show",

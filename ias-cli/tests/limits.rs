@@ -153,24 +153,8 @@ fn bad_values_exit_2_naming_the_field_and_write_nothing() {
 #[test]
 fn unknown_or_foreign_targets_are_refused() {
     let (db, _) = Db::with_team();
-    db.ok(&[
-        "org",
-        "create",
-        "--slug",
-        "team-beta",
-        "--monthly-token-budget",
-        "10",
-    ]);
-    db.ok(&[
-        "user",
-        "create",
-        "--org",
-        "team-beta",
-        "--email",
-        "eve@example.com",
-        "--role",
-        "member",
-    ]);
+    db.create_org("team-beta", 10);
+    db.create_user("team-beta", "eve@example.com", "member");
     for verb in ["set", "show"] {
         let cases: [(&[&str], i32, &[&str]); 6] = [
             (

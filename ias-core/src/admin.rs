@@ -341,22 +341,7 @@ impl Admin {
 
     /// Usage of an organization, or of one of its users, in the current period.
     pub async fn usage(&self, org_slug: &str, email: Option<&str>) -> Result<UsageReport> {
-        let org = self.find_org(org_slug).await?;
-        let user = match email {
-            Some(email) => Some(self.find_user(email).await?),
-            None => None,
-        };
-        if let Some(user) = user.as_ref().filter(|u| u.org_id != org.id) {
-            let reason = format!("does not belong to organization `{}`", org.slug);
-            return Err(Error::invalid("email", &user.email, reason));
-        }
-        let (target, label) = match &user {
-            Some(user) => (Target::user(user), user_label(user)),
-            None => (Target::org(org.id), org_label(&org)),
-        };
-        let attempt = self.attempt("usage.read", Some(org.id), label);
-        self.require(Permission::UsageRead, target, &attempt)
-            .await?;
+        let (org, user) = self.usage_scope(org_slug, email).await?;
         let period = MonthlyPeriod::containing(self.clock.now(), org.timezone);
         self.store
             .usage_report(org.id, user.map(|u| u.id), &period.key)
@@ -462,24 +447,7 @@ impl Admin {
         from: Option<&str>,
         to: Option<&str>,
     ) -> Result<Vec<DailyUsage>> {
-        let org = self.find_org(org_slug).await?;
-        let user = match email {
-            Some(email) => Some(self.find_user(email).await?).filter(|u| u.org_id == org.id),
-            None => None,
-        };
-        if let (Some(email), None) = (email, &user) {
-            return Err(Error::not_found(
-                "user",
-                format!("{email} in organization {}", org.slug),
-            ));
-        }
-        let (target, label) = match &user {
-            Some(user) => (Target::user(user), user_label(user)),
-            None => (Target::org(org.id), org_label(&org)),
-        };
-        let attempt = self.attempt("usage.read", Some(org.id), label);
-        self.require(Permission::UsageRead, target, &attempt)
-            .await?;
+        let (org, user) = self.usage_scope(org_slug, email).await?;
         let now = self.clock.now();
         let period = MonthlyPeriod::containing(now, org.timezone);
         let first = period
@@ -525,6 +493,31 @@ impl Admin {
             model: pattern,
             changed,
         })
+    }
+
+    /// The organization and (optionally) one of its users whose usage the actor may read.
+    async fn usage_scope(
+        &self,
+        org_slug: &str,
+        email: Option<&str>,
+    ) -> Result<(Organization, Option<User>)> {
+        let org = self.find_org(org_slug).await?;
+        let user = match email {
+            Some(email) => Some(self.find_user(email).await?),
+            None => None,
+        };
+        if let Some(user) = user.as_ref().filter(|u| u.org_id != org.id) {
+            let reason = format!("does not belong to organization `{}`", org.slug);
+            return Err(Error::invalid("email", &user.email, reason));
+        }
+        let (target, label) = match &user {
+            Some(user) => (Target::user(user), user_label(user)),
+            None => (Target::org(org.id), org_label(&org)),
+        };
+        let attempt = self.attempt("usage.read", Some(org.id), label);
+        self.require(Permission::UsageRead, target, &attempt)
+            .await?;
+        Ok((org, user))
     }
 
     /// Lets the attached governor reload what a change touched.

@@ -79,6 +79,26 @@ impl Db {
         Db { dir, url }
     }
 
+    /// Creates an organization with a monthly budget.
+    pub fn create_org(&self, slug: &str, budget: i64) {
+        let budget = budget.to_string();
+        self.ok(&[
+            "org",
+            "create",
+            "--slug",
+            slug,
+            "--monthly-token-budget",
+            &budget,
+        ]);
+    }
+
+    /// Creates a user without a limit of its own.
+    pub fn create_user(&self, org: &str, email: &str, role: &str) {
+        self.ok(&[
+            "user", "create", "--org", org, "--email", email, "--role", role,
+        ]);
+    }
+
     /// A database with `team-alpha` (budget 1000), `bob@example.com` (limit 500),
     /// `gpt-4o-mini` allowed, and one key for bob, whose secret is returned.
     pub fn with_team() -> (Db, String) {
