@@ -164,8 +164,11 @@ fn unknown_or_foreign_targets_are_refused() {
             ),
             (
                 &["--org", "team-beta", "--email", "bob@example.com"],
-                FAILURE,
-                &["user", "bob@example.com", "team-beta", "not found"],
+                USAGE,
+                &[
+                    "email `bob@example.com`",
+                    "does not belong to organization `team-beta`",
+                ],
             ),
             (
                 &["--org", "team-alpha", "--email", "zed@example.com"],
@@ -175,7 +178,7 @@ fn unknown_or_foreign_targets_are_refused() {
             (
                 &["--org", "team-beta", "--key-id", "1"],
                 FAILURE,
-                &["key", "team-beta", "not found"],
+                &["key `1` not found"],
             ),
             (
                 &["--org", "team-alpha", "--key-id", "x"],

@@ -415,10 +415,19 @@ impl Admin {
         let org = self.find_org(org_slug).await?;
         let (scope, id, rbac_target, name) = self.limit_scope(&org, &target).await?;
         let before = self.store.rate_limits(scope, id).await?;
-        let changes = serde_json::json!({
-            "rpm": { "before": before.rpm, "after": limits.rpm },
-            "tpm": { "before": before.tpm, "after": limits.tpm },
-        });
+        let mut changes = serde_json::Map::new();
+        for (field, old, new) in [
+            ("rpm", before.rpm, limits.rpm),
+            ("tpm", before.tpm, limits.tpm),
+        ] {
+            if old != new {
+                changes.insert(
+                    field.to_owned(),
+                    serde_json::json!({ "before": old, "after": new }),
+                );
+            }
+        }
+        let changes = serde_json::Value::Object(changes);
         let record = self.record("limits.set", Some(org.id), name, changes);
         self.require(Permission::LimitsManage, rbac_target, &record)
             .await?;
@@ -545,10 +554,8 @@ impl Admin {
             LimitTarget::User(email) => {
                 let user = self.find_user(email).await?;
                 if user.org_id != org.id {
-                    return Err(Error::not_found(
-                        "user",
-                        format!("{} in organization {}", user.email, org.slug),
-                    ));
+                    let reason = format!("does not belong to organization `{}`", org.slug);
+                    return Err(Error::invalid("email", &user.email, reason));
                 }
                 Ok((
                     LimitScope::User,
@@ -563,9 +570,8 @@ impl Admin {
                     .key_by_id(*id)
                     .await?
                     .filter(|k| k.org_id == org.id)
-                    .ok_or_else(|| {
-                        Error::not_found("key", format!("{id} in organization {}", org.slug))
-                    })?;
+                    // A key of another organization is not found, as if it did not exist.
+                    .ok_or_else(|| Error::not_found("key", id.to_string()))?;
                 let owner = self
                     .store
                     .user_by_id(key.user_id)

@@ -149,6 +149,7 @@ fn want(scope: LimitScope, id: i64, want: i64) -> LeaseEntry {
         charge: 0,
         give_back: 0,
         want,
+        need: want,
     }
 }
 

@@ -28,7 +28,7 @@ use crate::domain::{KeyId, OrgId, ReservationId, UserId};
 use crate::error::{Error, Result};
 use crate::key::{self, KeyHash};
 use crate::lease::LeaseSync;
-use crate::ledger::{Ask, Attempt, Drained, Ledger, MeterKey};
+use crate::ledger::{Ask, Attempt, DrainMode, Drained, Ledger, MeterKey, Want};
 use crate::rate::{self, RateExceeded, RateKind, RateLimits};
 use crate::snapshot::{Change, ChangeEntity};
 use crate::store::Store;
@@ -283,7 +283,7 @@ impl Governor {
             (settlement, ledger.queued_events())
         };
         if self.inner.config.durability == Durability::Strict || queued >= MAX_QUEUED_EVENTS {
-            self.sync_org(&org, Vec::new()).await?;
+            self.sync_org(&org, Vec::new(), DrainMode::Asking).await?;
         }
         Ok(settlement)
     }
@@ -298,18 +298,18 @@ impl Governor {
 
     /// Writes every charge and usage event now, and gives back unneeded lease.
     pub async fn flush(&self) -> Result<()> {
-        self.sync_all(false, false).await
+        self.sync_all(DrainMode::Trimming).await
     }
 
     /// Writes everything and gives back every unused lease; call before exit.
     pub async fn shutdown(&self) -> Result<()> {
-        self.sync_all(true, false).await
+        self.sync_all(DrainMode::Closing).await
     }
 
     /// One round of maintenance: expire, write behind, follow the change feed.
     pub async fn maintain(&self) -> Result<()> {
         self.expire_reservations();
-        let synced = self.sync_all(false, true).await;
+        let synced = self.sync_all(DrainMode::Periodic).await;
         let refreshed = self.refresh().await.map(|_| ());
         synced.and(refreshed)
     }
@@ -332,7 +332,7 @@ impl Governor {
                     _ = stopped.changed() => break,
                     _ = flush.tick() => {
                         governor.expire_reservations();
-                        governor.sync_all(false, true).await
+                        governor.sync_all(DrainMode::Periodic).await
                     }
                     _ = refresh.tick() => governor.refresh().await.map(|_| ()),
                 };
@@ -590,7 +590,7 @@ impl Governor {
             let attempt = lock(&found.org.ledger).try_reserve(&ask, may_lease);
             match attempt {
                 Attempt::NeedLease(wants) => {
-                    self.sync_org(&found.org, wants).await?;
+                    self.sync_org(&found.org, wants, DrainMode::Asking).await?;
                     leases += 1;
                 }
                 Attempt::Granted {
@@ -625,6 +625,14 @@ impl Governor {
                     period,
                     resets_at,
                 } => {
+                    if leases > 0 {
+                        // What this request leased and could not use goes
+                        // back at once, so other governors are not refused.
+                        let give_back = self.sync_org(&found.org, Vec::new(), DrainMode::Trimming);
+                        if let Err(err) = give_back.await {
+                            tracing::warn!(error = %err, "could not give back an unused lease");
+                        }
+                    }
                     let denied = request.exhausted(exceeded, principal, period, resets_at, now);
                     return Ok(Decision::Denied(denied));
                 }
@@ -701,29 +709,39 @@ impl Governor {
     /// Runs as its own task: a caller that is dropped half-way (a client
     /// hanging up during `authorize`) cannot leave drained usage unwritten
     /// or a granted lease unrecorded.
-    async fn sync_org(&self, org: &Arc<OrgEntry>, wants: Vec<(MeterKey, i64)>) -> Result<()> {
+    async fn sync_org(
+        &self,
+        org: &Arc<OrgEntry>,
+        wants: Vec<(MeterKey, Want)>,
+        mode: DrainMode,
+    ) -> Result<()> {
         let (governor, org) = (self.clone(), Arc::clone(org));
-        detached(async move { governor.sync_org_now(&org, wants).await }).await
+        detached(async move { governor.sync_org_now(&org, wants, mode).await }).await
     }
 
-    async fn sync_all(&self, closing: bool, periodic: bool) -> Result<()> {
+    async fn sync_all(&self, mode: DrainMode) -> Result<()> {
         let governor = self.clone();
-        detached(async move { governor.sync_all_now(closing, periodic).await }).await
+        detached(async move { governor.sync_all_now(mode).await }).await
     }
 
-    async fn sync_org_now(&self, org: &Arc<OrgEntry>, wants: Vec<(MeterKey, i64)>) -> Result<()> {
+    async fn sync_org_now(
+        &self,
+        org: &Arc<OrgEntry>,
+        wants: Vec<(MeterKey, Want)>,
+        mode: DrainMode,
+    ) -> Result<()> {
         let _guard = self.inner.sync_lock.lock().await;
-        let drained = lock(&org.ledger).drain(org.org.id, &wants, false, false);
+        let drained = lock(&org.ledger).drain(org.org.id, &wants, mode);
         self.sync(vec![(Arc::clone(org), drained)]).await
     }
 
-    async fn sync_all_now(&self, closing: bool, periodic: bool) -> Result<()> {
+    async fn sync_all_now(&self, mode: DrainMode) -> Result<()> {
         let _guard = self.inner.sync_lock.lock().await;
         let orgs: Vec<Arc<OrgEntry>> = read(&self.inner.tables).orgs.values().cloned().collect();
         let drained = orgs
             .into_iter()
             .map(|org| {
-                let drained = lock(&org.ledger).drain(org.org.id, &[], closing, periodic);
+                let drained = lock(&org.ledger).drain(org.org.id, &[], mode);
                 (org, drained)
             })
             .filter(|(_, d)| !(d.entries.is_empty() && d.events.is_empty()))

@@ -33,8 +33,12 @@ pub struct LeaseEntry {
     pub charge: i64,
     /// Tokens of the lease to give back (after the charge).
     pub give_back: i64,
-    /// Tokens to add to the lease, granted up to what is left of the limit.
+    /// Tokens to add to the lease: `need` of them if what is left allows,
+    /// plus a spare part, of which at most half of what then remains is
+    /// granted, so one holder never takes the rest of a limit for later.
     pub want: i64,
+    /// The part of `want` a waiting request needs (0 for none).
+    pub need: i64,
 }
 
 /// One settled request, recorded with the charge that pays for it.
@@ -114,7 +118,15 @@ pub fn apply(
 
     let want = entry.want.max(0);
     let granted = match limit {
-        Some(limit) => want.min(limit.saturating_sub(used).saturating_sub(held).max(0)),
+        Some(limit) => {
+            let left = limit.saturating_sub(used).saturating_sub(held).max(0);
+            let must = entry.need.clamp(0, want);
+            if left <= must {
+                left
+            } else {
+                must + (want - must).min((left - must) / 2)
+            }
+        }
         None => want,
     };
     LeaseState {
@@ -138,6 +150,7 @@ mod tests {
             charge,
             give_back,
             want,
+            need: want,
         }
     }
 
@@ -162,6 +175,21 @@ mod tests {
         // Giving back more than is held gives back what is held.
         let s = apply(&entry(0, 500, 0), Some(100), 0, 100, 100);
         assert_eq!((s.held, s.lease), (0, 0));
+    }
+
+    #[test]
+    fn the_spare_part_takes_at_most_half_of_what_remains() {
+        let mut e = entry(0, 0, 1_000);
+        e.need = 100;
+        // 500 left: the 100 needed, then half of the other 400.
+        let s = apply(&e, Some(1_000), 500, 0, 0);
+        assert_eq!(s.granted, 300);
+        // Plenty left: everything wanted.
+        let s = apply(&e, Some(100_000), 0, 0, 0);
+        assert_eq!(s.granted, 1_000);
+        // Less left than needed: what is left.
+        let s = apply(&e, Some(1_000), 950, 0, 0);
+        assert_eq!(s.granted, 50);
     }
 
     #[test]

@@ -189,7 +189,29 @@ pub(crate) enum Attempt {
         resets_at: DateTime<Utc>,
     },
     /// The lease must grow first: tokens wanted per meter.
-    NeedLease(Vec<(MeterKey, i64)>),
+    NeedLease(Vec<(MeterKey, Want)>),
+}
+
+/// How much of its free lease a ledger gives back when drained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DrainMode {
+    /// A request needs more: keep every lease of the current period.
+    Asking,
+    /// Give back what is free beyond each meter's slice.
+    Trimming,
+    /// Like `Trimming`, and halve the slices no request needed since the last round.
+    Periodic,
+    /// Give back everything free: the governor is shutting down.
+    Closing,
+}
+
+/// Tokens a meter asks the store for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Want {
+    /// What the waiting request lacks.
+    pub need: i64,
+    /// `need` plus a spare slice for the requests after it.
+    pub total: i64,
 }
 
 /// What a sync takes out of a ledger, to hand back or apply later.
@@ -291,7 +313,7 @@ impl Ledger {
     }
 
     /// Tokens to ask the store for so that `need` fits, with room to spare.
-    fn want(&mut self, key: MeterKey, need: i64, limit: Option<i64>) -> i64 {
+    fn want(&mut self, key: MeterKey, need: i64, limit: Option<i64>) -> Want {
         // INVARIANT: only meters with a limit are leased; `limit` is `Some` here.
         let meter = self.meters.entry(key).or_default();
         let cap = limit.map_or(need, |l| (l / SLICE_DIVISOR).max(need));
@@ -301,8 +323,12 @@ impl Ledger {
             need
         } else {
             need - meter.free()
-        };
-        short.max(0).saturating_add(meter.slice)
+        }
+        .max(0);
+        Want {
+            need: short,
+            total: short.saturating_add(meter.slice),
+        }
     }
 
     fn reserve(
@@ -474,23 +500,18 @@ impl Ledger {
     }
 
     /// Takes out what the store should learn: charges, give-backs, wants, events.
-    ///
-    /// `closing` gives back every free token (the governor is shutting down).
-    pub fn drain(
-        &mut self,
-        org: OrgId,
-        wants: &[(MeterKey, i64)],
-        closing: bool,
-        periodic: bool,
-    ) -> Drained {
+    pub fn drain(&mut self, org: OrgId, wants: &[(MeterKey, Want)], mode: DrainMode) -> Drained {
         let current = self.calendar.period;
         let mut drained = Drained {
             events: self.take_events(org),
             ..Drained::default()
         };
         for (key, meter) in &mut self.meters {
-            let want = wants.iter().find(|(k, _)| k == key).map_or(0, |(_, w)| *w);
-            if periodic {
+            let want = wants
+                .iter()
+                .find(|(k, _)| k == key)
+                .map_or(Want { need: 0, total: 0 }, |(_, w)| *w);
+            if mode == DrainMode::Periodic {
                 // A slice not needed since the last round shrinks by half.
                 if !meter.acquired {
                     meter.slice /= 2;
@@ -498,12 +519,19 @@ impl Ledger {
                 meter.acquired = false;
             }
             let free = meter.free().max(0);
-            let give = if closing || meter.stale || key.2 != current || meter.limit.is_none() {
+            let give = if mode == DrainMode::Closing
+                || meter.stale
+                || key.2 != current
+                || meter.limit.is_none()
+            {
                 free
+            } else if mode == DrainMode::Asking {
+                // The request that asked may need what is held right now.
+                0
             } else {
                 (free - meter.slice).max(0)
             };
-            if meter.charged == 0 && give == 0 && want == 0 {
+            if meter.charged == 0 && give == 0 && want.total == 0 {
                 continue;
             }
             meter.lease -= give;
@@ -515,7 +543,8 @@ impl Ledger {
                 period: period_key(key.2),
                 charge: std::mem::take(&mut meter.charged),
                 give_back: give,
-                want,
+                want: want.total,
+                need: want.need,
             });
         }
         for (key, want) in wants {
@@ -528,7 +557,8 @@ impl Ledger {
                     period: period_key(key.2),
                     charge: 0,
                     give_back: 0,
-                    want: *want,
+                    want: want.total,
+                    need: want.need,
                 });
             }
         }
@@ -653,8 +683,8 @@ mod tests {
     }
 
     /// Grants `lease` tokens to the org meter, as a store would.
-    fn lease(ledger: &mut Ledger, wants: &[(MeterKey, i64)], lease: i64) {
-        let drained = ledger.drain(OrgId(1), wants, false, false);
+    fn lease(ledger: &mut Ledger, wants: &[(MeterKey, Want)], lease: i64) {
+        let drained = ledger.drain(OrgId(1), wants, DrainMode::Asking);
         let states: Vec<_> = drained
             .entries
             .iter()
@@ -684,7 +714,7 @@ mod tests {
             1,
             "the user has no limit of its own: {wants:?}"
         );
-        assert!(wants[0].1 >= 100);
+        assert!(wants[0].1.need == 100 && wants[0].1.total >= 100);
         lease(&mut ledger, &wants, 150);
         assert!(granted(&mut ledger, &ask(1, 100, now())));
         assert!(!granted(&mut ledger, &ask(2, 51, now())));
@@ -702,7 +732,7 @@ mod tests {
         ledger
             .settle(ReservationId(1), OrgId(1), 60, now(), chrono_tz::UTC)
             .unwrap();
-        let drained = ledger.drain(OrgId(1), &[], false, false);
+        let drained = ledger.drain(OrgId(1), &[], DrainMode::Trimming);
         assert_eq!(drained.events.len(), 1);
         let charged: i64 = drained.entries.iter().map(|e| e.charge).sum();
         assert_eq!(charged, 120, "60 each for the org and the user");
@@ -710,7 +740,7 @@ mod tests {
         assert!(!granted(&mut ledger, &ask(2, 41, now())));
         ledger.restore(drained);
         assert_eq!(ledger.queued_events(), 1);
-        let again = ledger.drain(OrgId(1), &[], false, false);
+        let again = ledger.drain(OrgId(1), &[], DrainMode::Trimming);
         let charged: i64 = again.entries.iter().map(|e| e.charge).sum();
         assert_eq!(charged, 120);
     }
@@ -748,7 +778,7 @@ mod tests {
             ledger.try_reserve(&ask(2, 10, now()), true),
             Attempt::NeedLease(_)
         ));
-        let drained = ledger.drain(OrgId(1), &[], false, false);
+        let drained = ledger.drain(OrgId(1), &[], DrainMode::Trimming);
         let give: i64 = drained.entries.iter().map(|e| e.give_back).sum();
         assert_eq!(
             give, 490,

@@ -896,6 +896,46 @@ async fn overshoot_is_charged_in_full_and_the_next_request_is_denied() {
     assert_eq!(t.used("2026-05").await, (150, 150));
 }
 
+/// A request that fits the org budget but not the user's limit is always
+/// refused on the user's limit, and what it leased goes back at once, so
+/// another governor can still grant small requests right away. Near a limit
+/// no governor keeps a spare slice past its next maintenance round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denial_names_the_limit_that_decided_and_holds_nothing() {
+    let t = One::new("UTC", 3_000, Some(2_000), "2026-05-10T12:00:00Z").await;
+    t.spend(950, 950).await;
+    let other = Governor::builder(t.store.clone())
+        .clock(t.clock.clone())
+        .open()
+        .await
+        .unwrap();
+    for round in 0..6 {
+        // A fresh governor each round as well as the long-lived one.
+        let fresh = Governor::builder(t.store.clone())
+            .clock(t.clock.clone())
+            .open()
+            .await
+            .unwrap();
+        for governor in [&t.governor, &fresh] {
+            let decision = governor.authorize(&t.key, MODEL, 1_200).await.unwrap();
+            let refused = denied(decision);
+            assert_eq!(
+                refused.reason,
+                DenyReason::UserLimitExhausted,
+                "round {round}"
+            );
+            assert_eq!(refused.limit.unwrap().left(), 1_050, "round {round}");
+        }
+        let small = other.authorize(&t.key, MODEL, 1_000).await.unwrap();
+        let reservation = allowed(small).reservation.unwrap();
+        other.release(&reservation).await.unwrap();
+        // The round its background task would run within 200 ms.
+        other.maintain().await.unwrap();
+        fresh.shutdown().await.unwrap();
+    }
+    assert!(t.authorize(1_050).await.is_allowed());
+}
+
 #[tokio::test]
 async fn overshoot_is_at_most_the_excess_of_requests_in_flight() {
     let t = One::new("UTC", 1_000, None, "2026-05-10T12:00:00Z").await;

@@ -87,7 +87,7 @@ async fn authorize(
         Decision::Denied(denied) => {
             let key_id = denied.principal.as_ref().map(|p| p.key_id.0);
             debug!(reason = denied.reason.as_str(), key_id, "request denied");
-            Err(ApiError::denied(&denied, chrono::Utc::now()))
+            Err(ApiError::denied(&denied))
         }
     }
 }

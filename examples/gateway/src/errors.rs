@@ -8,7 +8,6 @@
 use axum::Json;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
 use ias_core::{Denied, DenyCategory, DenyReason};
 use serde_json::{Value, json};
 
@@ -69,8 +68,12 @@ impl ApiError {
         )
     }
 
-    /// The answer to a refused request; `now` dates the `Retry-After` of a 429.
-    pub fn denied(denied: &Denied, now: DateTime<Utc>) -> Self {
+    /// The answer to a refused request.
+    ///
+    /// A 429 carries `Retry-After` when waiting can help: until the month
+    /// resets, or until a per-minute window has room. A request that can
+    /// never fit (larger than the limit itself) gets none.
+    pub fn denied(denied: &Denied) -> Self {
         let reason = denied.reason;
         let (status, kind) = denial_status(reason);
         let mut error = Self::new(status, kind, reason.as_str(), denied.message());
@@ -78,11 +81,9 @@ impl ApiError {
             error.param = Some("model".to_owned());
         }
         if let Some(limit) = &denied.limit {
-            let wait = limit.retry_after_secs.map_or_else(
-                || seconds_until(limit.resets_at, now),
-                |secs| i64::try_from(secs).unwrap_or(i64::MAX),
-            );
-            error.retry_after = Some(wait);
+            error.retry_after = limit
+                .retry_after_secs
+                .map(|secs| i64::try_from(secs).unwrap_or(i64::MAX));
             // A per-minute limit clears soon: clients may retry after the wait.
             // A spent monthly budget does not clear until the period resets.
             error.should_retry =
@@ -206,19 +207,13 @@ fn denial_status(reason: DenyReason) -> (StatusCode, &'static str) {
     }
 }
 
-/// Whole seconds from `now` until `then`, rounded up, at least 1.
-pub fn seconds_until(then: DateTime<Utc>, now: DateTime<Utc>) -> i64 {
-    let millis = (then - now).num_milliseconds();
-    (millis.saturating_add(999) / 1000).max(1)
-}
-
 fn bool_str(value: bool) -> &'static str {
     if value { "true" } else { "false" }
 }
 
 #[cfg(test)]
 mod tests {
-    use chrono::TimeZone;
+    use chrono::{DateTime, TimeZone, Utc};
     use ias_core::{KeyId, LimitDetail, LimitKind, LimitScope, OrgId, Principal, UserId};
 
     use super::*;
@@ -243,7 +238,7 @@ mod tests {
             reserved: 0,
             period: Some("2023-11".to_owned()),
             resets_at: at(3_600),
-            retry_after_secs: None,
+            retry_after_secs: Some(3_600),
         });
         Denied {
             reason,
@@ -275,7 +270,7 @@ mod tests {
             ),
         ];
         for (reason, scope, status, kind) in cases {
-            let error = ApiError::denied(&denied(reason, scope), at(0));
+            let error = ApiError::denied(&denied(reason, scope));
             assert_eq!(error.status().as_u16(), status, "{reason:?}");
             let body = error.body();
             assert_eq!(body["error"]["type"], kind, "{reason:?}");
@@ -285,7 +280,7 @@ mod tests {
 
     #[test]
     fn the_body_has_every_openai_field() {
-        let body = ApiError::denied(&denied(DenyReason::ModelNotAllowed, None), at(0)).body();
+        let body = ApiError::denied(&denied(DenyReason::ModelNotAllowed, None)).body();
         let error = body["error"].as_object().unwrap();
         let mut fields: Vec<_> = error.keys().map(String::as_str).collect();
         fields.sort_unstable();
@@ -298,15 +293,15 @@ mod tests {
 
     #[test]
     fn limits_say_when_to_retry_and_not_to_retry_now() {
-        let error = ApiError::denied(
-            &denied(DenyReason::OrgBudgetExhausted, Some(LimitScope::Org)),
-            at(0),
-        );
+        let error = ApiError::denied(&denied(
+            DenyReason::OrgBudgetExhausted,
+            Some(LimitScope::Org),
+        ));
         assert_eq!(error.retry_after(), Some(3_600));
         let response = error.into_response();
         assert_eq!(response.headers()[header::RETRY_AFTER], "3600");
         assert_eq!(response.headers()[SHOULD_RETRY], "false");
-        let forbidden = ApiError::denied(&denied(DenyReason::ModelNotAllowed, None), at(0));
+        let forbidden = ApiError::denied(&denied(DenyReason::ModelNotAllowed, None));
         assert!(
             !forbidden
                 .into_response()
@@ -316,14 +311,15 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_rounds_up_and_is_at_least_one_second() {
-        assert_eq!(seconds_until(at(10), at(0)), 10);
-        assert_eq!(
-            seconds_until(at(10), at(0) - chrono::Duration::milliseconds(1)),
-            11
-        );
-        assert_eq!(seconds_until(at(0), at(0)), 1);
-        assert_eq!(seconds_until(at(0), at(60)), 1);
+    fn a_request_that_can_never_fit_gets_no_retry_after() {
+        let mut never = denied(DenyReason::OrgBudgetExhausted, Some(LimitScope::Org));
+        if let Some(limit) = never.limit.as_mut() {
+            limit.retry_after_secs = None;
+        }
+        let response = ApiError::denied(&never).into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(!response.headers().contains_key(header::RETRY_AFTER));
+        assert_eq!(response.headers()[SHOULD_RETRY], "false");
     }
 
     #[test]
