@@ -30,7 +30,9 @@ async fn open_sqlite(url: &str, path: &Path) -> Result<Arc<dyn Store>> {
     if !dir.is_dir() {
         return Err(Error::DatabaseUrl {
             url: ias_core::url::redact(url),
-            reason: format!("directory `{}` does not exist", dir.display()),
+            // The directory is not printed: a URL such as `sqlite://u:pw@/x`
+            // would show its would-be password in it.
+            reason: "the directory of the database file does not exist".to_owned(),
         });
     }
     let store: Arc<dyn Store> = SqliteStore::open(path).await?;

@@ -388,7 +388,8 @@ impl Admin {
         self.require(Permission::AuditRead, Target::global(), &attempt)
             .await?;
         let mut verifier = ChainVerifier::new(anchor);
-        let mut after = 0;
+        // From the lowest id there could be: a row slipped in below 1 is caught too.
+        let mut after = i64::MIN;
         loop {
             let page = self.store.audit_chain(after, AUDIT_PAGE).await?;
             let Some(last) = page.last() else {
@@ -770,8 +771,8 @@ pub fn parse_lifetime(value: &str) -> Result<chrono::Duration> {
             "expected a number followed by s, m, h or d, such as `30d`",
         )
     };
-    let split = trimmed.len().checked_sub(1).ok_or_else(reject)?;
-    let (digits, unit) = trimmed.split_at(split);
+    let unit_at = trimmed.char_indices().last().map(|(i, _)| i);
+    let (digits, unit) = trimmed.split_at(unit_at.ok_or_else(reject)?);
     let n: i64 = digits.parse().map_err(|_| reject())?;
     let seconds_per_unit = match unit {
         "s" => 1,
@@ -820,6 +821,8 @@ mod tests {
             "0s",
             "99999d",
             "9999999999999999999d",
+            "1€",
+            "é",
         ] {
             let err = parse_lifetime(bad).unwrap_err().to_string();
             assert!(err.starts_with("invalid expires_in"), "{bad:?}: {err}");

@@ -230,6 +230,24 @@ impl Tables {
         changed
     }
 
+    /// Gives each organization of these new tables the ledger it had in `old`,
+    /// so a full reload keeps open reservations, leases and queued usage.
+    pub fn adopt_ledgers(&mut self, old: &Tables) {
+        for (id, entry) in self.orgs.iter_mut() {
+            let Some(previous) = old.orgs.get(id) else {
+                continue;
+            };
+            *entry = Arc::new(OrgEntry {
+                org: entry.org.clone(),
+                slug: Arc::clone(&entry.slug),
+                tz: entry.tz,
+                models: entry.models.clone(),
+                rate_limits: entry.rate_limits,
+                ledger: Arc::clone(&previous.ledger),
+            });
+        }
+    }
+
     /// Puts a user in place.
     pub fn put_user(&mut self, policy: UserPolicy) -> Option<LimitChanged> {
         let user = policy.user;

@@ -150,7 +150,24 @@ fn join_rules(rules: &[crate::password::Rule]) -> String {
     messages.join("; ")
 }
 
-/// Escapes control characters and shortens `value` so that it prints on one line.
+/// Whether `c` is invisible formatting that can disguise text: zero-width
+/// characters, bidirectional controls, the byte-order mark.
+pub(crate) fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00ad}'
+            | '\u{061c}'
+            | '\u{180e}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206f}'
+            | '\u{feff}'
+    )
+}
+
+/// Escapes control and invisible formatting characters and shortens `value`
+/// so that it prints on one line, as it is.
 pub(crate) fn printable(value: &str) -> String {
     const MAX_CHARS: usize = 80;
     let mut out = String::new();
@@ -159,7 +176,7 @@ pub(crate) fn printable(value: &str) -> String {
             out.push('…');
             break;
         }
-        if c.is_control() {
+        if c.is_control() || is_invisible_format(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
@@ -171,6 +188,13 @@ pub(crate) fn printable(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bidi_and_zero_width_characters_are_escaped() {
+        assert_eq!(printable("gpt\u{202e}txt"), "gpt\\u{202e}txt");
+        assert_eq!(printable("a\u{200b}b"), "a\\u{200b}b");
+        assert_eq!(printable("café"), "café");
+    }
 
     #[test]
     fn invalid_input_names_field_and_escaped_value() {

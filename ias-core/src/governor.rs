@@ -38,11 +38,13 @@ use crate::{policy, validate};
 pub const DEFAULT_RESERVATION_TTL: Duration = Duration::from_secs(15 * 60);
 
 /// How many usage events one organization may queue before a settle writes them itself.
-pub const MAX_QUEUED_EVENTS: usize = 10_000;
+pub const MAX_QUEUED_EVENTS: usize = 100_000;
 
 const PAGE: u32 = 50_000;
 /// How many times one authorize may ask the store for more of a budget.
 const MAX_LEASE_ROUNDS: u32 = 3;
+/// The same, when the budget is not spent but concurrent requests keep taking the slices.
+const MAX_CONTENDED_ROUNDS: u32 = 12;
 const CHANGE_PAGE: u32 = 1_000;
 
 /// When settled usage is written to the store.
@@ -139,6 +141,8 @@ struct Inner {
     seq: tokio::sync::Mutex<i64>,
     sync_lock: tokio::sync::Mutex<()>,
     next_reservation: AtomicI64,
+    /// Leases are used for grants only until then (Unix ms); see `sync`.
+    leases_valid_until_ms: AtomicI64,
     expired: AtomicU64,
     syncs: AtomicU64,
     failed_syncs: AtomicU64,
@@ -188,6 +192,7 @@ impl GovernorBuilder {
             seq: tokio::sync::Mutex::new(0),
             sync_lock: tokio::sync::Mutex::new(()),
             next_reservation: AtomicI64::new(1),
+            leases_valid_until_ms: AtomicI64::new(0),
             expired: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
             failed_syncs: AtomicU64::new(0),
@@ -195,7 +200,11 @@ impl GovernorBuilder {
         let governor = Governor {
             inner: Arc::new(inner),
         };
-        governor.load().await?;
+        {
+            let mut seq = governor.inner.seq.lock().await;
+            *seq = governor.load_tables().await?;
+            governor.refresh_from(&mut seq, false).await?;
+        }
         Ok(governor)
     }
 }
@@ -351,14 +360,25 @@ impl Governor {
     /// Reads the change feed and reloads what changed elsewhere; returns how many changes.
     pub async fn refresh(&self) -> Result<usize> {
         let mut seq = self.inner.seq.lock().await;
-        self.refresh_from(&mut seq).await
+        self.refresh_from(&mut seq, true).await
     }
 
-    async fn refresh_from(&self, seq: &mut i64) -> Result<usize> {
+    /// Reads the feed after `seq`; `check_reset` also notices a feed that went back.
+    async fn refresh_from(&self, seq: &mut i64, check_reset: bool) -> Result<usize> {
         let mut applied = 0;
         loop {
             let changes = self.inner.store.changes_since(*seq, CHANGE_PAGE).await?;
             let Some(last) = changes.last().map(|c| c.seq) else {
+                if check_reset && self.inner.store.change_seq().await? < *seq {
+                    // The feed went back (emptied, or a backup restored): the
+                    // changes since are unknown, so everything is reloaded.
+                    tracing::warn!(
+                        seen = *seq,
+                        "the change feed went back; reloading everything"
+                    );
+                    *seq = self.load_tables().await?;
+                    continue;
+                }
                 break;
             };
             self.reload(&changes).await?;
@@ -391,7 +411,10 @@ impl Governor {
         stats
     }
 
-    async fn load(&self) -> Result<()> {
+    /// Loads every table afresh; returns the feed position it is current to.
+    ///
+    /// Writes made while loading are in the feed after that position.
+    async fn load_tables(&self) -> Result<i64> {
         let store = &self.inner.store;
         let seq = store.change_seq().await?;
         let mut tables = Tables::default();
@@ -421,10 +444,12 @@ impl Governor {
                 break;
             }
         }
-        *write(&self.inner.tables) = tables;
-        *self.inner.seq.lock().await = seq;
-        // Writes made while loading are in the feed after `seq`.
-        self.refresh().await.map(|_| ())
+        {
+            let mut current = write(&self.inner.tables);
+            tables.adopt_ledgers(&current);
+            *current = tables;
+        }
+        Ok(seq)
     }
 
     async fn reload(&self, changes: &[Change]) -> Result<()> {
@@ -508,13 +533,27 @@ impl Governor {
         if let Some(found) = self.lookup(hash) {
             return Ok(Some(found));
         }
-        match self.inner.seq.try_lock() {
+        let waited = match self.inner.seq.try_lock() {
             Ok(mut seq) => {
-                self.refresh_from(&mut seq).await?;
+                self.refresh_from(&mut seq, false).await?;
+                false
             }
-            Err(_) => drop(self.inner.seq.lock().await),
+            Err(_) => {
+                drop(self.inner.seq.lock().await);
+                true
+            }
+        };
+        match self.lookup(hash) {
+            // The reload waited for may have read the feed just before this
+            // key was written: read it once more.
+            None if waited => {
+                let mut seq = self.inner.seq.lock().await;
+                self.refresh_from(&mut seq, false).await?;
+                drop(seq);
+                Ok(self.lookup(hash))
+            }
+            found => Ok(found),
         }
-        Ok(self.lookup(hash))
     }
 
     async fn decide(
@@ -581,12 +620,17 @@ impl Governor {
             .checked_add_signed(ttl)
             .unwrap_or(DateTime::<Utc>::MAX_UTC);
         let id = ReservationId(self.inner.next_reservation.fetch_add(1, Ordering::Relaxed));
-        let ask = found.ask(id, &request, now, expires_at.timestamp_millis());
+        let mut ask = found.ask(id, &request, now, expires_at.timestamp_millis());
         let mut leases = 0;
+        let mut max_rounds = MAX_LEASE_ROUNDS;
         loop {
             // Concurrent requests may use up a fresh slice before this one
             // gets to it; ask the store again, a bounded number of times.
-            let may_lease = leases < MAX_LEASE_ROUNDS;
+            let may_lease = leases < max_rounds;
+            // A governor cut off from the store past half its lease TTL
+            // stops granting from its leases: another may have taken them.
+            ask.leases_valid =
+                now.timestamp_millis() < self.inner.leases_valid_until_ms.load(Ordering::Relaxed);
             let attempt = lock(&found.org.ledger).try_reserve(&ask, may_lease);
             match attempt {
                 Attempt::NeedLease(wants) => {
@@ -625,6 +669,16 @@ impl Governor {
                     period,
                     resets_at,
                 } => {
+                    let left = exceeded
+                        .limit
+                        .saturating_sub(exceeded.used)
+                        .saturating_sub(exceeded.reserved);
+                    if left >= request.requested.max(1) && max_rounds < MAX_CONTENDED_ROUNDS {
+                        // Not spent: other requests of this process took the
+                        // fresh slices first. Ask again rather than refuse.
+                        max_rounds = MAX_CONTENDED_ROUNDS;
+                        continue;
+                    }
                     if leases > 0 {
                         // What this request leased and could not use goes
                         // back at once, so other governors are not refused.
@@ -745,9 +799,29 @@ impl Governor {
                 (org, drained)
             })
             .filter(|(_, d)| !(d.entries.is_empty() && d.events.is_empty()))
-            .collect();
+            .collect::<Vec<_>>();
+        let orgs: Vec<Arc<OrgEntry>> = drained.iter().map(|(org, _)| Arc::clone(org)).collect();
         // An empty sync still renews this holder's leases.
-        self.sync(drained).await
+        match self.sync(drained).await {
+            Err(err) if !err.is_retryable() && orgs.len() > 1 => self.sync_each(orgs, err).await,
+            result => result,
+        }
+    }
+
+    /// Syncs organizations one by one after a combined sync failed for a
+    /// reason other than the store being unreachable, so that one
+    /// organization's bad data does not hold up the usage of the others.
+    async fn sync_each(&self, orgs: Vec<Arc<OrgEntry>>, combined: Error) -> Result<()> {
+        tracing::warn!(error = %combined, "a combined usage write failed; writing per organization");
+        let mut first_error = None;
+        for org in orgs {
+            let drained = lock(&org.ledger).drain(org.org.id, &[], DrainMode::Trimming);
+            if let Err(err) = self.sync(vec![(Arc::clone(&org), drained)]).await {
+                tracing::error!(org = %org.slug, error = %err, "could not write usage");
+                first_error.get_or_insert(err);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Hands drained work to the store; on failure puts it all back.
@@ -769,6 +843,12 @@ impl Governor {
         self.inner.syncs.fetch_add(1, Ordering::Relaxed);
         match self.inner.store.sync_leases(&sync).await {
             Ok(states) => {
+                // Every lease of this holder was renewed until `now + lease_ttl`;
+                // grant from them only until half of that has passed.
+                let fence = now + lease_ttl / 2;
+                self.inner
+                    .leases_valid_until_ms
+                    .fetch_max(fence.timestamp_millis(), Ordering::Relaxed);
                 let mut states = states.as_slice();
                 for (org, drained) in &parts {
                     let (mine, rest) = states.split_at(drained.entries.len().min(states.len()));
@@ -849,6 +929,7 @@ impl Found {
             tokens: request.requested,
             now,
             expires_ms,
+            leases_valid: true,
         }
     }
 }

@@ -59,10 +59,10 @@ impl Meter {
         self.lease - self.pending - self.charged - self.in_flight
     }
 
-    fn fits(&self, need: i64, limit: Option<i64>) -> bool {
+    fn fits(&self, need: i64, limit: Option<i64>, leases_valid: bool) -> bool {
         match limit {
             None => true,
-            Some(_) => !self.stale && need <= self.free(),
+            Some(_) => leases_valid && !self.stale && need <= self.free(),
         }
     }
 
@@ -166,6 +166,8 @@ pub(crate) struct Ask<'a> {
     pub tokens: i64,
     pub now: DateTime<Utc>,
     pub expires_ms: i64,
+    /// Whether this process's leases may still be granted from.
+    pub leases_valid: bool,
 }
 
 /// What the ledger answers to an [`Ask`].
@@ -264,8 +266,9 @@ impl Ledger {
         let org_key = (LimitScope::Org, ask.org_id.0, period);
         let user_key = (LimitScope::User, ask.user_id.0, period);
         let org_limit = Some(ask.org_limit);
-        let org_fits = self.meter(org_key).fits(need, org_limit);
-        let user_fits = self.meter(user_key).fits(need, ask.user_limit);
+        let valid = ask.leases_valid;
+        let org_fits = self.meter(org_key).fits(need, org_limit, valid);
+        let user_fits = self.meter(user_key).fits(need, ask.user_limit, valid);
         if !(org_fits && user_fits) {
             return self.short(
                 ask,
@@ -382,15 +385,21 @@ impl Ledger {
     /// The first per-minute limit the request does not fit in; records nothing.
     pub fn rate_peek(&mut self, ask: &Ask<'_>) -> Option<(LimitScope, RateExceeded)> {
         let now_ms = ask.now.timestamp_millis();
-        ask.rates.iter().find_map(|(scope, id, limits)| {
+        let mut worst: Option<(LimitScope, RateExceeded)> = None;
+        for (scope, id, limits) in &ask.rates {
             if limits.is_none() {
-                return None;
+                continue;
             }
             let window = self.windows.entry((*scope, *id)).or_default();
-            window
-                .check(now_ms, ask.tokens, *limits)
-                .map(|exceeded| (*scope, exceeded))
-        })
+            if let Some(exceeded) = window.check(now_ms, ask.tokens, *limits) {
+                // Report the limit that clears last, so one wait is enough.
+                worst = match worst {
+                    Some((s, w)) if w.later(exceeded) == w => Some((s, w)),
+                    _ => Some((*scope, exceeded)),
+                };
+            }
+        }
+        worst
     }
 
     fn meter(&mut self, key: MeterKey) -> &Meter {
@@ -675,6 +684,7 @@ mod tests {
             tokens,
             now,
             expires_ms: now.timestamp_millis() + 1_000,
+            leases_valid: true,
         }
     }
 

@@ -97,6 +97,18 @@ struct Grant {
     tokens: i64,
 }
 
+impl RateExceeded {
+    /// Of two refusals, the one that clears later (never, before any time).
+    pub fn later(self, other: RateExceeded) -> RateExceeded {
+        let wait = |e: &RateExceeded| e.retry_after_ms.unwrap_or(i64::MAX);
+        if wait(&other) > wait(&self) {
+            other
+        } else {
+            self
+        }
+    }
+}
+
 /// The grants of one scope in the last 60 seconds.
 #[derive(Debug, Clone, Default)]
 pub struct RateWindow {
@@ -111,33 +123,43 @@ pub struct RateTicket(u64);
 
 impl RateWindow {
     /// Whether a request of `tokens` fits in `limits` at `now_ms`.
+    ///
+    /// When both limits refuse it, the answer is the one that clears later,
+    /// so waiting `retry_after_ms` is enough for both.
     pub fn check(&mut self, now_ms: i64, tokens: i64, limits: RateLimits) -> Option<RateExceeded> {
         let now_ms = self.evict(now_ms);
-        if let Some(rpm) = limits.rpm {
-            let count = i64::try_from(self.grants.len()).unwrap_or(i64::MAX);
-            if count >= rpm {
-                // The request fits once `count - rpm + 1` of the oldest have left.
-                let index = usize::try_from(count - rpm).unwrap_or(0);
-                return Some(RateExceeded {
-                    kind: RateKind::Requests,
-                    limit: rpm,
-                    current: count,
-                    retry_after_ms: Some(self.leaves_at(index) - now_ms),
-                });
-            }
+        let requests = limits
+            .rpm
+            .and_then(|rpm| self.requests_exceeded(rpm, now_ms));
+        let tokens = limits
+            .tpm
+            .and_then(|tpm| self.tokens_exceeded(tokens.max(1), tpm, now_ms));
+        match (requests, tokens) {
+            (Some(a), Some(b)) => Some(a.later(b)),
+            (a, b) => a.or(b),
         }
-        if let Some(tpm) = limits.tpm {
-            let need = tokens.max(1);
-            if self.tokens.saturating_add(need) > tpm {
-                return Some(RateExceeded {
-                    kind: RateKind::Tokens,
-                    limit: tpm,
-                    current: self.tokens,
-                    retry_after_ms: self.wait_for_tokens(need, tpm, now_ms),
-                });
-            }
-        }
-        None
+    }
+
+    fn requests_exceeded(&self, rpm: i64, now_ms: i64) -> Option<RateExceeded> {
+        let count = i64::try_from(self.grants.len()).unwrap_or(i64::MAX);
+        // The request fits once `count - rpm + 1` of the oldest have left.
+        (count >= rpm).then(|| RateExceeded {
+            kind: RateKind::Requests,
+            limit: rpm,
+            current: count,
+            retry_after_ms: Some(
+                self.leaves_at(usize::try_from(count - rpm).unwrap_or(0)) - now_ms,
+            ),
+        })
+    }
+
+    fn tokens_exceeded(&self, need: i64, tpm: i64, now_ms: i64) -> Option<RateExceeded> {
+        (self.tokens.saturating_add(need) > tpm).then(|| RateExceeded {
+            kind: RateKind::Tokens,
+            limit: tpm,
+            current: self.tokens,
+            retry_after_ms: self.wait_for_tokens(need, tpm, now_ms),
+        })
     }
 
     /// Records a granted request of `tokens` at `now_ms`.
@@ -303,6 +325,22 @@ mod tests {
         assert!(w.check(50_000, 1, rpm(1)).is_some());
         assert!(w.check(159_999, 1, rpm(1)).is_some());
         assert!(w.check(160_000, 1, rpm(1)).is_none());
+    }
+
+    #[test]
+    fn the_later_of_two_refusals_is_reported() {
+        let both = RateLimits {
+            rpm: Some(2),
+            tpm: Some(1_000),
+        };
+        let mut w = RateWindow::default();
+        w.record(0, 15);
+        w.record(45_000, 855);
+        // Both limits refuse at 46 s: requests clear at 60 s, tokens at 105 s.
+        let over = w.check(46_000, 200, both).unwrap();
+        assert_eq!(over.kind, RateKind::Tokens);
+        assert_eq!(over.retry_after_ms, Some(59_000));
+        assert_eq!(w.check(105_000, 200, both), None);
     }
 
     #[test]

@@ -142,6 +142,7 @@ impl Permission {
                 | Permission::UserResetPassword
                 | Permission::KeyCreate
                 | Permission::KeyRevoke
+                | Permission::LimitsManage
         )
     }
 }

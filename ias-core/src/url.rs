@@ -71,16 +71,19 @@ impl fmt::Debug for DatabaseUrl {
 }
 
 /// `url` with any password replaced by `***`, safe to print.
+///
+/// A password is what follows a second `:` before the last `@`, whatever
+/// the slashes after the scheme (`postgres://u:pw@h`, `postgres:/u:pw@h`,
+/// `sqlite://u:pw@/path`); `password=` query parameters are hidden too.
 pub fn redact(url: &str) -> String {
     let printable = redact_query(&crate::error::printable(url));
-    let Some((scheme, rest)) = printable.split_once("://") else {
+    let Some(at) = printable.rfind('@') else {
         return printable;
     };
-    let Some((userinfo, host)) = rest.rsplit_once('@') else {
-        return printable;
-    };
-    match userinfo.split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+    let (before, after) = printable.split_at(at);
+    let scheme_end = before.find(':').map_or(0, |i| i + 1);
+    match before.get(scheme_end..).and_then(|rest| rest.rfind(':')) {
+        Some(i) => format!("{}:***{after}", &before[..scheme_end + i]),
         None => printable,
     }
 }
@@ -140,6 +143,13 @@ mod tests {
             DatabaseUrl::parse("postgres://u:secret@h/d").unwrap()
         );
         assert!(!shown.contains("secret"));
+        for (url, shown) in [
+            ("postgres:/u:s3cr3t@h/d", "postgres:/u:***@h/d"),
+            ("sqlite://u:s3cr3t@/tmp/x.db", "sqlite://u:***@/tmp/x.db"),
+            ("postgres://h/d", "postgres://h/d"),
+        ] {
+            assert_eq!(redact(url), shown);
+        }
         let query = redact("postgres://h/d?user=u&password=hunter2&sslmode=require");
         assert_eq!(query, "postgres://h/d?user=u&password=***&sslmode=require");
     }

@@ -57,7 +57,7 @@ pub fn email(value: &str) -> Result<String> {
     {
         return reject("must not contain spaces or control characters");
     }
-    if normalised.chars().any(is_invisible) {
+    if normalised.chars().any(crate::error::is_invisible_format) {
         return reject("must not contain invisible or direction-changing characters");
     }
     let Some((local, domain)) = normalised.split_once('@') else {
@@ -70,14 +70,6 @@ pub fn email(value: &str) -> Result<String> {
         return reject("must have a domain such as `example.com` after `@`");
     }
     Ok(normalised)
-}
-
-/// Zero-width and bidirectional formatting characters, which make look-alike names.
-fn is_invisible(c: char) -> bool {
-    matches!(
-        c,
-        '\u{00AD}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}'
-    )
 }
 
 /// Checks an audit action name such as `key.create`: 1 to 64 of `a-z`, `0-9`, `.` and `_`.

@@ -24,7 +24,12 @@ pub(crate) fn append(
         )
         .optional()?;
     let (id, prev_hash) = match last {
-        Some((id, hash)) => (id + 1, hash),
+        Some((id, hash)) => {
+            let next = id
+                .checked_add(1)
+                .ok_or(rusqlite::Error::IntegralValueOutOfRange(0, id))?;
+            (next, hash)
+        }
         None => (1, GENESIS_HASH.to_owned()),
     };
     let hash = chain_hash(id, record, target_id, &prev_hash);
@@ -99,6 +104,15 @@ const ENTRY_COLUMNS: &str =
 fn link(row: &Row<'_>) -> rusqlite::Result<AuditLink> {
     let id: i64 = row.get(0)?;
     Ok(match entry(row) {
+        // The hash covers the changes as they were written; stored text that
+        // reads the same after parsing but differs (a repeated key, say)
+        // was edited, and SQL reading it may see other values.
+        Ok(entry) if row.get::<_, String>(8).ok() != Some(entry.record.changes.to_string()) => {
+            AuditLink::Unreadable {
+                id,
+                reason: "its changes are not stored as they were written".to_owned(),
+            }
+        }
         Ok(entry) => AuditLink::Entry(entry),
         Err(err) => AuditLink::Unreadable {
             id,

@@ -15,9 +15,9 @@ use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
 use ias_core::{
-    Actor, Admin, Allowed, Clock, Decision, Denied, DenyReason, Durability, Error, Governor, KeyId,
-    LimitKind, LimitScope, LimitTarget, ManualClock, OrgId, RateLimits, Reservation, Role, Source,
-    UsageStore, UserId,
+    Actor, Admin, Allowed, Clock, Decision, Denied, DenyReason, Durability, Error, Governor,
+    GovernorConfig, KeyId, LimitKind, LimitScope, LimitTarget, ManualClock, OrgId, RateLimits,
+    Reservation, Role, Source, UsageStore, UserId,
 };
 use ias_store_sqlite::SqliteStore;
 use rand::rngs::StdRng;
@@ -1792,4 +1792,108 @@ async fn an_authorize_dropped_during_a_lease_sync_leaves_nothing_held() {
         .await
         .unwrap();
     assert_eq!((state.org.used, state.org.reserved), (0, 0));
+}
+
+// ---------------------------------------------------------------------------
+// Fencing, feed resets.
+// ---------------------------------------------------------------------------
+
+/// A governor that has not reached the store for half its lease TTL (a
+/// paused process) grants nothing more from its leases: another governor may
+/// have taken them back, and the store decides again.
+#[tokio::test]
+async fn a_governor_past_its_lease_fence_asks_the_store_again() {
+    let store = SqliteStore::open_in_memory().await.unwrap();
+    let clock = Arc::new(ManualClock::new(at("2026-05-10T12:00:00Z")));
+    let admin = admin(&store, &clock);
+    admin.create_org("acme", 100, "UTC").await.unwrap();
+    admin.allow_model("acme", MODEL).await.unwrap();
+    admin
+        .create_user("acme", "u@acme.io", Role::Member, None)
+        .await
+        .unwrap();
+    let key = admin.create_key("u@acme.io", None).await.unwrap();
+    let key = key.secret.expose().to_owned();
+    let config = GovernorConfig {
+        lease_ttl: StdDuration::from_secs(2),
+        ..GovernorConfig::default()
+    };
+    let open = || {
+        Governor::builder(store.clone())
+            .clock(clock.clone())
+            .config(config)
+            .open()
+    };
+    let (paused, other) = (open().await.unwrap(), open().await.unwrap());
+
+    let first = allowed(paused.authorize(&key, MODEL, 10).await.unwrap());
+    paused
+        .settle(&first.reservation.unwrap(), 10)
+        .await
+        .unwrap();
+    // `paused` stops; its lease expires and `other` takes it back.
+    clock.advance(Duration::seconds(3));
+    let big = allowed(other.authorize(&key, MODEL, 90).await.unwrap());
+    other.settle(&big.reservation.unwrap(), 90).await.unwrap();
+    other.flush().await.unwrap();
+
+    // Resumed, `paused` must not grant from the lease it no longer has.
+    let late = paused.authorize(&key, MODEL, 10).await.unwrap();
+    assert!(!late.is_allowed(), "{late:?}");
+    paused.shutdown().await.unwrap();
+    other.shutdown().await.unwrap();
+    let state = store
+        .budget_state(first.principal.org_id, first.principal.user_id, "2026-05")
+        .await
+        .unwrap();
+    assert_eq!((state.org.used, state.org.reserved), (100, 0));
+}
+
+/// A change feed that goes back (emptied, or a backup restored under a
+/// running governor) makes the governor reload everything, keeping its
+/// open reservations, instead of missing every later change.
+#[tokio::test]
+async fn a_feed_that_goes_back_is_reloaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ias.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let clock = Arc::new(ManualClock::new(at("2026-05-10T12:00:00Z")));
+    let admin = admin(&store, &clock);
+    admin.create_org("acme", 1_000, "UTC").await.unwrap();
+    admin.allow_model("acme", MODEL).await.unwrap();
+    admin
+        .create_user("acme", "u@acme.io", Role::Member, None)
+        .await
+        .unwrap();
+    let first = admin.create_key("u@acme.io", None).await.unwrap();
+    let governor = Governor::builder(store.clone())
+        .clock(clock.clone())
+        .open()
+        .await
+        .unwrap();
+    let open = allowed(
+        governor
+            .authorize(first.secret.expose(), MODEL, 100)
+            .await
+            .unwrap(),
+    );
+
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch("DELETE FROM changes; DELETE FROM sqlite_sequence WHERE name = 'changes';")
+        .unwrap();
+    admin.revoke_key(first.key.id).await.unwrap();
+    governor.refresh().await.unwrap();
+    let refused = denied(
+        governor
+            .authorize(first.secret.expose(), MODEL, 1)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(refused.reason, DenyReason::RevokedKey);
+    // The reservation made before the reload is still open, and settles.
+    governor
+        .settle(&open.reservation.unwrap(), 50)
+        .await
+        .unwrap();
+    assert_eq!(governor.stats().open_reservations, 0);
 }

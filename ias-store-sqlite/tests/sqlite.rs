@@ -381,6 +381,65 @@ async fn verify_names_an_audit_row_that_cannot_be_read() {
     assert!(broken.reason.contains("cannot be read"), "{broken}");
 }
 
+/// Text that parses to the hashed value but reads otherwise in SQL (a
+/// repeated key: `json_extract` sees the first, a parser the last).
+#[tokio::test]
+async fn verify_names_an_audit_row_whose_stored_text_was_changed() {
+    let (_dir, path, store) = audited_file().await;
+    let entry = store.list_audit(None, 10).await.unwrap().remove(1);
+    let stored = entry.record.changes.to_string();
+    let forged = format!(
+        "{{\"monthly_token_limit\":{{\"after\":999999,\"before\":5}},{}",
+        &stored[1..]
+    );
+    tamper(
+        &path,
+        &format!(
+            "UPDATE audit_log SET changes = '{forged}' WHERE id = {}",
+            entry.id
+        ),
+    );
+    let broken = first_break(store).await;
+    assert_eq!(
+        (broken.id, broken.kind),
+        (entry.id, ias_core::audit::BreakKind::Changed)
+    );
+}
+
+/// Rows slipped in below id 1 need no trigger to be dropped; they are caught.
+#[tokio::test]
+async fn verify_names_a_row_inserted_below_the_chain() {
+    let (_dir, path, store) = audited_file().await;
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "INSERT INTO audit_log
+           (id, at, actor, source, action, org_id, target, target_id, changes, prev_hash, hash)
+         VALUES (0, 0, 'operator:x', 'cli', 'user.set_limit', NULL, 'user:ceo@example.com',
+                 NULL, '{}', 'x', 'y')",
+    )
+    .unwrap();
+    let broken = first_break(store).await;
+    assert_eq!(
+        (broken.id, broken.kind),
+        (0, ias_core::audit::BreakKind::Changed)
+    );
+}
+
+/// An id at the end of the range stops admin writes with an error, not a crash.
+#[tokio::test]
+async fn an_audit_id_at_the_end_of_the_range_is_an_error() {
+    let (_dir, path, store) = audited_file().await;
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "INSERT INTO audit_log
+           (id, at, actor, source, action, org_id, target, target_id, changes, prev_hash, hash)
+         VALUES (9223372036854775807, 0, 'operator:x', 'cli', 'x', NULL, 'x', NULL, '{}', 'x', 'y')",
+    )
+    .unwrap();
+    let result = operator(store).create_org("late", 10, "UTC").await;
+    assert!(result.is_err(), "{result:?}");
+}
+
 #[tokio::test]
 async fn a_version_1_database_is_migrated_to_the_newest() {
     use sha2::Digest;

@@ -56,6 +56,9 @@ pub enum StartError {
     /// The server failed while running.
     #[error("the server failed: {0}")]
     Serve(#[source] std::io::Error),
+    /// Usage settled in memory could not be written before exit.
+    #[error("could not write the last usage to the store: {0}")]
+    Flush(#[source] ias_core::Error),
 }
 
 /// Opens the store, listens, and serves until Ctrl-C or SIGTERM.
@@ -64,19 +67,25 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let store = store::open(&config.database_url)
         .await
         .map_err(StartError::Store)?;
+    let demo = match config.demo {
+        true => Some(
+            demo::ensure(store.clone())
+                .await
+                .map_err(StartError::Demo)?,
+        ),
+        false => None,
+    };
+    // The cache is loaded before the port opens: "listening" means ready.
+    let governor = Governor::open(store).await.map_err(StartError::Store)?;
     let listener = listen(config.listen).await?;
     let listening = listener.local_addr().map_err(|source| StartError::Listen {
         addr: config.listen,
         source,
     })?;
-
-    if config.demo {
-        let setup = demo::ensure(store.clone())
-            .await
-            .map_err(StartError::Demo)?;
+    if let Some(setup) = &demo {
         print!(
             "{}",
-            demo::instructions(&setup, listening, &config.database_url)
+            demo::instructions(setup, listening, &config.database_url)
         );
     }
 
@@ -86,18 +95,17 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         upstream = %upstream.describe(),
         "ias-gateway listening"
     );
-    let governor = Governor::open(store).await.map_err(StartError::Store)?;
     let maintenance = governor.spawn_maintenance();
     let app = router(AppState::new(governor, upstream));
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(StartError::Serve);
-    // Usage settled in memory is written before the process exits.
-    if let Err(err) = maintenance.shutdown().await {
-        warn!(error = %err, "could not write the last usage to the store");
-    }
+    // Usage settled in memory is written before the process exits; if it
+    // cannot be, the exit status says so.
+    let flushed = maintenance.shutdown().await.map_err(StartError::Flush);
     served?;
+    flushed?;
     info!("ias-gateway stopped");
     Ok(())
 }

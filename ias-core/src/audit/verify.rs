@@ -130,6 +130,10 @@ impl ChainVerifier {
 
     /// Checks the next link; `Err` names the first entry changed or removed.
     pub fn push(&mut self, link: &AuditLink) -> Result<(), ChainBreak> {
+        if link.id() < self.next_id {
+            let reason = "its id is out of sequence: ids start at 1 and go up by one".to_owned();
+            return Err(changed(link.id(), reason));
+        }
         if link.id() != self.next_id {
             let reason = format!(
                 "the log goes on from entry {} to entry {}",
