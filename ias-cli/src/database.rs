@@ -6,7 +6,8 @@ use std::sync::Arc;
 use ias_core::{DatabaseUrl, Error, Result, Store};
 use ias_store_sqlite::SqliteStore;
 
-/// Opens the store at `url`, creating and migrating a SQLite file if needed.
+/// Opens the store at `url`, creating and migrating a SQLite file if needed,
+/// or connecting to (and migrating) a PostgreSQL database.
 ///
 /// A SQLite file is only created in a directory that already exists, so a
 /// mistyped path is reported instead of silently starting a new database

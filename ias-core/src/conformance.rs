@@ -7,6 +7,10 @@
 //! ias_core::conformance_suite!(async { my_store::open_fresh().await });
 //! ```
 //!
+//! A backend that needs a server yields a [`Fresh`] guard instead of a
+//! store: it may skip the case when the server is absent, and it removes
+//! the database it made once the case is over, passed or failed.
+//!
 //! A bug found in one backend becomes a function here, so every backend is
 //! checked against it. A failed check panics, like `assert!`.
 
@@ -49,8 +53,9 @@ use crate::{Admin, CreatedKey, Store};
 
 /// Generates one `#[tokio::test]` per conformance function.
 ///
-/// `$fresh` is an expression evaluating to a future of `Arc<dyn Store>`
-/// (or a type that coerces to it) on a fresh, empty database.
+/// `$fresh` is an expression evaluating to a future of a [`Fresh`] value:
+/// an `Arc` of a store on a fresh, empty database, or a guard that hands
+/// one out. The value is dropped after the case, also when the case fails.
 #[macro_export]
 macro_rules! conformance_suite {
     ($fresh:expr) => {
@@ -96,11 +101,38 @@ macro_rules! conformance_suite {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
-                let store: ::std::sync::Arc<dyn $crate::Store> = $fresh.await;
+                let fresh = $fresh.await;
+                let Some(store) = $crate::conformance::Fresh::store(&fresh) else {
+                    return;
+                };
                 $crate::conformance::$case(store).await;
+                drop(fresh);
             }
         )*
     };
+}
+
+/// What the setup expression of [`conformance_suite!`] yields.
+///
+/// A store is its own `Fresh`. A backend that needs a server yields a guard
+/// that owns the database it made: the guard hands out the store, or
+/// `None` to skip the case (having said why), and cleans up when dropped.
+pub trait Fresh {
+    /// The store to run the case on; `None` skips the case.
+    fn store(&self) -> Option<Arc<dyn Store>>;
+}
+
+impl Fresh for Arc<dyn Store> {
+    fn store(&self) -> Option<Arc<dyn Store>> {
+        Some(self.clone())
+    }
+}
+
+impl<T: Store + 'static> Fresh for Arc<T> {
+    fn store(&self) -> Option<Arc<dyn Store>> {
+        let store: Arc<dyn Store> = self.clone();
+        Some(store)
+    }
 }
 
 const PERIOD: &str = "2026-12";

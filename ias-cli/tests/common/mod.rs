@@ -102,7 +102,12 @@ impl Db {
     /// A database with `team-alpha` (budget 1000), `bob@example.com` (limit 500),
     /// `gpt-4o-mini` allowed, and one key for bob, whose secret is returned.
     pub fn with_team() -> (Db, String) {
-        let db = Db::new();
+        Db::new().team()
+    }
+
+    /// This database with `team-alpha` and the rest of [`Db::with_team`].
+    pub fn team(self) -> (Db, String) {
+        let db = self;
         db.ok(&[
             "org",
             "create",
