@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use chrono::DateTime;
 use ias_core::audit::{AuditLink, GENESIS_HASH, chain_hash};
-use ias_core::{AuditEntry, AuditFilter, AuditRecord, AuditStore, OrgId, Result, Source};
+use ias_core::{AuditEntry, AuditFilter, AuditRecord, AuditStore, Error, OrgId, Result, Source};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
@@ -38,8 +38,14 @@ pub(crate) async fn append(
         |row| Ok((row.try_get::<i64, _>(0)?, row.try_get::<String, _>(1)?)),
     )
     .await?;
-    let (id, prev_hash) = match last {
-        Some((id, hash)) => (id + 1, hash),
+    let (id, prev_hash): (i64, String) = match last {
+        Some((id, hash)) => {
+            let next = id.checked_add(1).ok_or_else(|| Error::Store {
+                backend: "postgres",
+                message: format!("audit log id {id} is the last there can be"),
+            })?;
+            (next, hash)
+        }
         None => (1, GENESIS_HASH.to_owned()),
     };
     let hash = chain_hash(id, record, target_id, &prev_hash);
@@ -106,13 +112,9 @@ const ENTRY_COLUMNS: &str =
 /// A row read for verification: its id, and its fields unless they cannot be read.
 fn link(row: &PgRow) -> sqlx::Result<AuditLink> {
     let id: i64 = row.try_get(0)?;
-    Ok(match entry(row) {
-        Ok(entry) => AuditLink::Entry(entry),
-        Err(err) => AuditLink::Unreadable {
-            id,
-            reason: err.to_string(),
-        },
-    })
+    let stored: Option<String> = row.try_get(8).ok();
+    let fields = entry(row).map_err(|e| e.to_string());
+    Ok(AuditLink::from_stored(id, fields, stored.as_deref()))
 }
 
 #[async_trait]

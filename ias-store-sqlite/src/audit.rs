@@ -103,22 +103,9 @@ const ENTRY_COLUMNS: &str =
 /// A row read for verification: its id, and its fields unless they cannot be read.
 fn link(row: &Row<'_>) -> rusqlite::Result<AuditLink> {
     let id: i64 = row.get(0)?;
-    Ok(match entry(row) {
-        // The hash covers the changes as they were written; stored text that
-        // reads the same after parsing but differs (a repeated key, say)
-        // was edited, and SQL reading it may see other values.
-        Ok(entry) if row.get::<_, String>(8).ok() != Some(entry.record.changes.to_string()) => {
-            AuditLink::Unreadable {
-                id,
-                reason: "its changes are not stored as they were written".to_owned(),
-            }
-        }
-        Ok(entry) => AuditLink::Entry(entry),
-        Err(err) => AuditLink::Unreadable {
-            id,
-            reason: err.to_string(),
-        },
-    })
+    let stored: Option<String> = row.get(8).ok();
+    let fields = entry(row).map_err(|e| e.to_string());
+    Ok(AuditLink::from_stored(id, fields, stored.as_deref()))
 }
 
 #[async_trait]

@@ -37,6 +37,29 @@ pub enum AuditLink {
 }
 
 impl AuditLink {
+    /// The link for row `id`, as a store read it: its fields (or why they
+    /// cannot be read) and the `changes` text exactly as stored.
+    ///
+    /// The hash covers the changes as they were written; stored text that
+    /// parses to the same value but differs (a repeated key, say) was edited,
+    /// and SQL reading the text may see other values, so it is unreadable.
+    pub fn from_stored(
+        id: i64,
+        fields: std::result::Result<AuditEntry, String>,
+        stored_changes: Option<&str>,
+    ) -> AuditLink {
+        match fields {
+            Ok(entry) if stored_changes != Some(entry.record.changes.to_string().as_str()) => {
+                AuditLink::Unreadable {
+                    id,
+                    reason: "its changes are not stored as they were written".to_owned(),
+                }
+            }
+            Ok(entry) => AuditLink::Entry(entry),
+            Err(reason) => AuditLink::Unreadable { id, reason },
+        }
+    }
+
     /// The row's id.
     pub fn id(&self) -> i64 {
         match self {
