@@ -1,0 +1,711 @@
+# Hand-written stubs of the extension module `ias._ias` (ias-py/src).
+# Keep them in step with the Rust code: scripts/test runs mypy's stubtest on them.
+
+import datetime
+from collections.abc import Awaitable
+from types import TracebackType
+from typing import Any, Literal, final
+
+__version__: str
+__all__ = [
+    "ApiKey",
+    "AuditEntry",
+    "AuditHead",
+    "AuditVerification",
+    "BudgetExceeded",
+    "ChainBreak",
+    "ConflictError",
+    "CreatedKey",
+    "DailyUsage",
+    "DatabaseUrlError",
+    "Decision",
+    "Governor",
+    "GovernorClosedError",
+    "GovernorStats",
+    "IasError",
+    "InvalidInputError",
+    "InvalidKey",
+    "ModelChange",
+    "ModelNotAllowed",
+    "ModelUsage",
+    "NotFoundError",
+    "Organization",
+    "PasswordHashingError",
+    "PermissionDeniedError",
+    "Principal",
+    "RateLimits",
+    "RequestDenied",
+    "Reservation",
+    "Settlement",
+    "StoreError",
+    "UnavailableError",
+    "UnsupportedError",
+    "UsageReport",
+    "User",
+    "UserUsage",
+    "WeakPasswordError",
+    "__version__",
+    "_close_all",
+    "is_well_formed_key",
+    "open",
+    "open_async",
+]
+
+_Durability = Literal["write_behind", "strict"]
+_Role = Literal["system_admin", "org_admin", "member"]
+
+def open(
+    url: str, *, acting_as: str | None = None, durability: _Durability = "write_behind"
+) -> Governor:
+    """Opens a governor over the database at `url` (`sqlite:///PATH`, `sqlite::memory:`, `postgres://…`)."""
+
+def open_async(
+    url: str, *, acting_as: str | None = None, durability: _Durability = "write_behind"
+) -> Awaitable[Governor]:
+    """`open` as an awaitable."""
+
+def is_well_formed_key(key: str) -> bool:
+    """Whether `key` has the shape of an ias API key (checked without any lookup)."""
+
+def _close_all() -> None: ...
+
+# --- Exceptions -------------------------------------------------------------
+
+class IasError(Exception):
+    """The base class of every exception raised by ias."""
+
+    kind: str
+    retryable: bool
+
+class InvalidInputError(IasError):
+    """An input value was rejected before anything was written."""
+
+    field: str
+    value: str
+    reason: str
+
+class WeakPasswordError(InvalidInputError):
+    """A new password breaks complexity rules; `rules` names each one."""
+
+    rules: list[str]
+
+class DatabaseUrlError(InvalidInputError):
+    """A database URL could not be understood or opened."""
+
+    url: str
+    reason: str
+
+class NotFoundError(IasError):
+    """The named organization, user, key or reservation does not exist."""
+
+    entity: str
+    key: str
+
+class ConflictError(IasError):
+    """The change conflicts with what is already stored."""
+
+    entity: str
+    key: str
+    reason: str
+
+class PermissionDeniedError(IasError):
+    """The acting user's role lacks the permission the operation needs."""
+
+    actor: str
+    permission: str
+    target: str
+
+class PasswordHashingError(IasError):
+    """Hashing a password failed for a reason other than the password."""
+
+    reason: str
+
+class UnsupportedError(IasError):
+    """The operation is not supported by this build or store."""
+
+class UnavailableError(IasError):
+    """The store could not be reached; retrying later may succeed."""
+
+    backend: str
+
+class StoreError(IasError):
+    """The store failed in a way that retrying will not fix."""
+
+    backend: str
+
+class GovernorClosedError(IasError):
+    """The governor was closed; open a new one."""
+
+class RequestDenied(IasError):
+    """A denied decision raised by `Decision.raise_for_denial()`."""
+
+    decision: Decision
+    reason: str
+    status_code: int
+    retry_after: int | None
+    message: str
+
+class InvalidKey(RequestDenied):
+    """The API key is malformed, unknown, expired or revoked (HTTP 401)."""
+
+class ModelNotAllowed(RequestDenied):
+    """The organization may not call the model (HTTP 403)."""
+
+class BudgetExceeded(RequestDenied):
+    """A monthly budget, user limit or rate limit cannot cover the request (HTTP 429)."""
+
+# --- The hot path -------------------------------------------------------------
+
+@final
+class Governor:
+    """Decides requests, records their usage, and runs admin operations."""
+
+    @property
+    def actor(self) -> str:
+        """Who admin calls act as: `operator:<name>` or `user:<email>`."""
+    @property
+    def closed(self) -> bool:
+        """Whether `close()` was called."""
+
+    def authorize(self, key: str, model: str, estimated_tokens: int) -> Decision:
+        """Decides a request and, when it is allowed, reserves `estimated_tokens`."""
+    def authorize_async(
+        self, key: str, model: str, estimated_tokens: int
+    ) -> Awaitable[Decision]: ...
+    def check(self, key: str, model: str, estimated_tokens: int) -> Decision:
+        """Decides a request like `authorize` without reserving anything (a dry run)."""
+    def check_async(self, key: str, model: str, estimated_tokens: int) -> Awaitable[Decision]: ...
+    def settle(self, reservation: Reservation, tokens: int) -> Settlement:
+        """Charges the real usage of an allowed request and frees its reservation."""
+    def settle_async(self, reservation: Reservation, tokens: int) -> Awaitable[Settlement]: ...
+    def release(self, reservation: Reservation) -> None:
+        """Frees a reservation without charging, for a request that never reached the model."""
+    def release_async(self, reservation: Reservation) -> Awaitable[None]: ...
+    def flush(self) -> None:
+        """Writes every settled charge and usage event to the store now."""
+    def flush_async(self) -> Awaitable[None]: ...
+    def refresh(self) -> int:
+        """Reads the store's change feed now; returns how many changes were applied."""
+    def refresh_async(self) -> Awaitable[int]: ...
+    def stats(self) -> GovernorStats:
+        """Counters about this governor, for metrics."""
+    def acting_as(self, email: str) -> Governor:
+        """A view of this governor whose admin calls act as the user with `email`."""
+    def acting_as_async(self, email: str) -> Awaitable[Governor]: ...
+    def close(self) -> None:
+        """Stops maintenance and writes all usage; the governor refuses calls afterwards."""
+    def close_async(self) -> Awaitable[None]: ...
+    def __enter__(self) -> Governor: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None: ...
+    def __aenter__(self) -> Awaitable[Governor]: ...
+    def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> Awaitable[None]: ...
+
+    # Organizations
+    def create_org(
+        self, slug: str, monthly_token_budget: int, timezone: str = "UTC"
+    ) -> Organization:
+        """Creates an organization with a monthly token budget."""
+    def create_org_async(
+        self, slug: str, monthly_token_budget: int, timezone: str = "UTC"
+    ) -> Awaitable[Organization]: ...
+    def org(self, slug: str) -> Organization:
+        """The organization with this slug."""
+    def org_async(self, slug: str) -> Awaitable[Organization]: ...
+    def list_orgs(self) -> list[Organization]:
+        """Every organization the actor may read."""
+    def list_orgs_async(self) -> Awaitable[list[Organization]]: ...
+
+    # Users
+    def create_user(
+        self,
+        org: str,
+        email: str,
+        role: _Role = "member",
+        monthly_token_limit: int | None = None,
+    ) -> User:
+        """Creates a user in an organization."""
+    def create_user_async(
+        self,
+        org: str,
+        email: str,
+        role: _Role = "member",
+        monthly_token_limit: int | None = None,
+    ) -> Awaitable[User]: ...
+    def user(self, email: str) -> User:
+        """The user with this email."""
+    def user_async(self, email: str) -> Awaitable[User]: ...
+    def list_users(self, org: str) -> list[User]:
+        """The users of an organization."""
+    def list_users_async(self, org: str) -> Awaitable[list[User]]: ...
+    def set_user_limit(self, email: str, monthly_token_limit: int | None) -> User:
+        """Sets a user's own monthly token limit; `None` leaves only the org budget."""
+    def set_user_limit_async(
+        self, email: str, monthly_token_limit: int | None
+    ) -> Awaitable[User]: ...
+    def reset_password(self, user: int | str, new_password: str) -> User:
+        """Sets a user's password (by id or email); system admins only."""
+    def reset_password_async(self, user: int | str, new_password: str) -> Awaitable[User]: ...
+
+    # Keys
+    def create_key(
+        self, email: str, expires_in: str | datetime.timedelta | None = None
+    ) -> CreatedKey:
+        """Creates an API key for a user; `expires_in` is such as `"30d"` or a `timedelta`."""
+    def create_key_async(
+        self, email: str, expires_in: str | datetime.timedelta | None = None
+    ) -> Awaitable[CreatedKey]: ...
+    def list_keys(self, email: str) -> list[ApiKey]:
+        """A user's keys, never their secrets."""
+    def list_keys_async(self, email: str) -> Awaitable[list[ApiKey]]: ...
+    def revoke_key(self, key_id: int) -> ApiKey:
+        """Revokes a key by id; it is refused from then on."""
+    def revoke_key_async(self, key_id: int) -> Awaitable[ApiKey]: ...
+
+    # Models
+    def allow_model(self, org: str, model: str) -> ModelChange:
+        """Allows a model name or pattern (`name`, `prefix/*` or `*`) for an organization."""
+    def allow_model_async(self, org: str, model: str) -> Awaitable[ModelChange]: ...
+    def deny_model(self, org: str, model: str) -> ModelChange:
+        """Removes a model name or pattern from an organization's allowed list."""
+    def deny_model_async(self, org: str, model: str) -> Awaitable[ModelChange]: ...
+    def list_models(self, org: str) -> list[str]:
+        """An organization's allowed model names and patterns."""
+    def list_models_async(self, org: str) -> Awaitable[list[str]]: ...
+
+    # Rate limits
+    def set_rate_limits(
+        self,
+        org: str,
+        *,
+        email: str | None = None,
+        key_id: int | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
+    ) -> bool:
+        """Sets (replaces) the per-minute limits of an org, a user or a key."""
+    def set_rate_limits_async(
+        self,
+        org: str,
+        *,
+        email: str | None = None,
+        key_id: int | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
+    ) -> Awaitable[bool]: ...
+    def rate_limits(
+        self, org: str, *, email: str | None = None, key_id: int | None = None
+    ) -> RateLimits:
+        """The per-minute limits set on an org, a user or a key."""
+    def rate_limits_async(
+        self, org: str, *, email: str | None = None, key_id: int | None = None
+    ) -> Awaitable[RateLimits]: ...
+
+    # Usage
+    def usage(self, org: str, email: str | None = None) -> UsageReport:
+        """Usage of an organization, or of one of its users, in the current period."""
+    def usage_async(self, org: str, email: str | None = None) -> Awaitable[UsageReport]: ...
+    def daily_usage(
+        self,
+        org: str,
+        email: str | None = None,
+        *,
+        start: datetime.date | str | None = None,
+        end: datetime.date | str | None = None,
+    ) -> list[DailyUsage]:
+        """Usage per local day and model, from `start` to `end` (default: this month so far)."""
+    def daily_usage_async(
+        self,
+        org: str,
+        email: str | None = None,
+        *,
+        start: datetime.date | str | None = None,
+        end: datetime.date | str | None = None,
+    ) -> Awaitable[list[DailyUsage]]: ...
+
+    # Audit
+    def audit_log(
+        self,
+        org: str | None = None,
+        *,
+        since: datetime.datetime | None = None,
+        action: str | None = None,
+        limit: int = 50,
+    ) -> list[AuditEntry]:
+        """The newest audit entries, of one organization or of all, newest first."""
+    def audit_log_async(
+        self,
+        org: str | None = None,
+        *,
+        since: datetime.datetime | None = None,
+        action: str | None = None,
+        limit: int = 50,
+    ) -> Awaitable[list[AuditEntry]]: ...
+    def verify_audit(self, anchor: AuditHead | None = None) -> AuditVerification:
+        """Walks the whole audit chain and names the first entry changed or removed."""
+    def verify_audit_async(
+        self, anchor: AuditHead | None = None
+    ) -> Awaitable[AuditVerification]: ...
+
+@final
+class Decision:
+    """The answer to "may this request go ahead?"; a value, never an exception."""
+
+    @property
+    def allowed(self) -> bool: ...
+    @property
+    def reason(
+        self,
+    ) -> (
+        Literal[
+            "invalid_key",
+            "expired_key",
+            "revoked_key",
+            "model_not_allowed",
+            "org_budget_exhausted",
+            "user_limit_exhausted",
+            "rate_limited",
+        ]
+        | None
+    ): ...
+    @property
+    def category(self) -> Literal["unauthenticated", "forbidden", "limit_exceeded"] | None: ...
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def message(self) -> str | None: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def requested(self) -> int: ...
+    @property
+    def principal(self) -> Principal | None: ...
+    @property
+    def scope(self) -> Literal["org", "user", "key"] | None: ...
+    @property
+    def kind(
+        self,
+    ) -> Literal["monthly_tokens", "requests_per_minute", "tokens_per_minute"] | None: ...
+    @property
+    def limit(self) -> int | None: ...
+    @property
+    def used(self) -> int | None: ...
+    @property
+    def reserved(self) -> int | None: ...
+    @property
+    def remaining(self) -> int | None: ...
+    @property
+    def period(self) -> str | None: ...
+    @property
+    def reset_at(self) -> datetime.datetime | None: ...
+    @property
+    def retry_after(self) -> int | None: ...
+    @property
+    def reservation(self) -> Reservation | None: ...
+    def __bool__(self) -> bool: ...
+    def raise_for_denial(self) -> None:
+        """Raises `InvalidKey` (401), `ModelNotAllowed` (403) or `BudgetExceeded` (429) if denied."""
+    def settle(self, tokens: int) -> Settlement:
+        """Charges the real usage of this allowed request."""
+    def settle_async(self, tokens: int) -> Awaitable[Settlement]: ...
+    def release(self) -> None:
+        """Frees this request's reservation without charging."""
+    def release_async(self) -> Awaitable[None]: ...
+    def __enter__(self) -> Decision: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None: ...
+    def __aenter__(self) -> Awaitable[Decision]: ...
+    def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> Awaitable[None]: ...
+
+@final
+class Reservation:
+    """Tokens held for an allowed request until it is settled or released."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def org_id(self) -> int: ...
+    @property
+    def user_id(self) -> int: ...
+    @property
+    def key_id(self) -> int: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def period(self) -> str: ...
+    @property
+    def tokens(self) -> int: ...
+    @property
+    def expires_at(self) -> datetime.datetime: ...
+    @property
+    def open(self) -> bool: ...
+
+@final
+class Settlement:
+    """What a settle charged."""
+
+    @property
+    def reserved(self) -> int: ...
+    @property
+    def charged(self) -> int: ...
+
+@final
+class Principal:
+    """Who a key belongs to."""
+
+    @property
+    def org_id(self) -> int: ...
+    @property
+    def org_slug(self) -> str: ...
+    @property
+    def user_id(self) -> int: ...
+    @property
+    def email(self) -> str: ...
+    @property
+    def key_id(self) -> int: ...
+
+@final
+class GovernorStats:
+    """Counters about a governor, for metrics."""
+
+    @property
+    def keys(self) -> int: ...
+    @property
+    def users(self) -> int: ...
+    @property
+    def orgs(self) -> int: ...
+    @property
+    def open_reservations(self) -> int: ...
+    @property
+    def queued_events(self) -> int: ...
+    @property
+    def expired_reservations(self) -> int: ...
+    @property
+    def syncs(self) -> int: ...
+    @property
+    def failed_syncs(self) -> int: ...
+
+# --- Admin records ------------------------------------------------------------
+
+@final
+class Organization:
+    """An organization: the unit that owns a monthly token budget."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def slug(self) -> str: ...
+    @property
+    def monthly_token_budget(self) -> int: ...
+    @property
+    def timezone(self) -> str: ...
+    @property
+    def managed_by(self) -> Literal["api", "gitops"]: ...
+    @property
+    def created_at(self) -> datetime.datetime: ...
+
+@final
+class User:
+    """A person or service account that belongs to one organization."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def org_id(self) -> int: ...
+    @property
+    def email(self) -> str: ...
+    @property
+    def role(self) -> _Role: ...
+    @property
+    def monthly_token_limit(self) -> int | None: ...
+    @property
+    def managed_by(self) -> Literal["api", "gitops"]: ...
+    @property
+    def created_at(self) -> datetime.datetime: ...
+
+@final
+class ApiKey:
+    """The stored, non-secret half of an API key."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def user_id(self) -> int: ...
+    @property
+    def org_id(self) -> int: ...
+    @property
+    def prefix(self) -> str: ...
+    @property
+    def created_at(self) -> datetime.datetime: ...
+    @property
+    def expires_at(self) -> datetime.datetime | None: ...
+    @property
+    def revoked_at(self) -> datetime.datetime | None: ...
+    @property
+    def status(self) -> Literal["active", "expired", "revoked"]: ...
+
+@final
+class CreatedKey:
+    """A key just created: the only time its secret is available."""
+
+    @property
+    def key(self) -> ApiKey: ...
+    @property
+    def secret(self) -> str: ...
+
+@final
+class ModelChange:
+    """A change in an organization's allowed models."""
+
+    @property
+    def model(self) -> str: ...
+    @property
+    def changed(self) -> bool: ...
+
+@final
+class RateLimits:
+    """The per-minute limits of one organization, user or key; `None`: no limit."""
+
+    @property
+    def rpm(self) -> int | None: ...
+    @property
+    def tpm(self) -> int | None: ...
+
+@final
+class UsageReport:
+    """Usage of an organization (or one of its users) in the current period."""
+
+    @property
+    def period(self) -> str: ...
+    @property
+    def monthly_token_budget(self) -> int: ...
+    @property
+    def used(self) -> int: ...
+    @property
+    def reserved(self) -> int: ...
+    @property
+    def remaining(self) -> int: ...
+    @property
+    def users(self) -> list[UserUsage]: ...
+    @property
+    def models(self) -> list[ModelUsage]: ...
+
+@final
+class UserUsage:
+    """One user's usage in a period."""
+
+    @property
+    def user_id(self) -> int: ...
+    @property
+    def email(self) -> str: ...
+    @property
+    def monthly_token_limit(self) -> int | None: ...
+    @property
+    def used(self) -> int: ...
+    @property
+    def reserved(self) -> int: ...
+    @property
+    def requests(self) -> int: ...
+
+@final
+class ModelUsage:
+    """One model's usage in a period."""
+
+    @property
+    def model(self) -> str: ...
+    @property
+    def tokens(self) -> int: ...
+    @property
+    def requests(self) -> int: ...
+
+@final
+class DailyUsage:
+    """Usage of one model on one local day of the organization."""
+
+    @property
+    def day(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def tokens(self) -> int: ...
+    @property
+    def requests(self) -> int: ...
+
+@final
+class AuditEntry:
+    """One entry of the append-only, hash-chained audit log."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def at(self) -> datetime.datetime: ...
+    @property
+    def actor(self) -> str: ...
+    @property
+    def source(self) -> Literal["cli", "api", "gitops", "library"]: ...
+    @property
+    def action(self) -> str: ...
+    @property
+    def org_id(self) -> int | None: ...
+    @property
+    def target(self) -> str: ...
+    @property
+    def target_id(self) -> int | None: ...
+    @property
+    def changes(self) -> dict[str, Any]: ...
+    @property
+    def prev_hash(self) -> str: ...
+    @property
+    def hash(self) -> str: ...
+
+@final
+class AuditHead:
+    """An entry's id and hash: the newest entry verified, or an anchor noted earlier."""
+
+    def __new__(cls, id: int, hash: str) -> AuditHead: ...
+    @property
+    def id(self) -> int: ...
+    @property
+    def hash(self) -> str: ...
+
+@final
+class ChainBreak:
+    """The first entry found changed or removed."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def kind(self) -> Literal["changed", "removed"]: ...
+    @property
+    def reason(self) -> str: ...
+
+@final
+class AuditVerification:
+    """The outcome of verifying the audit chain: a value, whether intact or not."""
+
+    @property
+    def checked(self) -> int: ...
+    @property
+    def head(self) -> AuditHead | None: ...
+    @property
+    def broken(self) -> ChainBreak | None: ...
+    @property
+    def intact(self) -> bool: ...

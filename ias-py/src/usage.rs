@@ -1,0 +1,235 @@
+//! Usage reports: the current budget period, and per local day and model.
+
+use chrono::NaiveDate;
+use ias_core::{Admin, Result};
+use pyo3::prelude::*;
+
+use crate::governor::Governor;
+use crate::runtime::{awaitable, block_on};
+
+/// Usage of an organization (or one of its users) in the current period.
+#[pyclass(frozen, get_all, module = "ias")]
+pub struct UsageReport {
+    /// The period, `YYYY-MM`.
+    period: String,
+    /// The organization's monthly budget.
+    monthly_token_budget: i64,
+    /// Tokens charged to the organization.
+    used: i64,
+    /// Tokens held by open reservations.
+    reserved: i64,
+    /// Tokens of the budget neither used nor reserved.
+    remaining: i64,
+    /// Per user, for the users the report covers.
+    users: Vec<UserUsage>,
+    /// Per model.
+    models: Vec<ModelUsage>,
+}
+
+/// One user's usage in a period.
+#[pyclass(frozen, get_all, module = "ias")]
+#[derive(Clone)]
+pub struct UserUsage {
+    /// The user's id.
+    user_id: i64,
+    /// The user's email.
+    email: String,
+    /// The user's own monthly limit, if any.
+    monthly_token_limit: Option<i64>,
+    /// Tokens charged.
+    used: i64,
+    /// Tokens held by open reservations.
+    reserved: i64,
+    /// Settled requests.
+    requests: i64,
+}
+
+/// One model's usage in a period.
+#[pyclass(frozen, get_all, module = "ias")]
+#[derive(Clone)]
+pub struct ModelUsage {
+    /// The normalised model name.
+    model: String,
+    /// Tokens charged.
+    tokens: i64,
+    /// Settled requests.
+    requests: i64,
+}
+
+/// Usage of one model on one local day of the organization.
+#[pyclass(frozen, get_all, module = "ias")]
+pub struct DailyUsage {
+    /// The day, `YYYY-MM-DD`.
+    day: String,
+    /// The normalised model name.
+    model: String,
+    /// Tokens charged.
+    tokens: i64,
+    /// Settled requests.
+    requests: i64,
+}
+
+impl From<ias_core::UsageReport> for UsageReport {
+    fn from(report: ias_core::UsageReport) -> Self {
+        let remaining = report.remaining();
+        let users = report
+            .users
+            .into_iter()
+            .map(|u| UserUsage {
+                user_id: u.user_id.0,
+                email: u.email,
+                monthly_token_limit: u.monthly_token_limit,
+                used: u.counter.used,
+                reserved: u.counter.reserved,
+                requests: u.requests,
+            })
+            .collect();
+        let models = report
+            .models
+            .into_iter()
+            .map(|m| ModelUsage {
+                model: m.model,
+                tokens: m.tokens,
+                requests: m.requests,
+            })
+            .collect();
+        UsageReport {
+            period: report.period,
+            monthly_token_budget: report.monthly_token_budget,
+            used: report.org.used,
+            reserved: report.org.reserved,
+            remaining,
+            users,
+            models,
+        }
+    }
+}
+
+#[pymethods]
+impl UsageReport {
+    fn __repr__(&self) -> String {
+        format!(
+            "UsageReport(period={:?}, used={}, reserved={}, remaining={})",
+            self.period, self.used, self.reserved, self.remaining
+        )
+    }
+}
+
+#[pymethods]
+impl UserUsage {
+    fn __repr__(&self) -> String {
+        format!(
+            "UserUsage(email={:?}, used={}, requests={})",
+            self.email, self.used, self.requests
+        )
+    }
+}
+
+#[pymethods]
+impl ModelUsage {
+    fn __repr__(&self) -> String {
+        format!(
+            "ModelUsage(model={:?}, tokens={}, requests={})",
+            self.model, self.tokens, self.requests
+        )
+    }
+}
+
+#[pymethods]
+impl DailyUsage {
+    fn __repr__(&self) -> String {
+        format!(
+            "DailyUsage(day={:?}, model={:?}, tokens={}, requests={})",
+            self.day, self.model, self.tokens, self.requests
+        )
+    }
+}
+
+/// A day given as a `date` or as `YYYY-MM-DD` text.
+#[derive(FromPyObject)]
+enum Day {
+    Date(NaiveDate),
+    Text(String),
+}
+
+impl Day {
+    fn into_text(self) -> String {
+        match self {
+            Day::Date(date) => date.format("%Y-%m-%d").to_string(),
+            Day::Text(text) => text,
+        }
+    }
+}
+
+async fn usage(admin: Admin, org: String, email: Option<String>) -> Result<UsageReport> {
+    Ok(admin.usage(&org, email.as_deref()).await?.into())
+}
+
+async fn daily_usage(
+    admin: Admin,
+    org: String,
+    email: Option<String>,
+    start: Option<String>,
+    end: Option<String>,
+) -> Result<Vec<DailyUsage>> {
+    let days = admin
+        .daily_usage(&org, email.as_deref(), start.as_deref(), end.as_deref())
+        .await?;
+    Ok(days
+        .into_iter()
+        .map(|d| DailyUsage {
+            day: d.day,
+            model: d.model,
+            tokens: d.tokens,
+            requests: d.requests,
+        })
+        .collect())
+}
+
+#[pymethods]
+impl Governor {
+    /// Usage of an organization, or of one of its users, in the current period.
+    #[pyo3(signature = (org, email = None))]
+    fn usage(&self, py: Python<'_>, org: String, email: Option<String>) -> PyResult<UsageReport> {
+        block_on(py, usage(self.admin()?, org, email))
+    }
+
+    /// `usage` as an awaitable.
+    #[pyo3(signature = (org, email = None))]
+    fn usage_async<'py>(
+        &self,
+        py: Python<'py>,
+        org: String,
+        email: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, usage(self.admin()?, org, email))
+    }
+
+    /// Usage per local day and model, from `start` to `end` (default: this month so far).
+    #[pyo3(signature = (org, email = None, *, start = None, end = None))]
+    fn daily_usage(
+        &self,
+        py: Python<'_>,
+        org: String,
+        email: Option<String>,
+        start: Option<Day>,
+        end: Option<Day>,
+    ) -> PyResult<Vec<DailyUsage>> {
+        let (start, end) = (start.map(Day::into_text), end.map(Day::into_text));
+        block_on(py, daily_usage(self.admin()?, org, email, start, end))
+    }
+
+    /// `daily_usage` as an awaitable.
+    #[pyo3(signature = (org, email = None, *, start = None, end = None))]
+    fn daily_usage_async<'py>(
+        &self,
+        py: Python<'py>,
+        org: String,
+        email: Option<String>,
+        start: Option<Day>,
+        end: Option<Day>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (start, end) = (start.map(Day::into_text), end.map(Day::into_text));
+        awaitable(py, daily_usage(self.admin()?, org, email, start, end))
+    }
+}
