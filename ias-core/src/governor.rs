@@ -270,6 +270,21 @@ impl Governor {
         self.decide(key, model, estimated_tokens, false).await
     }
 
+    /// Why `key` would be refused before anything else is looked at
+    /// (malformed or unknown, expired, revoked); `None` for a usable key.
+    ///
+    /// Lets a host refuse a bad key before it reads a request's body;
+    /// [`Governor::authorize`] checks the key again.
+    pub async fn check_key(&self, key: &str) -> Result<Option<DenyReason>> {
+        if !key::is_well_formed(key) {
+            return Ok(Some(DenyReason::InvalidKey));
+        }
+        Ok(match self.find(&KeyHash::of(key)).await? {
+            None => Some(DenyReason::InvalidKey),
+            Some(found) => found.key_problem(self.inner.clock.now()),
+        })
+    }
+
     /// Charges the real usage of an allowed request and frees its reservation.
     ///
     /// `actual_tokens` is charged in full even when it exceeds the estimate;

@@ -1,8 +1,9 @@
 //! `POST /v1/chat/completions`: authenticate, decide, forward, charge.
 
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use ias_core::{Allowed, Decision, Reservation};
@@ -14,23 +15,45 @@ use crate::request::ChatRequest;
 use crate::upstream::{UpstreamError, UpstreamReply};
 
 /// Handles one chat completion request.
+///
+/// The key is checked (by [`CallerKey`]) before the body is read, so a
+/// caller without a usable key cannot make the gateway read and parse a
+/// large body.
 pub async fn chat_completions(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    CallerKey(key): CallerKey,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match handle(state, &headers, body).await {
+    match handle(state, &key, body).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
 }
 
+/// The caller's ias key, taken from `Authorization: Bearer` and known to the governor.
+pub struct CallerKey(pub String);
+
+impl FromRequestParts<AppState> for CallerKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let key = bearer_key(&parts.headers).ok_or_else(ApiError::missing_key)?;
+        match state.governor.check_key(key).await {
+            Ok(None) => Ok(CallerKey(key.to_owned())),
+            Ok(Some(reason)) => Err(ApiError::key_refused(reason)),
+            Err(err) => {
+                log_governor_error(&err);
+                Err(ApiError::governor(&err))
+            }
+        }
+    }
+}
+
 async fn handle(
     state: AppState,
-    headers: &HeaderMap,
+    key: &str,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let key = bearer_key(headers).ok_or_else(ApiError::missing_key)?;
     let body = body.map_err(unreadable_body)?;
     let request = ChatRequest::parse(body)?;
 

@@ -68,6 +68,18 @@ impl ApiError {
         )
     }
 
+    /// The answer to a key refused before the request was read (401).
+    pub fn key_refused(reason: DenyReason) -> Self {
+        let denied = Denied {
+            reason,
+            principal: None,
+            model: String::new(),
+            requested: 0,
+            limit: None,
+        };
+        Self::denied(&denied)
+    }
+
     /// The answer to a refused request.
     ///
     /// A 429 carries `Retry-After` when waiting can help: until the month

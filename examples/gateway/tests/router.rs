@@ -401,6 +401,21 @@ async fn a_body_over_the_limit_is_413_in_openai_shape() {
     assert_eq!(gateway.used("team-a").await, (0, 0));
 }
 
+/// The key is checked before the body is read: an unknown key with a body
+/// over the limit is a 401, not a 413, and its body is never parsed.
+#[tokio::test]
+async fn an_unknown_key_is_refused_before_its_body_is_read() {
+    let gateway = Gateway::mock().await;
+    gateway.org("team-a", 1_000, None).await;
+    let unknown = ias_core::KeySecret::generate();
+    let huge = "x".repeat(ias_gateway::app::MAX_BODY_BYTES + 1);
+
+    gateway
+        .post(Some(unknown.expose()), huge)
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED, "invalid_key");
+}
+
 #[tokio::test]
 async fn a_caller_who_hangs_up_is_still_charged_and_leaves_nothing_reserved() {
     let slow = Router::new().route(
