@@ -15,7 +15,7 @@
 //!   lease (a meter's slice follows its largest request), so with budgets of
 //!   10^14 no lease runs short while measuring; the in-line store syncs are
 //!   counted and printed to show it.
-//! - Settled usage is queued in memory; every org may queue at most 10,000
+//! - Settled usage is queued in memory; every org may queue at most 100,000
 //!   events before a settle writes them itself. So `Governor::flush()` is
 //!   called *outside* the timed sections, before any chunk that would take
 //!   the queue past `CHUNK` events in total; no background maintenance runs.
@@ -46,7 +46,7 @@ use tokio::runtime::Handle;
 
 use common::{ACTUAL, ESTIMATE, HANDOFF, MODEL, Pool, Rng, Size, authorize_settle};
 
-/// Most usage events queued between two flushes (each org's cap is 10,000).
+/// Most usage events queued between two flushes (each org's cap is 100,000).
 const CHUNK: usize = 20_000;
 /// Calls made before measuring, so leases, meters and maps are grown.
 const WARMUP_CALLS: usize = 100_000;

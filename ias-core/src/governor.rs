@@ -290,7 +290,10 @@ impl Governor {
     /// `actual_tokens` is charged in full even when it exceeds the estimate;
     /// the next request then sees the budget as spent. A reservation that
     /// expired is still charged. [`Error::NotFound`] if it was already
-    /// settled or released: nothing is charged twice.
+    /// settled or released: nothing is charged twice. With
+    /// [`Durability::Strict`], an error after the charge means the usage is
+    /// charged and queued but not yet stored; it is written when the store
+    /// answers again, so the reservation must not be settled again.
     pub async fn settle(
         &self,
         reservation: &Reservation,
@@ -306,8 +309,15 @@ impl Governor {
                 .map_err(|_| Error::not_found("reservation", reservation.id.to_string()))?;
             (settlement, ledger.queued_events())
         };
-        if self.inner.config.durability == Durability::Strict || queued >= MAX_QUEUED_EVENTS {
+        if self.inner.config.durability == Durability::Strict {
+            // The charge stands either way; an error says it is not stored
+            // yet (it stays queued and is retried): do not settle again.
             self.sync_org(&org, Vec::new(), DrainMode::Asking).await?;
+        } else if queued >= MAX_QUEUED_EVENTS
+            && let Err(err) = self.sync_org(&org, Vec::new(), DrainMode::Asking).await
+        {
+            // Charged and queued; maintenance writes it when the store is back.
+            tracing::warn!(org = %org.slug, queued, error = %err, "could not write queued usage");
         }
         Ok(settlement)
     }

@@ -22,7 +22,7 @@
 //! | revoke a key | `key.revoke` | own | org | global |
 //! | list allowed models | `model.read` | – | org | global |
 //! | allow or deny a model | `model.manage` | – | org | global |
-//! | set rate limits (reserved) | `limits.manage` | – | org | global |
+//! | set rate limits (`limits set`) | `limits.manage` | – | org | global |
 //! | read usage | `usage.read` | own | org | global |
 //! | read the audit log | `audit.read` | – | org | global |
 //! | verify the audit chain (every org) | `audit.read` | – | – | global |

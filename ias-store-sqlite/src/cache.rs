@@ -8,7 +8,7 @@ use rusqlite::{Connection, Row, params};
 use crate::error::from_sqlite;
 use crate::limits::rate_limits;
 use crate::org;
-use crate::rows::{self, ORG_COLUMNS, USER_COLUMNS};
+use crate::rows::{self, ORG_COLUMNS};
 use crate::store::{SqliteStore, optional_row};
 
 const KEY_RECORD_COLUMNS: &str = "k.id, k.user_id, k.org_id, k.key_hash, k.expires_at, k.revoked_at, \
@@ -50,9 +50,16 @@ fn key_sql(filter: &str) -> String {
     )
 }
 
+/// The user columns for the cache. The hot path never reads a user's role,
+/// so a role this build does not know (a custom role added as rows) is read
+/// as `member` here instead of making the whole load fail.
+const CACHED_USER_COLUMNS: &str = "u.id, u.org_id, u.email, \
+     CASE WHEN u.role IN ('system_admin', 'org_admin', 'member') THEN u.role ELSE 'member' END, \
+     u.monthly_token_limit, u.managed_by, u.created_at";
+
 fn user_sql(filter: &str) -> String {
     format!(
-        "SELECT {USER_COLUMNS}, r.rpm, r.tpm FROM users u
+        "SELECT {CACHED_USER_COLUMNS}, r.rpm, r.tpm FROM users u
          LEFT JOIN rate_limits r ON r.scope = 'user' AND r.scope_id = u.id
          {filter}"
     )

@@ -440,6 +440,31 @@ async fn an_audit_id_at_the_end_of_the_range_is_an_error() {
     assert!(result.is_err(), "{result:?}");
 }
 
+/// A role this build does not know, given to one user with SQL, does not
+/// stop governors from loading: everyone's keys keep working.
+#[tokio::test]
+async fn a_user_with_a_custom_role_does_not_stop_the_governor() {
+    let (_dir, path, store) = audited_file().await;
+    let admin = operator(store.clone());
+    admin
+        .create_user("acme", "b@b.io", Role::Member, None)
+        .await
+        .unwrap();
+    let other = admin.create_key("b@b.io", None).await.unwrap();
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "INSERT INTO roles (name, description, builtin) VALUES ('auditor', 'reads audit', 0);
+         UPDATE users SET role = 'auditor' WHERE email = 'a@b.io';",
+    )
+    .unwrap();
+    let governor = ias_core::Governor::open(store.clone()).await.unwrap();
+    let decision = governor
+        .authorize(other.secret.expose(), "gpt-4o-mini", 1)
+        .await
+        .unwrap();
+    assert!(decision.is_allowed(), "{decision:?}");
+}
+
 #[tokio::test]
 async fn a_version_1_database_is_migrated_to_the_newest() {
     use sha2::Digest;

@@ -14,8 +14,9 @@ use crate::{Actor, Admin, Source, Store};
 /// member). `Y`: allowed; `n`: denied and audited; `-`: does not apply.
 ///
 /// `org.list` leaves out what the role may not read instead of refusing;
-/// its `n` means "not listed". `usage.read` on `home`/`away` reads the
-/// whole organization, on `self`/`peer` one user.
+/// its `n` means "not listed". `usage.read`, `usage.daily` and the
+/// `limits.*` rows act on the whole organization on `home`/`away`, and on
+/// one user on `self`/`peer` (so a member may not raise its own rate limit).
 pub const MATRIX: &str = "
 operation                | system_admin        | org_admin           | member
                          | home away self peer | home away self peer | home away self peer
@@ -35,6 +36,9 @@ model.allow              |  Y    Y    -    -   |  Y    n    -    -   |  n    n  
 model.deny               |  Y    Y    -    -   |  Y    n    -    -   |  n    n    -    -
 model.list               |  Y    Y    -    -   |  Y    n    -    -   |  n    n    -    -
 usage.read               |  Y    Y    Y    Y   |  Y    n    Y    Y   |  n    n    Y    n
+usage.daily              |  Y    Y    Y    Y   |  Y    n    Y    Y   |  n    n    Y    n
+limits.set               |  Y    Y    Y    Y   |  Y    n    Y    Y   |  n    n    n    n
+limits.read              |  Y    Y    Y    Y   |  Y    n    Y    Y   |  n    n    n    n
 audit.list               |  Y    Y    -    -   |  Y    n    -    -   |  n    n    -    -
 audit.list.all           |  -    Y    -    -   |  -    n    -    -   |  -    n    -    -
 audit.verify             |  -    Y    -    -   |  -    n    -    -   |  -    n    -    -
@@ -219,6 +223,19 @@ async fn run(world: &World, actor: &Admin, cell: &Cell) -> Result<()> {
         "model.deny" => deny(world, actor, slug(on)).await,
         "model.list" => actor.list_models(slug(on)).await.map(drop),
         "usage.read" => usage(actor, on, role).await,
+        "usage.daily" => daily_usage(actor, on, role).await,
+        "limits.set" => {
+            let limits = crate::RateLimits {
+                rpm: Some(1_000),
+                tpm: None,
+            };
+            let (org, target) = limit_target(on, role);
+            actor.set_rate_limits(org, target, limits).await.map(drop)
+        }
+        "limits.read" => {
+            let (org, target) = limit_target(on, role);
+            actor.rate_limits(org, target).await.map(drop)
+        }
         "audit.list" => audit_list(actor, Some(slug(on))).await,
         "audit.list.all" => audit_list(actor, None).await,
         "audit.verify" => actor.verify_audit(None).await.map(drop),
@@ -232,6 +249,7 @@ fn action(operation: &str) -> Option<&str> {
         "org.list" => None,
         "user.create.system_admin" => Some("user.create"),
         "audit.list.all" => Some("audit.list"),
+        "usage.daily" => Some("usage.read"),
         other => Some(other),
     }
 }
@@ -281,6 +299,25 @@ async fn usage(actor: &Admin, on: On, role: Role) -> Result<()> {
     match on {
         On::Home | On::Away => actor.usage(slug(on), None).await.map(drop),
         On::Own | On::Peer => actor.usage("home", Some(&email(on, role))).await.map(drop),
+    }
+}
+
+async fn daily_usage(actor: &Admin, on: On, role: Role) -> Result<()> {
+    let daily = match on {
+        On::Home | On::Away => actor.daily_usage(slug(on), None, None, None).await,
+        On::Own | On::Peer => {
+            let email = email(on, role);
+            actor.daily_usage("home", Some(&email), None, None).await
+        }
+    };
+    daily.map(drop)
+}
+
+/// The organization and the target of a `limits.*` cell.
+fn limit_target(on: On, role: Role) -> (&'static str, crate::LimitTarget) {
+    match on {
+        On::Home | On::Away => (slug(on), crate::LimitTarget::Org),
+        On::Own | On::Peer => ("home", crate::LimitTarget::User(email(on, role))),
     }
 }
 
