@@ -80,7 +80,7 @@ impl Default for GovernorConfig {
             reservation_ttl: DEFAULT_RESERVATION_TTL,
             lease_ttl: Duration::from_secs(30),
             flush_interval: Duration::from_millis(200),
-            refresh_interval: Duration::from_secs(1),
+            refresh_interval: Duration::from_millis(500),
             durability: Durability::WriteBehind,
         }
     }

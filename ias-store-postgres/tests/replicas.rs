@@ -154,11 +154,9 @@ async fn a_key_revoked_through_one_replica_is_refused_by_another_within_a_second
     };
     let took = revoked.elapsed();
     assert_eq!(refused.reason, DenyReason::RevokedKey);
-    // Maintenance reads the feed every second; allow for the poll and the round trip.
-    assert!(
-        took < Duration::from_millis(1_250),
-        "refused after {took:?}"
-    );
+    // Maintenance reads the feed every half second: well within the 1 s promised,
+    // with room for a loaded machine.
+    assert!(took < Duration::from_secs(1), "refused after {took:?}");
     eprintln!("the other replica refused the revoked key after {took:?}");
     maintenance.shutdown().await.unwrap();
 }
