@@ -44,6 +44,14 @@ pub enum Source {
 }
 
 impl Source {
+    /// Every source.
+    pub const ALL: [Source; 4] = [Source::Cli, Source::Api, Source::Gitops, Source::Library];
+
+    /// The source stored as `name`, if any.
+    pub fn parse(name: &str) -> Option<Self> {
+        Source::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
     /// The name stored in the database.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -160,6 +168,34 @@ pub struct AuditEntry {
     pub hash: String,
 }
 
+impl AuditEntry {
+    /// The entry that follows `last` (the newest entry's id and hash, `None`
+    /// for an empty log) to record `record`, hashed into the chain.
+    ///
+    /// Its time is cut to the millisecond, which is what stores keep and
+    /// what the hash covers. `None` when ids have run out.
+    pub fn next(
+        last: Option<(i64, String)>,
+        record: &AuditRecord,
+        target_id: Option<i64>,
+    ) -> Option<AuditEntry> {
+        let (id, prev_hash) = match last {
+            Some((id, hash)) => (id.checked_add(1)?, hash),
+            None => (1, GENESIS_HASH.to_owned()),
+        };
+        let mut record = record.clone();
+        record.at = DateTime::from_timestamp_millis(record.at.timestamp_millis())?;
+        let hash = chain_hash(id, &record, target_id, &prev_hash);
+        Some(AuditEntry {
+            id,
+            record,
+            target_id,
+            prev_hash,
+            hash,
+        })
+    }
+}
+
 /// The hash of an entry, over its id, its fields and the previous hash.
 pub fn chain_hash(
     id: i64,
@@ -237,6 +273,21 @@ mod tests {
             target: "org:team-alpha".into(),
             changes: change("monthly_token_budget", None::<i64>, 5),
         }
+    }
+
+    #[test]
+    fn the_next_entry_follows_the_last_and_stops_at_the_end_of_ids() {
+        let first = AuditEntry::next(None, &record(), Some(7)).unwrap();
+        assert_eq!((first.id, first.prev_hash.as_str()), (1, GENESIS_HASH));
+        assert_eq!(
+            first.hash,
+            chain_hash(1, &first.record, Some(7), GENESIS_HASH)
+        );
+        let second = AuditEntry::next(Some((1, first.hash.clone())), &record(), None).unwrap();
+        assert_eq!((second.id, second.prev_hash), (2, first.hash));
+        assert!(AuditEntry::next(Some((i64::MAX, "h".into())), &record(), None).is_none());
+        assert_eq!(Source::parse("gitops"), Some(Source::Gitops));
+        assert_eq!(Source::parse("web"), None);
     }
 
     #[test]

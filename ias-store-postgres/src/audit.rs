@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::DateTime;
-use ias_core::audit::{AuditLink, GENESIS_HASH, chain_hash};
+use ias_core::audit::AuditLink;
 use ias_core::{AuditEntry, AuditFilter, AuditRecord, AuditStore, Error, OrgId, Result, Source};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
@@ -38,54 +38,34 @@ pub(crate) async fn append(
         |row| Ok((row.try_get::<i64, _>(0)?, row.try_get::<String, _>(1)?)),
     )
     .await?;
-    let (id, prev_hash): (i64, String) = match last {
-        Some((id, hash)) => {
-            let next = id.checked_add(1).ok_or_else(|| Error::Store {
-                backend: "postgres",
-                message: format!("audit log id {id} is the last there can be"),
-            })?;
-            (next, hash)
-        }
-        None => (1, GENESIS_HASH.to_owned()),
-    };
-    let hash = chain_hash(id, record, target_id, &prev_hash);
+    let entry = AuditEntry::next(last, record, target_id).ok_or_else(|| Error::Store {
+        backend: "postgres",
+        message: "the audit log has no ids left".to_owned(),
+    })?;
+    let stored = &entry.record;
     let insert = sqlx::query(
         "INSERT INTO audit_log
            (id, at, actor, source, action, org_id, target, target_id, changes, prev_hash, hash)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
-    .bind(id)
-    .bind(millis(record.at))
-    .bind(&record.actor)
-    .bind(record.source.as_str())
-    .bind(&record.action)
-    .bind(record.org_id.map(|o| o.0))
-    .bind(&record.target)
-    .bind(target_id)
-    .bind(record.changes.to_string())
-    .bind(&prev_hash)
-    .bind(&hash);
+    .bind(entry.id)
+    .bind(millis(stored.at))
+    .bind(&stored.actor)
+    .bind(stored.source.as_str())
+    .bind(&stored.action)
+    .bind(stored.org_id.map(|o| o.0))
+    .bind(&stored.target)
+    .bind(entry.target_id)
+    .bind(stored.changes.to_string())
+    .bind(&entry.prev_hash)
+    .bind(&entry.hash);
     execute(conn, insert).await?;
-    let mut stored = record.clone();
-    // INVARIANT: times are stored to the millisecond, which is all the hash covers.
-    stored.at = DateTime::from_timestamp_millis(millis(record.at)).unwrap_or(record.at);
-    Ok(AuditEntry {
-        id,
-        record: stored,
-        target_id,
-        prev_hash,
-        hash,
-    })
+    Ok(entry)
 }
 
 fn entry(row: &PgRow) -> sqlx::Result<AuditEntry> {
-    let source = match row.try_get::<String, _>(3)?.as_str() {
-        "cli" => Source::Cli,
-        "api" => Source::Api,
-        "gitops" => Source::Gitops,
-        "library" => Source::Library,
-        _ => return Err(conversion(3, "unknown audit source")),
-    };
+    let source = Source::parse(&row.try_get::<String, _>(3)?)
+        .ok_or_else(|| conversion(3, "unknown audit source"))?;
     let changes: String = row.try_get(8)?;
     Ok(AuditEntry {
         id: row.try_get(0)?,

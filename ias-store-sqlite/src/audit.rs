@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::DateTime;
-use ias_core::audit::{AuditLink, GENESIS_HASH, chain_hash};
+use ias_core::audit::AuditLink;
 use ias_core::{AuditEntry, AuditFilter, AuditRecord, AuditStore, OrgId, Result, Source};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -23,44 +23,28 @@ pub(crate) fn append(
             |row| Ok((row.get(0)?, row.get(1)?)),
         )
         .optional()?;
-    let (id, prev_hash) = match last {
-        Some((id, hash)) => {
-            let next = id
-                .checked_add(1)
-                .ok_or(rusqlite::Error::IntegralValueOutOfRange(0, id))?;
-            (next, hash)
-        }
-        None => (1, GENESIS_HASH.to_owned()),
-    };
-    let hash = chain_hash(id, record, target_id, &prev_hash);
+    let entry = AuditEntry::next(last, record, target_id)
+        .ok_or(rusqlite::Error::IntegralValueOutOfRange(0, i64::MAX))?;
+    let stored = &entry.record;
     conn.execute(
         "INSERT INTO audit_log
            (id, at, actor, source, action, org_id, target, target_id, changes, prev_hash, hash)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
-            id,
-            millis(record.at),
-            record.actor,
-            record.source.as_str(),
-            record.action,
-            record.org_id.map(|o| o.0),
-            record.target,
-            target_id,
-            record.changes.to_string(),
-            prev_hash,
-            hash,
+            entry.id,
+            millis(stored.at),
+            stored.actor,
+            stored.source.as_str(),
+            stored.action,
+            stored.org_id.map(|o| o.0),
+            stored.target,
+            entry.target_id,
+            stored.changes.to_string(),
+            entry.prev_hash,
+            entry.hash,
         ],
     )?;
-    let mut stored = record.clone();
-    // INVARIANT: times are stored to the millisecond, which is all the hash covers.
-    stored.at = DateTime::from_timestamp_millis(millis(record.at)).unwrap_or(record.at);
-    Ok(AuditEntry {
-        id,
-        record: stored,
-        target_id,
-        prev_hash,
-        hash,
-    })
+    Ok(entry)
 }
 
 fn entry(row: &Row<'_>) -> rusqlite::Result<AuditEntry> {
@@ -71,13 +55,8 @@ fn entry(row: &Row<'_>) -> rusqlite::Result<AuditEntry> {
             what.to_owned().into(),
         )
     };
-    let source = match row.get::<_, String>(3)?.as_str() {
-        "cli" => Source::Cli,
-        "api" => Source::Api,
-        "gitops" => Source::Gitops,
-        "library" => Source::Library,
-        _ => return Err(bad(3, "unknown audit source")),
-    };
+    let source =
+        Source::parse(&row.get::<_, String>(3)?).ok_or_else(|| bad(3, "unknown audit source"))?;
     let changes: String = row.get(8)?;
     Ok(AuditEntry {
         id: row.get(0)?,
