@@ -87,6 +87,17 @@ pub struct Exceeded {
     pub reserved: i64,
 }
 
+impl Exceeded {
+    /// Tokens of the limit neither used nor reserved; never negative.
+    pub fn left(&self) -> i64 {
+        Counter {
+            used: self.used,
+            reserved: self.reserved,
+        }
+        .left_of(self.limit)
+    }
+}
+
 /// The first limit, org before user, that `requested` tokens do not fit in.
 ///
 /// A request fits when `used + reserved + max(requested, 1) <= limit`: every

@@ -276,10 +276,7 @@ impl Governor {
     /// Lets a host refuse a bad key before it reads a request's body;
     /// [`Governor::authorize`] checks the key again.
     pub async fn check_key(&self, key: &str) -> Result<Option<DenyReason>> {
-        if !key::is_well_formed(key) {
-            return Ok(Some(DenyReason::InvalidKey));
-        }
-        Ok(match self.find(&KeyHash::of(key)).await? {
+        Ok(match self.find_key(key).await? {
             None => Some(DenyReason::InvalidKey),
             Some(found) => found.key_problem(self.inner.clock.now()),
         })
@@ -549,6 +546,14 @@ impl Governor {
         })
     }
 
+    /// The cached key `key` with its user and org; `None` if malformed or unknown.
+    async fn find_key(&self, key: &str) -> Result<Option<Found>> {
+        if !key::is_well_formed(key) {
+            return Ok(None);
+        }
+        self.find(&KeyHash::of(key)).await
+    }
+
     /// Looks a key up; an unknown key first reloads recent changes.
     ///
     /// At most one reload runs at a time: a miss while one is running waits
@@ -591,12 +596,7 @@ impl Governor {
         let now = self.inner.clock.now();
         // The key is checked first: a caller without a valid key learns
         // nothing else, not even whether its model name would be accepted.
-        let found = if key::is_well_formed(key) {
-            self.find(&KeyHash::of(key)).await?
-        } else {
-            None
-        };
-        let Some(mut found) = found else {
+        let Some(mut found) = self.find_key(key).await? else {
             let request = Request::unchecked(model, estimated);
             return Ok(Decision::Denied(request.deny(
                 DenyReason::InvalidKey,
@@ -694,11 +694,9 @@ impl Governor {
                     period,
                     resets_at,
                 } => {
-                    let left = exceeded
-                        .limit
-                        .saturating_sub(exceeded.used)
-                        .saturating_sub(exceeded.reserved);
-                    if left >= request.requested.max(1) && max_rounds < MAX_CONTENDED_ROUNDS {
+                    if exceeded.left() >= request.requested.max(1)
+                        && max_rounds < MAX_CONTENDED_ROUNDS
+                    {
                         // Not spent: other requests of this process took the
                         // fresh slices first. Ask again rather than refuse.
                         max_rounds = MAX_CONTENDED_ROUNDS;

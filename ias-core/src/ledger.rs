@@ -11,13 +11,13 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap as HashMap;
 
-use chrono::{DateTime, Datelike, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use chrono_tz::Tz;
 
 use crate::budget::{BudgetState, Counter, Exceeded, LimitScope, Settlement};
 use crate::domain::{KeyId, OrgId, ReservationId, UserId};
 use crate::lease::{LeaseEntry, LeaseState, UsageEvent};
-use crate::period::MonthlyPeriod;
+use crate::period::{self, MonthlyPeriod};
 use crate::rate::{RateExceeded, RateLimits, RateTicket, RateWindow};
 
 /// A budget period as a number, `year * 100 + month`.
@@ -141,14 +141,7 @@ pub(crate) fn period_key(period: PeriodNo) -> String {
 }
 
 fn local_midnight(tz: Tz, date: chrono::NaiveDate) -> i64 {
-    let midnight = date.and_hms_opt(0, 0, 0).unwrap_or_default();
-    (0..=180)
-        .filter_map(|m| {
-            tz.from_local_datetime(&(midnight + chrono::Duration::minutes(m)))
-                .earliest()
-        })
-        .next()
-        .map_or(i64::MIN, |t| t.timestamp_millis())
+    period::start_of_day(tz, date).timestamp_millis()
 }
 
 /// One request, as the ledger needs it.
@@ -352,10 +345,7 @@ impl Ledger {
             });
             *slot = (*scope, *id, ticket);
         }
-        for key in [org_key, user_key] {
-            let meter = self.meters.entry(key).or_default();
-            meter.pending += ask.tokens;
-        }
+        self.bump(ask.org_id, ask.user_id, org_key.2, ask.tokens, 0);
         let state = BudgetState {
             org_limit: ask.org_limit,
             org: self.meter(org_key).counter(),
@@ -435,20 +425,10 @@ impl Ledger {
         now: DateTime<Utc>,
         tz: Tz,
     ) -> Result<Settlement, NotOpen> {
-        let held = self.open.remove(&id).ok_or(NotOpen)?;
+        let held = self.close(id, org)?;
         self.calendar.update(now, tz);
-        for (scope, id) in [(LimitScope::Org, org.0), (LimitScope::User, held.user_id.0)] {
-            let meter = self.meters.entry((scope, id, held.period)).or_default();
-            if !held.expired {
-                meter.pending -= held.tokens;
-            }
-            meter.charged = meter.charged.saturating_add(actual);
-        }
-        for (scope, id, ticket) in held.tickets {
-            if let (Some(ticket), Some(window)) = (ticket, self.windows.get_mut(&(scope, id))) {
-                window.correct(ticket, actual);
-            }
-        }
+        self.bump(org, held.user_id, held.period, 0, actual);
+        self.correct_rates(&held.tickets, actual);
         self.settled.push(Settled {
             user_id: held.user_id,
             key_id: held.key_id,
@@ -467,19 +447,36 @@ impl Ledger {
 
     /// Closes an open reservation without charging.
     pub fn release(&mut self, id: ReservationId, org: OrgId) -> Result<(), NotOpen> {
+        let held = self.close(id, org)?;
+        self.correct_rates(&held.tickets, 0);
+        Ok(())
+    }
+
+    /// Takes an open reservation out and frees its tokens, unless its expiry already did.
+    fn close(&mut self, id: ReservationId, org: OrgId) -> Result<Held, NotOpen> {
         let held = self.open.remove(&id).ok_or(NotOpen)?;
         if !held.expired {
-            for (scope, id) in [(LimitScope::Org, org.0), (LimitScope::User, held.user_id.0)] {
-                let meter = self.meters.entry((scope, id, held.period)).or_default();
-                meter.pending -= held.tokens;
+            self.bump(org, held.user_id, held.period, -held.tokens, 0);
+        }
+        Ok(held)
+    }
+
+    /// Adds `pending` and `charged` (either may be negative) to the org's and the user's meters.
+    fn bump(&mut self, org: OrgId, user: UserId, period: PeriodNo, pending: i64, charged: i64) {
+        for (scope, id) in [(LimitScope::Org, org.0), (LimitScope::User, user.0)] {
+            let meter = self.meters.entry((scope, id, period)).or_default();
+            meter.pending += pending;
+            meter.charged = meter.charged.saturating_add(charged);
+        }
+    }
+
+    /// Corrects a closed reservation's rate grants to the tokens it really used.
+    fn correct_rates(&mut self, tickets: &[(LimitScope, i64, Option<RateTicket>); 3], tokens: i64) {
+        for (scope, id, ticket) in tickets {
+            if let (Some(ticket), Some(window)) = (ticket, self.windows.get_mut(&(*scope, *id))) {
+                window.correct(*ticket, tokens);
             }
         }
-        for (scope, id, ticket) in held.tickets {
-            if let (Some(ticket), Some(window)) = (ticket, self.windows.get_mut(&(scope, id))) {
-                window.correct(ticket, 0);
-            }
-        }
-        Ok(())
     }
 
     /// Releases reservations past their expiry; forgets those expired one TTL ago.
@@ -500,9 +497,7 @@ impl Ledger {
             true
         });
         for (user, period, tokens) in freed {
-            for (scope, id) in [(LimitScope::Org, org.0), (LimitScope::User, user.0)] {
-                self.meters.entry((scope, id, period)).or_default().pending -= tokens;
-            }
+            self.bump(org, user, period, -tokens, 0);
         }
         self.windows.retain(|_, window| !window.is_idle(now_ms));
         released
@@ -515,6 +510,10 @@ impl Ledger {
             events: self.take_events(org),
             ..Drained::default()
         };
+        for (key, _) in wants {
+            // A meter emptied by a sync since the request asked is asked for again.
+            self.meters.entry(*key).or_default();
+        }
         for (key, meter) in &mut self.meters {
             let want = wants
                 .iter()
@@ -555,21 +554,6 @@ impl Ledger {
                 want: want.total,
                 need: want.need,
             });
-        }
-        for (key, want) in wants {
-            if !drained.keys.contains(key) {
-                self.meters.entry(*key).or_default();
-                drained.keys.push(*key);
-                drained.entries.push(LeaseEntry {
-                    scope: key.0,
-                    scope_id: key.1,
-                    period: period_key(key.2),
-                    charge: 0,
-                    give_back: 0,
-                    want: want.total,
-                    need: want.need,
-                });
-            }
         }
         drained
     }

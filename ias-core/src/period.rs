@@ -42,7 +42,7 @@ fn first_of_month(year: i32, month: u32) -> NaiveDate {
 }
 
 /// The first instant of `date` in `tz`, also on days that start with a DST gap.
-fn start_of_day(tz: Tz, date: NaiveDate) -> DateTime<Utc> {
+pub(crate) fn start_of_day(tz: Tz, date: NaiveDate) -> DateTime<Utc> {
     let midnight = date.and_hms_opt(0, 0, 0).unwrap_or_default();
     // A gap at midnight (clocks jump from 00:00 to 01:00) moves the start
     // to the first minute that exists.
