@@ -33,26 +33,10 @@ impl CliError {
     /// A stable machine-readable name for the kind of error.
     pub fn kind(&self) -> &'static str {
         match self {
-            CliError::Core(err) => core_kind(err),
+            CliError::Core(err) => err.kind(),
             CliError::Secret { .. } => "invalid_input",
             CliError::Io(_) => "io",
         }
-    }
-}
-
-fn core_kind(err: &Error) -> &'static str {
-    match err {
-        Error::InvalidInput { .. } => "invalid_input",
-        Error::NotFound { .. } => "not_found",
-        Error::Conflict { .. } => "conflict",
-        Error::PermissionDenied { .. } => "permission_denied",
-        Error::WeakPassword { .. } => "weak_password",
-        Error::PasswordHashing { .. } => "password_hashing",
-        Error::DatabaseUrl { .. } => "database_url",
-        Error::Unsupported(_) => "unsupported",
-        Error::Unavailable { .. } => "unavailable",
-        Error::Store { .. } => "store",
-        _ => "error",
     }
 }
 

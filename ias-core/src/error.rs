@@ -131,6 +131,23 @@ impl Error {
         }
     }
 
+    /// The stable machine-readable name of the error's kind, such as
+    /// `not_found`: what `ias-admin --output json` and the Python exceptions report.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::InvalidInput { .. } => "invalid_input",
+            Error::NotFound { .. } => "not_found",
+            Error::Conflict { .. } => "conflict",
+            Error::PermissionDenied { .. } => "permission_denied",
+            Error::WeakPassword { .. } => "weak_password",
+            Error::PasswordHashing { .. } => "password_hashing",
+            Error::DatabaseUrl { .. } => "database_url",
+            Error::Unsupported(_) => "unsupported",
+            Error::Unavailable { .. } => "unavailable",
+            Error::Store { .. } => "store",
+        }
+    }
+
     /// Whether retrying the same call later may succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(self, Error::Unavailable { .. })
@@ -188,6 +205,13 @@ pub(crate) fn printable(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kinds_are_stable_names() {
+        assert_eq!(Error::not_found("user", "a@b.io").kind(), "not_found");
+        assert_eq!(Error::invalid("model", "x", "bad").kind(), "invalid_input");
+        assert_eq!(Error::Unsupported("x".into()).kind(), "unsupported");
+    }
 
     #[test]
     fn bidi_and_zero_width_characters_are_escaped() {

@@ -144,23 +144,6 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
-/// The stable name of an error's kind, the same one `ias-admin` prints.
-pub(crate) fn kind(err: &Error) -> &'static str {
-    match err {
-        Error::InvalidInput { .. } => "invalid_input",
-        Error::NotFound { .. } => "not_found",
-        Error::Conflict { .. } => "conflict",
-        Error::PermissionDenied { .. } => "permission_denied",
-        Error::WeakPassword { .. } => "weak_password",
-        Error::PasswordHashing { .. } => "password_hashing",
-        Error::DatabaseUrl { .. } => "database_url",
-        Error::Unsupported(_) => "unsupported",
-        Error::Unavailable { .. } => "unavailable",
-        Error::Store { .. } => "store",
-        _ => "error",
-    }
-}
-
 /// Converts a core error into its exception, with the variant's fields as attributes.
 pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
     let message = err.to_string();
@@ -227,7 +210,7 @@ pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
     };
     let value = exception.value(py);
     let attributes = || -> PyResult<()> {
-        value.setattr("kind", kind(&err))?;
+        value.setattr("kind", err.kind())?;
         value.setattr("retryable", err.is_retryable())?;
         for (name, field) in fields {
             value.setattr(name, field)?;
