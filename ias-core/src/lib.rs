@@ -39,6 +39,7 @@ pub mod governor;
 pub mod key;
 pub mod lease;
 mod ledger;
+pub mod migration;
 pub mod password;
 pub mod period;
 pub mod policy;

@@ -9,23 +9,12 @@
 //! from the one shipped, or that is newer than this build, is refused
 //! rather than guessed at.
 
-use ias_core::{Error, Result};
-use sha2::{Digest, Sha256};
+use ias_core::Result;
+pub use ias_core::migration::Migration;
 use sqlx::{Executor, PgConnection, PgPool, Row};
 
 use crate::error::{BACKEND, from_sqlx};
 use crate::store::{commit, execute, optional};
-
-/// One numbered migration.
-#[derive(Debug, Clone, Copy)]
-pub struct Migration {
-    /// Its version, from 1, without gaps.
-    pub version: i64,
-    /// A short name.
-    pub name: &'static str,
-    /// The SQL it runs.
-    pub sql: &'static str,
-}
 
 /// Every migration this build knows, in order.
 pub const MIGRATIONS: &[Migration] = &[
@@ -70,7 +59,6 @@ pub(crate) async fn apply(pool: &PgPool) -> Result<()> {
 }
 
 async fn apply_one(conn: &mut PgConnection, migration: &Migration) -> Result<()> {
-    let checksum = hex::encode(Sha256::digest(migration.sql.as_bytes()));
     let applied = optional(
         conn,
         sqlx::query("SELECT checksum FROM schema_migrations WHERE version = $1")
@@ -78,37 +66,28 @@ async fn apply_one(conn: &mut PgConnection, migration: &Migration) -> Result<()>
         |row| row.try_get::<String, _>(0),
     )
     .await?;
-    match applied {
-        Some(stored) if stored == checksum => Ok(()),
-        Some(_) => Err(Error::Store {
-            backend: BACKEND,
-            message: format!(
-                "migration {} `{}` differs from the one applied to this database",
-                migration.version, migration.name
-            ),
-        }),
-        None => {
-            // A query without arguments runs as one simple-protocol message,
-            // which may hold many statements. (`sqlx::raw_sql` would too, but
-            // its future is not `Send` in sqlx 0.8, so `open` could not be spawned.)
-            conn.execute(migration.sql).await.map_err(from_sqlx)?;
-            let record = sqlx::query(
-                "INSERT INTO schema_migrations (version, name, checksum, applied_at)
-                 VALUES ($1, $2, $3, $4)",
-            )
-            .bind(migration.version)
-            .bind(migration.name)
-            .bind(checksum)
-            .bind(chrono::Utc::now().timestamp_millis());
-            execute(conn, record).await?;
-            tracing::info!(
-                version = migration.version,
-                name = migration.name,
-                "applied migration"
-            );
-            Ok(())
-        }
+    if !migration.needs_applying(applied.as_deref(), BACKEND)? {
+        return Ok(());
     }
+    // A query without arguments runs as one simple-protocol message,
+    // which may hold many statements. (`sqlx::raw_sql` would too, but
+    // its future is not `Send` in sqlx 0.8, so `open` could not be spawned.)
+    conn.execute(migration.sql).await.map_err(from_sqlx)?;
+    let record = sqlx::query(
+        "INSERT INTO schema_migrations (version, name, checksum, applied_at)
+         VALUES ($1, $2, $3, $4)",
+    )
+    .bind(migration.version)
+    .bind(migration.name)
+    .bind(migration.checksum())
+    .bind(chrono::Utc::now().timestamp_millis());
+    execute(conn, record).await?;
+    tracing::info!(
+        version = migration.version,
+        name = migration.name,
+        "applied migration"
+    );
+    Ok(())
 }
 
 async fn refuse_newer(conn: &mut PgConnection) -> Result<()> {
@@ -119,14 +98,5 @@ async fn refuse_newer(conn: &mut PgConnection) -> Result<()> {
     )
     .await?
     .unwrap_or(0);
-    let known = MIGRATIONS.last().map_or(0, |m| m.version);
-    if newest > known {
-        return Err(Error::Store {
-            backend: BACKEND,
-            message: format!(
-                "database schema version {newest} is newer than this build of ias supports ({known})"
-            ),
-        });
-    }
-    Ok(())
+    ias_core::migration::refuse_newer(newest, MIGRATIONS, BACKEND)
 }

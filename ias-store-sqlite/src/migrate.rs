@@ -6,22 +6,11 @@
 //! differs from the one shipped, or that is newer than this build, is
 //! refused rather than guessed at.
 
-use ias_core::{Error, Result};
+use ias_core::Result;
+pub use ias_core::migration::Migration;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
-use sha2::{Digest, Sha256};
 
 use crate::error::{BACKEND, from_sqlite};
-
-/// One numbered migration.
-#[derive(Debug, Clone, Copy)]
-pub struct Migration {
-    /// Its version, from 1, without gaps.
-    pub version: i64,
-    /// A short name.
-    pub name: &'static str,
-    /// The SQL it runs.
-    pub sql: &'static str,
-}
 
 /// Every migration this build knows, in order.
 pub const MIGRATIONS: &[Migration] = &[
@@ -63,7 +52,6 @@ pub(crate) fn apply(conn: &mut Connection) -> Result<()> {
 }
 
 fn apply_one(conn: &Connection, migration: &Migration) -> Result<()> {
-    let checksum = hex::encode(Sha256::digest(migration.sql.as_bytes()));
     let applied: Option<String> = conn
         .query_row(
             "SELECT checksum FROM schema_migrations WHERE version = ?1",
@@ -72,36 +60,27 @@ fn apply_one(conn: &Connection, migration: &Migration) -> Result<()> {
         )
         .optional()
         .map_err(from_sqlite)?;
-    match applied {
-        Some(stored) if stored == checksum => Ok(()),
-        Some(_) => Err(Error::Store {
-            backend: BACKEND,
-            message: format!(
-                "migration {} `{}` differs from the one applied to this database",
-                migration.version, migration.name
-            ),
-        }),
-        None => {
-            conn.execute_batch(migration.sql).map_err(from_sqlite)?;
-            conn.execute(
-                "INSERT INTO schema_migrations (version, name, checksum, applied_at)
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![
-                    migration.version,
-                    migration.name,
-                    checksum,
-                    chrono::Utc::now().timestamp_millis()
-                ],
-            )
-            .map_err(from_sqlite)?;
-            tracing::info!(
-                version = migration.version,
-                name = migration.name,
-                "applied migration"
-            );
-            Ok(())
-        }
+    if !migration.needs_applying(applied.as_deref(), BACKEND)? {
+        return Ok(());
     }
+    conn.execute_batch(migration.sql).map_err(from_sqlite)?;
+    conn.execute(
+        "INSERT INTO schema_migrations (version, name, checksum, applied_at)
+         VALUES (?1, ?2, ?3, ?4)",
+        params![
+            migration.version,
+            migration.name,
+            migration.checksum(),
+            chrono::Utc::now().timestamp_millis()
+        ],
+    )
+    .map_err(from_sqlite)?;
+    tracing::info!(
+        version = migration.version,
+        name = migration.name,
+        "applied migration"
+    );
+    Ok(())
 }
 
 fn refuse_newer(conn: &Connection) -> Result<()> {
@@ -112,14 +91,5 @@ fn refuse_newer(conn: &Connection) -> Result<()> {
             |r| r.get(0),
         )
         .map_err(from_sqlite)?;
-    let known = MIGRATIONS.last().map_or(0, |m| m.version);
-    if newest > known {
-        return Err(Error::Store {
-            backend: BACKEND,
-            message: format!(
-                "database schema version {newest} is newer than this build of ias supports ({known})"
-            ),
-        });
-    }
-    Ok(())
+    ias_core::migration::refuse_newer(newest, MIGRATIONS, BACKEND)
 }

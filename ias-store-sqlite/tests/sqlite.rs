@@ -467,7 +467,6 @@ async fn a_user_with_a_custom_role_does_not_stop_the_governor() {
 
 #[tokio::test]
 async fn a_version_1_database_is_migrated_to_the_newest() {
-    use sha2::Digest;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ias.db");
     let conn = Connection::open(&path).unwrap();
@@ -478,7 +477,7 @@ async fn a_version_1_database_is_migrated_to_the_newest() {
          checksum TEXT NOT NULL, applied_at INTEGER NOT NULL)",
     )
     .unwrap();
-    let checksum = hex::encode(sha2::Sha256::digest(first.sql.as_bytes()));
+    let checksum = first.checksum();
     conn.execute(
         "INSERT INTO schema_migrations VALUES (1, 'initial', ?1, 0)",
         [checksum],
