@@ -44,6 +44,22 @@ impl RateLimits {
         tpm: None,
     };
 
+    /// A requests-per-minute limit alone.
+    pub const fn requests(rpm: i64) -> Self {
+        RateLimits {
+            rpm: Some(rpm),
+            tpm: None,
+        }
+    }
+
+    /// A tokens-per-minute limit alone.
+    pub const fn tokens(tpm: i64) -> Self {
+        RateLimits {
+            rpm: None,
+            tpm: Some(tpm),
+        }
+    }
+
     /// Whether neither limit is set.
     pub fn is_none(&self) -> bool {
         self.rpm.is_none() && self.tpm.is_none()
@@ -248,37 +264,24 @@ pub fn retry_after_secs(ms: i64) -> u64 {
 mod tests {
     use super::*;
 
-    fn rpm(n: i64) -> RateLimits {
-        RateLimits {
-            rpm: Some(n),
-            tpm: None,
-        }
-    }
-
-    fn tpm(n: i64) -> RateLimits {
-        RateLimits {
-            rpm: None,
-            tpm: Some(n),
-        }
-    }
-
     #[test]
     fn a_burst_exactly_at_the_limit_passes_and_one_more_waits() {
         let mut w = RateWindow::default();
         for i in 0..5 {
-            assert_eq!(w.check(1_000 + i * 100, 1, rpm(5)), None);
+            assert_eq!(w.check(1_000 + i * 100, 1, RateLimits::requests(5)), None);
             w.record(1_000 + i * 100, 1);
         }
-        let over = w.check(2_000, 1, rpm(5)).unwrap();
+        let over = w.check(2_000, 1, RateLimits::requests(5)).unwrap();
         assert_eq!(over.kind, RateKind::Requests);
         assert_eq!(over.current, 5);
         // The first grant (at 1_000) leaves at 61_000.
         assert_eq!(over.retry_after_ms, Some(59_000));
         assert_eq!(
-            w.check(60_999, 1, rpm(5)).map(|e| e.retry_after_ms),
+            w.check(60_999, 1, RateLimits::requests(5))
+                .map(|e| e.retry_after_ms),
             Some(Some(1))
         );
-        assert_eq!(w.check(61_000, 1, rpm(5)), None);
+        assert_eq!(w.check(61_000, 1, RateLimits::requests(5)), None);
     }
 
     #[test]
@@ -288,32 +291,36 @@ mod tests {
         w.record(10_000, 40);
         w.record(20_000, 20);
         assert_eq!(
-            w.check(30_000, 1, tpm(100)).unwrap().retry_after_ms,
+            w.check(30_000, 1, RateLimits::tokens(100))
+                .unwrap()
+                .retry_after_ms,
             Some(30_000)
         );
         // 50 tokens need the first two grants gone: at 70_000.
         assert_eq!(
-            w.check(30_000, 50, tpm(100)).unwrap().retry_after_ms,
+            w.check(30_000, 50, RateLimits::tokens(100))
+                .unwrap()
+                .retry_after_ms,
             Some(40_000)
         );
-        assert_eq!(w.check(70_000, 50, tpm(100)), None);
+        assert_eq!(w.check(70_000, 50, RateLimits::tokens(100)), None);
     }
 
     #[test]
     fn a_request_larger_than_the_limit_never_fits() {
         let mut w = RateWindow::default();
-        let over = w.check(0, 101, tpm(100)).unwrap();
+        let over = w.check(0, 101, RateLimits::tokens(100)).unwrap();
         assert_eq!(over.retry_after_ms, None);
-        assert_eq!(w.check(0, 100, tpm(100)), None);
+        assert_eq!(w.check(0, 100, RateLimits::tokens(100)), None);
     }
 
     #[test]
     fn corrections_follow_the_real_usage() {
         let mut w = RateWindow::default();
         let t = w.record(0, 90);
-        assert!(w.check(0, 20, tpm(100)).is_some());
+        assert!(w.check(0, 20, RateLimits::tokens(100)).is_some());
         w.correct(t, 10);
-        assert_eq!(w.check(0, 90, tpm(100)), None);
+        assert_eq!(w.check(0, 90, RateLimits::tokens(100)), None);
         w.correct(t, 150);
         assert_eq!(w.current(0), (1, 150));
     }
@@ -322,9 +329,9 @@ mod tests {
     fn a_clock_stepping_back_keeps_grants_counted() {
         let mut w = RateWindow::default();
         w.record(100_000, 1);
-        assert!(w.check(50_000, 1, rpm(1)).is_some());
-        assert!(w.check(159_999, 1, rpm(1)).is_some());
-        assert!(w.check(160_000, 1, rpm(1)).is_none());
+        assert!(w.check(50_000, 1, RateLimits::requests(1)).is_some());
+        assert!(w.check(159_999, 1, RateLimits::requests(1)).is_some());
+        assert!(w.check(160_000, 1, RateLimits::requests(1)).is_none());
     }
 
     #[test]

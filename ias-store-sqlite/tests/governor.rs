@@ -1296,26 +1296,12 @@ async fn model_patterns_decide_through_the_governor() {
 // Rate limits.
 // ---------------------------------------------------------------------------
 
-fn rpm(n: i64) -> RateLimits {
-    RateLimits {
-        rpm: Some(n),
-        tpm: None,
-    }
-}
-
-fn tpm(n: i64) -> RateLimits {
-    RateLimits {
-        rpm: None,
-        tpm: Some(n),
-    }
-}
-
 #[tokio::test]
 async fn a_burst_at_the_rpm_limit_passes_and_one_more_waits_exactly() {
     let t = One::new("UTC", 1_000_000, None, "2026-05-10T12:00:00Z").await;
     let start = t.clock.now();
     t.admin
-        .set_rate_limits("acme", LimitTarget::Org, rpm(5))
+        .set_rate_limits("acme", LimitTarget::Org, RateLimits::requests(5))
         .await
         .unwrap();
     let mut open = Vec::new();
@@ -1363,7 +1349,11 @@ async fn a_burst_at_the_tpm_limit_passes_and_one_more_waits_exactly() {
     let t = One::new("UTC", 1_000_000, None, "2026-05-10T12:00:00Z").await;
     let start = t.clock.now();
     t.admin
-        .set_rate_limits("acme", LimitTarget::User("u@acme.io".into()), tpm(100))
+        .set_rate_limits(
+            "acme",
+            LimitTarget::User("u@acme.io".into()),
+            RateLimits::tokens(100),
+        )
         .await
         .unwrap();
     let mut open = Vec::new();
@@ -1411,9 +1401,14 @@ async fn a_burst_at_the_tpm_limit_passes_and_one_more_waits_exactly() {
 async fn racing_tasks_get_exactly_the_rate_limit() {
     let t = Arc::new(One::new("UTC", 1_000_000_000, None, "2026-05-10T12:00:00Z").await);
     for (target, limits, estimate, expected) in [
-        (LimitTarget::Key(t.key_id), rpm(10), 1, 10),
-        (LimitTarget::Key(t.key_id), tpm(1_000), 100, 10),
-        (LimitTarget::Org, tpm(1_000), 30, 33),
+        (LimitTarget::Key(t.key_id), RateLimits::requests(10), 1, 10),
+        (
+            LimitTarget::Key(t.key_id),
+            RateLimits::tokens(1_000),
+            100,
+            10,
+        ),
+        (LimitTarget::Org, RateLimits::tokens(1_000), 30, 33),
     ] {
         t.admin
             .set_rate_limits("acme", LimitTarget::Key(t.key_id), RateLimits::NONE)
@@ -1488,7 +1483,7 @@ async fn rate_denials_name_the_org_the_user_or_the_key() {
                 .unwrap();
         }
         t.admin
-            .set_rate_limits("acme", target.clone(), rpm(1))
+            .set_rate_limits("acme", target.clone(), RateLimits::requests(1))
             .await
             .unwrap();
         t.clock.advance(Duration::seconds(61));
@@ -1509,7 +1504,7 @@ async fn rate_denials_name_the_org_the_user_or_the_key() {
 async fn a_late_settle_corrects_only_its_own_rate_grant() {
     let t = One::new("UTC", 1_000_000, None, "2026-05-10T12:00:00Z").await;
     t.admin
-        .set_rate_limits("acme", LimitTarget::Org, tpm(100))
+        .set_rate_limits("acme", LimitTarget::Org, RateLimits::tokens(100))
         .await
         .unwrap();
     // A long request: granted now, settled two minutes later.
@@ -1571,7 +1566,11 @@ async fn bad_token_counts_are_refused_by_field_and_never_overflow() {
     );
     // Under the largest tokens-per-minute limit, the largest estimate never fits either.
     t.admin
-        .set_rate_limits("acme", LimitTarget::Key(t.key_id), tpm(1_000_000_000))
+        .set_rate_limits(
+            "acme",
+            LimitTarget::Key(t.key_id),
+            RateLimits::tokens(1_000_000_000),
+        )
         .await
         .unwrap();
     let rate = denied(t.authorize(1_000_000_000_000_000).await);
