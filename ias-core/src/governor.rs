@@ -37,7 +37,8 @@ use crate::{policy, validate};
 /// How long an unsettled reservation is held by default.
 pub const DEFAULT_RESERVATION_TTL: Duration = Duration::from_secs(15 * 60);
 
-/// How many usage events one organization may queue before a settle writes them itself.
+/// How many usage events one organization may queue by default before a
+/// settle writes them itself ([`GovernorConfig::max_queued_events`]).
 pub const MAX_QUEUED_EVENTS: usize = 100_000;
 
 const PAGE: u32 = 50_000;
@@ -72,6 +73,10 @@ pub struct GovernorConfig {
     pub refresh_interval: Duration,
     /// When settled usage is written.
     pub durability: Durability,
+    /// How many usage events one organization may hold in memory. A settle
+    /// that finds the queue full writes it first; if the store cannot take
+    /// it, the settle fails with nothing charged and may be retried.
+    pub max_queued_events: usize,
 }
 
 impl Default for GovernorConfig {
@@ -82,6 +87,7 @@ impl Default for GovernorConfig {
             flush_interval: Duration::from_millis(200),
             refresh_interval: Duration::from_millis(500),
             durability: Durability::WriteBehind,
+            max_queued_events: MAX_QUEUED_EVENTS,
         }
     }
 }
@@ -290,7 +296,9 @@ impl Governor {
     /// settled or released: nothing is charged twice. With
     /// [`Durability::Strict`], an error after the charge means the usage is
     /// charged and queued but not yet stored; it is written when the store
-    /// answers again, so the reservation must not be settled again.
+    /// answers again, so the reservation must not be settled again. When the
+    /// queue is full ([`GovernorConfig::max_queued_events`]) and the store
+    /// cannot take it, the settle fails before charging: retry it.
     pub async fn settle(
         &self,
         reservation: &Reservation,
@@ -298,23 +306,20 @@ impl Governor {
     ) -> Result<Settlement> {
         let actual = validate::token_amount("actual_tokens", actual_tokens)?;
         let org = self.org_entry(reservation.org_id)?;
+        let full = lock(&org.ledger).queued_events() >= self.inner.config.max_queued_events;
+        if full {
+            // The bound holds: write the queue before adding to it, or fail
+            // with nothing charged (the reservation stays open for a retry).
+            self.sync_org(&org, Vec::new(), DrainMode::Asking).await?;
+        }
         let now = self.inner.clock.now();
-        let (settlement, queued) = {
-            let mut ledger = lock(&org.ledger);
-            let settlement = ledger
-                .settle(reservation.id, org.org.id, actual, now, org.tz)
-                .map_err(|_| Error::not_found("reservation", reservation.id.to_string()))?;
-            (settlement, ledger.queued_events())
-        };
+        let settlement = lock(&org.ledger)
+            .settle(reservation.id, org.org.id, actual, now, org.tz)
+            .map_err(|_| Error::not_found("reservation", reservation.id.to_string()))?;
         if self.inner.config.durability == Durability::Strict {
             // The charge stands either way; an error says it is not stored
             // yet (it stays queued and is retried): do not settle again.
             self.sync_org(&org, Vec::new(), DrainMode::Asking).await?;
-        } else if queued >= MAX_QUEUED_EVENTS
-            && let Err(err) = self.sync_org(&org, Vec::new(), DrainMode::Asking).await
-        {
-            // Charged and queued; maintenance writes it when the store is back.
-            tracing::warn!(org = %org.slug, queued, error = %err, "could not write queued usage");
         }
         Ok(settlement)
     }

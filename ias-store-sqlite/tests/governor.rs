@@ -1896,3 +1896,30 @@ async fn a_feed_that_goes_back_is_reloaded() {
         .unwrap();
     assert_eq!(governor.stats().open_reservations, 0);
 }
+
+/// The queue of settled usage stays within its bound: a settle that finds it
+/// full writes it first.
+#[tokio::test]
+async fn the_usage_queue_stays_within_its_bound() {
+    let t = One::new("UTC", 1_000_000, None, "2026-05-10T12:00:00Z").await;
+    let governor = Governor::builder(t.store.clone())
+        .clock(t.clock.clone())
+        .config(GovernorConfig {
+            max_queued_events: 3,
+            ..GovernorConfig::default()
+        })
+        .open()
+        .await
+        .unwrap();
+    for settled in 1..=10 {
+        let decision = governor.authorize(&t.key, MODEL, 10).await.unwrap();
+        governor
+            .settle(&allowed(decision).reservation.unwrap(), 10)
+            .await
+            .unwrap();
+        let queued = governor.stats().queued_events;
+        assert!(queued <= 3, "{queued} queued after {settled} settles");
+    }
+    governor.shutdown().await.unwrap();
+    assert_eq!(t.used("2026-05").await.0, 100);
+}
