@@ -291,16 +291,3 @@ pub struct NewApiKey {
     /// When it stops working, if ever.
     pub expires_at: Option<DateTime<Utc>>,
 }
-
-/// Everything the hot path needs to know about a presented key, read in one lookup.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyContext {
-    /// The key.
-    pub key: ApiKey,
-    /// Its owner.
-    pub user: User,
-    /// The owner's organization.
-    pub org: Organization,
-    /// The organization's allowed model patterns, normalised.
-    pub allowed_models: Vec<String>,
-}

@@ -61,8 +61,8 @@ pub use audit::{
 pub use budget::{BudgetState, Counter, LimitScope, Settlement};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use domain::{
-    ApiKey, KeyContext, KeyId, KeyStatus, ManagedBy, NewApiKey, NewOrganization, NewUser, OrgId,
-    Organization, ReservationId, Role, User, UserId, UserRef,
+    ApiKey, KeyId, KeyStatus, ManagedBy, NewApiKey, NewOrganization, NewUser, OrgId, Organization,
+    ReservationId, Role, User, UserId, UserRef,
 };
 pub use error::{Error, Result};
 pub use governor::{
