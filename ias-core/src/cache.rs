@@ -152,7 +152,7 @@ pub(crate) struct UserEntry {
 pub(crate) struct ModelSet {
     all: bool,
     exact: HashSet<String>,
-    /// `prefix/` strings of `prefix/*` patterns.
+    /// The `prefix/*` patterns.
     prefixes: Vec<String>,
 }
 
@@ -162,8 +162,8 @@ impl ModelSet {
         for pattern in patterns {
             if pattern == "*" {
                 set.all = true;
-            } else if let Some(prefix) = pattern.strip_suffix('*') {
-                set.prefixes.push(prefix.to_owned());
+            } else if pattern.ends_with('*') {
+                set.prefixes.push(pattern.clone());
             } else {
                 set.exact.insert(pattern.clone());
             }
@@ -178,7 +178,7 @@ impl ModelSet {
             || self
                 .prefixes
                 .iter()
-                .any(|p| model.len() > p.len() && model.starts_with(p.as_str()))
+                .any(|pattern| crate::policy::matches(pattern, model))
     }
 }
 
