@@ -174,22 +174,11 @@ fn store_lease(conn: &Connection, entry: &LeaseEntry, sync: &LeaseSync, tokens: 
 
 fn sync_entry(conn: &Connection, entry: &LeaseEntry, sync: &LeaseSync) -> Result<LeaseState> {
     let limit = scope_limit(conn, entry)?;
-    let scope = entry.scope.as_str();
+    let mut c = counter(conn, entry.scope.as_str(), entry.scope_id, &entry.period)?;
     if entry.want > 0 {
         let reclaimed = reclaim(conn, entry, &sync.holder, millis(sync.now))?;
-        if reclaimed > 0 {
-            let c = counter(conn, scope, entry.scope_id, &entry.period)?;
-            let held = (c.reserved - reclaimed).max(0);
-            let state = LeaseState {
-                limit,
-                used: c.used,
-                held,
-                ..LeaseState::default()
-            };
-            store_counter(conn, entry, &state)?;
-        }
+        c.reserved = (c.reserved - reclaimed).max(0);
     }
-    let c = counter(conn, scope, entry.scope_id, &entry.period)?;
     let lease = lease_of(conn, entry, &sync.holder)?;
     let state = lease::apply(entry, limit, c.used, c.reserved, lease);
     store_counter(conn, entry, &state)?;
