@@ -1189,6 +1189,15 @@ pub enum DenyReason {
 }
 
 impl DenyCategory {
+    /// The HTTP status a host answers: 401, 403 or 429.
+    pub fn http_status(self) -> u16 {
+        match self {
+            DenyCategory::Unauthenticated => 401,
+            DenyCategory::Forbidden => 403,
+            DenyCategory::LimitExceeded => 429,
+        }
+    }
+
     /// The stable machine-readable name, such as `limit_exceeded`.
     pub fn as_str(self) -> &'static str {
         match self {

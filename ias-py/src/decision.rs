@@ -366,12 +366,8 @@ impl Decision {
     /// The HTTP status a gateway answers: 200, 401, 403 or 429.
     #[getter]
     fn status_code(&self) -> u16 {
-        match self.denied().map(|d| d.reason.category()) {
-            None => 200,
-            Some(DenyCategory::Unauthenticated) => 401,
-            Some(DenyCategory::Forbidden) => 403,
-            Some(_) => 429,
-        }
+        self.denied()
+            .map_or(200, |d| d.reason.category().http_status())
     }
 
     /// A one-line explanation fit for the caller; `None` when allowed.

@@ -209,14 +209,16 @@ impl IntoResponse for ApiError {
 }
 
 fn denial_status(reason: DenyReason) -> (StatusCode, &'static str) {
-    match reason.category() {
-        DenyCategory::Unauthenticated => (StatusCode::UNAUTHORIZED, "authentication_error"),
-        DenyCategory::Forbidden => (StatusCode::FORBIDDEN, "permission_error"),
-        DenyCategory::LimitExceeded if reason == DenyReason::RateLimited => {
-            (StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded")
-        }
-        DenyCategory::LimitExceeded => (StatusCode::TOO_MANY_REQUESTS, "insufficient_quota"),
-    }
+    let category = reason.category();
+    let status =
+        StatusCode::from_u16(category.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let kind = match category {
+        DenyCategory::Unauthenticated => "authentication_error",
+        DenyCategory::Forbidden => "permission_error",
+        DenyCategory::LimitExceeded if reason == DenyReason::RateLimited => "rate_limit_exceeded",
+        DenyCategory::LimitExceeded => "insufficient_quota",
+    };
+    (status, kind)
 }
 
 fn bool_str(value: bool) -> &'static str {
