@@ -18,8 +18,7 @@ use crate::audit::{
 use crate::budget::LimitScope;
 use crate::clock::{Clock, SystemClock};
 use crate::domain::{
-    ApiKey, KeyId, ManagedBy, NewApiKey, NewOrganization, NewUser, OrgId, Organization, Role, User,
-    UserRef,
+    ApiKey, KeyId, NewApiKey, NewOrganization, NewUser, OrgId, Organization, Role, User, UserRef,
 };
 use crate::error::{Error, Result};
 use crate::governor::Governor;
@@ -31,6 +30,10 @@ use crate::store::Store;
 use crate::usage::DailyUsage;
 use crate::usage::UsageReport;
 use crate::{password, policy, validate};
+
+mod gitops;
+
+pub(crate) use gitops::PlannedApply;
 
 /// The longest key lifetime accepted: 10 years.
 pub const MAX_KEY_LIFETIME: chrono::Duration = chrono::Duration::days(3650);
@@ -50,6 +53,7 @@ pub struct Admin {
     actor: Actor,
     source: Source,
     governor: Option<Governor>,
+    break_glass: bool,
 }
 
 /// Whose rate limits, inside one organization.
@@ -91,7 +95,18 @@ impl Admin {
             actor,
             source,
             governor: None,
+            break_glass: false,
         }
+    }
+
+    /// Lets a system admin change fields owned by GitOps (break-glass).
+    ///
+    /// Each such change is audited and recorded as drift in the
+    /// organization's sync state; with the `heal` drift policy the next
+    /// reconcile puts the declared value back. Others are still refused.
+    pub fn with_break_glass(mut self) -> Self {
+        self.break_glass = true;
+        self
     }
 
     /// Keeps `governor`'s cache current: after each change made here, it
@@ -192,8 +207,14 @@ impl Admin {
         let target = Target::new_user(org.id, role);
         self.require(Permission::UserCreate, target, &record)
             .await?;
+        let forced = self
+            .ensure_not_git_owned(org.id, org.managed_by, "organization", &org.slug)
+            .await?;
         let created = self.store.create_user(&new, &record).await;
-        self.applied(&record, created).await
+        let created = self.applied(&record, created).await?;
+        self.note_break_glass(forced, &format!("user `{}`", created.email))
+            .await;
+        Ok(created)
     }
 
     /// The user with this email.
@@ -227,9 +248,14 @@ impl Admin {
         );
         self.require(Permission::UserUpdate, Target::user(&user), &record)
             .await?;
-        self.ensure_api_managed(user.managed_by, "user", &user.email)?;
+        let forced = self
+            .ensure_not_git_owned(user.org_id, user.managed_by, "user", &user.email)
+            .await?;
         let changed = self.store.set_user_limit(user.id, limit, &record).await;
-        self.applied(&record, changed).await
+        let changed = self.applied(&record, changed).await?;
+        let what = format!("the monthly limit of `{}`", user.email);
+        self.note_break_glass(forced, &what).await;
+        Ok(changed)
     }
 
     /// Sets a user's password, replacing any it had; allowed to system admins only.
@@ -432,11 +458,17 @@ impl Admin {
         let record = self.record("limits.set", Some(org.id), name, changes);
         self.require(Permission::LimitsManage, rbac_target, &record)
             .await?;
-        if scope != LimitScope::Key {
-            self.ensure_api_managed(org.managed_by, "organization", &org.slug)?;
-        }
+        let forced = match scope {
+            LimitScope::Key => None,
+            _ => {
+                self.ensure_not_git_owned(org.id, org.managed_by, "organization", &org.slug)
+                    .await?
+            }
+        };
         let changed = self.store.set_rate_limits(scope, id, limits, &record).await;
-        self.applied(&record, changed).await
+        let changed = self.applied(&record, changed).await?;
+        self.note_break_glass(forced, "rate limits").await;
+        Ok(changed)
     }
 
     /// The rate limits set on an org, a user or a key.
@@ -493,12 +525,16 @@ impl Admin {
         let record = self.record(action, Some(org.id), org_label(&org), change);
         self.require(Permission::ModelManage, Target::org(org.id), &record)
             .await?;
-        self.ensure_api_managed(org.managed_by, "organization", &org.slug)?;
+        let forced = self
+            .ensure_not_git_owned(org.id, org.managed_by, "organization", &org.slug)
+            .await?;
         let result = self
             .store
             .set_model_allowed(org.id, &pattern, allowed, &record)
             .await;
         let changed = self.applied(&record, result).await?;
+        self.note_break_glass(forced, &format!("allowed model `{pattern}`"))
+            .await;
         Ok(ModelChange {
             model: pattern,
             changed,
@@ -666,22 +702,6 @@ impl Admin {
             permission: missing.to_string(),
             target: attempt.target.clone(),
         }
-    }
-
-    fn ensure_api_managed(
-        &self,
-        managed_by: ManagedBy,
-        entity: &'static str,
-        key: &str,
-    ) -> Result<()> {
-        if managed_by == ManagedBy::Gitops && self.source != Source::Gitops {
-            return Err(Error::conflict(
-                entity,
-                key,
-                "is managed by GitOps; change it in its Git repository",
-            ));
-        }
-        Ok(())
     }
 
     fn record(

@@ -170,6 +170,10 @@ pub struct User {
     pub managed_by: ManagedBy,
     /// When the user was created.
     pub created_at: DateTime<Utc>,
+    /// When GitOps ended the user's membership; its keys stop working then.
+    /// The user, its keys and its usage stay for the record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed_at: Option<DateTime<Utc>>,
 }
 
 /// A user named either by id or by email, as hosts receive it.

@@ -35,6 +35,7 @@ mod cache;
 pub mod clock;
 pub mod domain;
 pub mod error;
+pub mod gitops;
 pub mod governor;
 pub mod key;
 pub mod lease;
@@ -75,8 +76,8 @@ pub use period::MonthlyPeriod;
 pub use rate::RateLimits;
 pub use rbac::{Access, Grant, GrantCache, Permission, Scope, Target};
 pub use store::{
-    AuditStore, CacheStore, KeyStore, OrgStore, RateLimitStore, SchemaStore, Store, UsageStore,
-    UserStore,
+    AuditStore, CacheStore, GitopsStore, KeyStore, OrgStore, RateLimitStore, SchemaStore, Store,
+    UsageStore, UserStore,
 };
 pub use url::DatabaseUrl;
 pub use usage::UsageReport;

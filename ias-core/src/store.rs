@@ -23,6 +23,7 @@ use crate::budget::{BudgetState, LimitScope};
 use crate::domain::{
     ApiKey, KeyId, NewApiKey, NewOrganization, NewUser, OrgId, Organization, User, UserId,
 };
+use crate::gitops::{GitopsApply, GitopsSettings, GitopsState, GitopsStatus, OrgView};
 use crate::lease::{LeaseState, LeaseSync};
 use crate::password::HashedPassword;
 use crate::rate::RateLimits;
@@ -242,6 +243,81 @@ pub trait AuditStore: Send + Sync {
     }
 }
 
+/// GitOps settings, sync state, reconcile leases and applies.
+#[async_trait]
+pub trait GitopsStore: Send + Sync {
+    /// Enables GitOps for `settings.org_id`, or replaces the settings of an
+    /// organization where it is enabled (keeping its status and inventory).
+    ///
+    /// In one transaction with `audit`: marks the organization Git-managed.
+    /// [`Error::NotFound`] if the organization does not exist.
+    async fn gitops_enable(
+        &self,
+        settings: &GitopsSettings,
+        at: DateTime<Utc>,
+        audit: &AuditRecord,
+    ) -> Result<GitopsState>;
+
+    /// Disables GitOps: deletes the organization's sync state and marks it
+    /// and its users API-managed again. Returns `false`, writing nothing,
+    /// when it was not enabled.
+    async fn gitops_disable(&self, org: OrgId, audit: &AuditRecord) -> Result<bool>;
+
+    /// Suspends (fetch and report, never apply) or resumes an organization.
+    /// Returns `false`, writing nothing, when it already was so;
+    /// [`Error::NotFound`] when GitOps is not enabled for it.
+    async fn gitops_set_suspended(
+        &self,
+        org: OrgId,
+        suspended: bool,
+        audit: &AuditRecord,
+    ) -> Result<bool>;
+
+    /// The organization's GitOps state; `None` when GitOps is not enabled.
+    async fn gitops_state(&self, org: OrgId) -> Result<Option<GitopsState>>;
+
+    /// The state of every organization with GitOps enabled, by organization id.
+    async fn gitops_states(&self) -> Result<Vec<GitopsState>>;
+
+    /// Stores the status after an attempt, with `audit` when one is given.
+    ///
+    /// Leaves `last_applied_commit` and the inventory alone: only
+    /// [`GitopsStore::gitops_apply`] writes them. Does nothing when GitOps
+    /// was disabled meanwhile.
+    async fn gitops_save_status(
+        &self,
+        org: OrgId,
+        status: &GitopsStatus,
+        audit: Option<&AuditRecord>,
+    ) -> Result<()>;
+
+    /// Takes or renews the organization's reconcile lease for `holder` until
+    /// `until`; `false` when another holder's lease runs past `now`.
+    async fn gitops_try_lease(
+        &self,
+        org: OrgId,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool>;
+
+    /// Gives the lease back if `holder` holds it.
+    async fn gitops_release_lease(&self, org: OrgId, holder: &str) -> Result<()>;
+
+    /// What the store holds of the fields Git owns, with each user's
+    /// usage and the organization's in `period` (`YYYY-MM`).
+    async fn gitops_view(&self, org: OrgId, period: &str) -> Result<OrgView>;
+
+    /// Applies a plan in one transaction: every operation in order, every
+    /// audit record, then the inventory and the status.
+    ///
+    /// Touches no usage counter, key or audit entry other than appending.
+    /// [`Error::Conflict`] (nothing written) when `apply.holder` no longer
+    /// holds the organization's lease or GitOps was disabled, or when an
+    /// added user's email belongs to another organization.
+    async fn gitops_apply(&self, apply: &GitopsApply) -> Result<()>;
+}
+
 /// Roles, permissions and the schema.
 #[async_trait]
 pub trait SchemaStore: Send + Sync {
@@ -265,6 +341,7 @@ pub trait Store:
     + CacheStore
     + AuditStore
     + SchemaStore
+    + GitopsStore
 {
 }
 
@@ -277,5 +354,6 @@ impl<T> Store for T where
         + CacheStore
         + AuditStore
         + SchemaStore
+        + GitopsStore
 {
 }

@@ -34,7 +34,7 @@ fn scope_exists(conn: &Connection, scope: LimitScope, id: i64) -> Result<bool> {
     Ok(optional_row(conn, sql, [id], |_| Ok(()))?.is_some())
 }
 
-fn store_limits(
+pub(crate) fn store_limits(
     conn: &Connection,
     scope: LimitScope,
     id: i64,

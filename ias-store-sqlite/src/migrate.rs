@@ -29,6 +29,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "rbac_passwords",
         sql: include_str!("../migrations/0003_rbac_passwords.sql"),
     },
+    Migration {
+        version: 4,
+        name: "gitops",
+        sql: include_str!("../migrations/0004_gitops.sql"),
+    },
 ];
 
 const BOOKKEEPING: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -66,8 +66,10 @@ impl UserStore for SqliteStore {
 
     async fn list_users(&self, org: OrgId) -> Result<Vec<User>> {
         self.run(move |conn| {
-            let sql =
-                format!("SELECT {USER_COLUMNS} FROM users u WHERE u.org_id = ?1 ORDER BY u.email");
+            let sql = format!(
+                "SELECT {USER_COLUMNS} FROM users u
+                 WHERE u.org_id = ?1 AND u.removed_at IS NULL ORDER BY u.email"
+            );
             let mut stmt = conn.prepare_cached(&sql).map_err(from_sqlite)?;
             let users = stmt
                 .query_map([org.0], |row| rows::user(row, 0))

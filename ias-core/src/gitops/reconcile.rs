@@ -1,0 +1,528 @@
+//! The reconcile loop: fetch, check, plan, apply, report — for every organization.
+//!
+//! The Git transport is behind [`ManifestSource`] (the `ias-gitops` crate
+//! implements it with libgit2), so the rules here are the same whatever
+//! serves the file. One cycle looks at every organization with GitOps
+//! enabled, a bounded number at a time; one failing organization never
+//! holds up another. Per organization:
+//!
+//! 1. ask the source for the commit the ref points at (cheap: no file read);
+//! 2. an unchanged commit costs no fetch or parse: only the drift check
+//!    runs, comparing the store with the file last applied;
+//! 3. a new commit is fetched and parsed; any error in the file fails the
+//!    attempt (status `error`) and nothing is applied;
+//! 4. the plan is checked by the guards (mass removal, no user, no org
+//!    admin); a refused plan fails the attempt, and nothing is applied;
+//! 5. under the organization's reconcile lease, so two replicas never apply
+//!    the same organization at once, the plan is applied in one transaction.
+//!
+//! A failure keeps the last good state, counts as a consecutive failure and
+//! backs off (doubling from the interval up to ten minutes) before the
+//! next attempt. A suspended organization is fetched and reported on, never
+//! applied.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::admin::{Admin, PlannedApply};
+use crate::audit::{Actor, Source};
+use crate::clock::{Clock, SystemClock};
+use crate::domain::OrgId;
+use crate::error::{Error, Result};
+use crate::gitops::manifest::{self, Manifest};
+use crate::gitops::plan::{FieldChange, Plan};
+use crate::gitops::settings::{DEFAULT_INTERVAL_SECS, DriftPolicy, GitopsSettings};
+use crate::gitops::state::{GitopsState, GitopsStatus, SyncStatus, short_commit};
+use crate::store::Store;
+
+/// The longest back-off after repeated failures.
+const MAX_BACKOFF: Duration = Duration::from_secs(600);
+
+/// A file fetched from a repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedFile {
+    /// The commit the file was read from.
+    pub commit: String,
+    /// The file's bytes.
+    pub content: Vec<u8>,
+}
+
+/// Where the reconciler gets files from: a Git transport, or a test's double.
+#[async_trait]
+pub trait ManifestSource: Send + Sync {
+    /// The commit the settings' ref points at now, without reading the file.
+    async fn head(&self, settings: &GitopsSettings) -> Result<String>;
+
+    /// The settings' file at the ref's commit.
+    async fn fetch(&self, settings: &GitopsSettings) -> Result<FetchedFile>;
+}
+
+/// How the reconciler runs.
+#[derive(Debug, Clone)]
+pub struct ReconcilerConfig {
+    /// Time between cycles (default 30 s).
+    pub interval: Duration,
+    /// Each wait is the interval plus or minus up to this share of it (default 0.1).
+    pub jitter: f64,
+    /// Organizations reconciled at once (default 8).
+    pub concurrency: usize,
+    /// How long an apply's lease holds an organization (default 60 s).
+    pub lease_ttl: Duration,
+    /// This reconciler's name in leases: unique per process.
+    pub holder: String,
+}
+
+impl Default for ReconcilerConfig {
+    fn default() -> Self {
+        ReconcilerConfig {
+            interval: Duration::from_secs(DEFAULT_INTERVAL_SECS),
+            jitter: 0.1,
+            concurrency: 8,
+            lease_ttl: Duration::from_secs(60),
+            holder: default_holder(),
+        }
+    }
+}
+
+fn default_holder() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".to_owned());
+    format!(
+        "{host}:{}:{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}
+
+/// What happened to one organization in one cycle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgOutcome {
+    /// The organization.
+    pub org_id: OrgId,
+    /// Its slug.
+    pub org: String,
+    /// Its status after the attempt.
+    pub status: SyncStatus,
+    /// The reason given with it.
+    pub reason: String,
+    /// Whether this attempt applied changes.
+    pub applied: bool,
+}
+
+/// Reconciles organizations with their repositories.
+#[derive(Clone)]
+pub struct Reconciler {
+    store: Arc<dyn Store>,
+    source: Arc<dyn ManifestSource>,
+    clock: Arc<dyn Clock>,
+    config: ReconcilerConfig,
+    admin: Admin,
+}
+
+impl Reconciler {
+    /// A reconciler over `store`, fetching through `source`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        source: Arc<dyn ManifestSource>,
+        config: ReconcilerConfig,
+    ) -> Self {
+        let actor = Actor::Operator {
+            name: "gitops-reconciler".to_owned(),
+        };
+        let admin = Admin::new(store.clone(), actor, Source::Gitops);
+        Reconciler {
+            store,
+            source,
+            clock: Arc::new(SystemClock),
+            config,
+            admin,
+        }
+    }
+
+    /// Uses `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.admin = self.admin.with_clock(clock.clone());
+        self.clock = clock;
+        self
+    }
+
+    /// Keeps `admin`'s attached governor current after each apply.
+    pub fn with_governor(mut self, governor: crate::governor::Governor) -> Self {
+        self.admin = self.admin.with_governor(governor);
+        self
+    }
+
+    /// One cycle over every organization with GitOps enabled.
+    pub async fn cycle(&self) -> Result<Vec<OrgOutcome>> {
+        let states = self.store.gitops_states().await?;
+        let permits = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
+        let mut tasks = JoinSet::new();
+        for state in states {
+            let this = self.clone();
+            let permits = permits.clone();
+            tasks.spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                this.reconcile(state, false).await
+            });
+        }
+        let mut outcomes = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(Some(outcome)) => outcomes.push(outcome),
+                Ok(None) => {}
+                Err(err) => tracing::error!(error = %err, "a reconcile task failed"),
+            }
+        }
+        outcomes.sort_by_key(|o| o.org_id);
+        Ok(outcomes)
+    }
+
+    /// Reconciles one organization now, whatever its back-off, and returns its state.
+    pub async fn sync_org(&self, org: OrgId) -> Result<GitopsState> {
+        let state =
+            self.store.gitops_state(org).await?.ok_or_else(|| {
+                Error::not_found("gitops settings of organization", org.to_string())
+            })?;
+        self.reconcile(state, true).await;
+        self.store
+            .gitops_state(org)
+            .await?
+            .ok_or_else(|| Error::not_found("gitops settings of organization", org.to_string()))
+    }
+
+    /// Runs cycles every interval (with jitter) until `shutdown` turns true.
+    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let cycle = self.cycle().instrument(tracing::info_span!("gitops_cycle"));
+            if let Err(err) = cycle.await {
+                tracing::warn!(error = %err, "gitops cycle failed; trying again next interval");
+            }
+            let wait = self.next_wait();
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+        }
+    }
+
+    fn next_wait(&self) -> Duration {
+        let jitter = self.config.jitter.clamp(0.0, 1.0);
+        let factor = 1.0 + jitter * (rand::random::<f64>() * 2.0 - 1.0);
+        self.config.interval.mul_f64(factor.max(0.0))
+    }
+
+    /// One attempt on one organization; `None` when it was left alone (back-off).
+    async fn reconcile(&self, state: GitopsState, force: bool) -> Option<OrgOutcome> {
+        let now = self.clock.now();
+        if !force && state.status.next_retry_at.is_some_and(|at| now < at) {
+            return None;
+        }
+        let span = tracing::info_span!("gitops_org", org = %state.settings.org_slug);
+        let attempt = Attempt {
+            reconciler: self,
+            now,
+        };
+        let (status, applied) = attempt.run(&state).instrument(span).await;
+        let outcome = OrgOutcome {
+            org_id: state.settings.org_id,
+            org: state.settings.org_slug.clone(),
+            status: status.status,
+            reason: status.reason.clone(),
+            applied,
+        };
+        if !applied && status != state.status {
+            let audit = self.status_audit(&state, &status);
+            let saved = self
+                .store
+                .gitops_save_status(state.settings.org_id, &status, audit.as_ref())
+                .await;
+            if let Err(err) = saved {
+                tracing::warn!(error = %err, org = %state.settings.org_slug, "could not save the gitops status");
+            }
+        }
+        Some(outcome)
+    }
+
+    /// An audit record when drift is newly found, or an attempt newly fails.
+    fn status_audit(
+        &self,
+        state: &GitopsState,
+        status: &GitopsStatus,
+    ) -> Option<crate::audit::AuditRecord> {
+        let before = &state.status;
+        let new_drift = status.reason == "drift" && status.drift != before.drift;
+        let new_error = status.status == SyncStatus::Error
+            && (before.status != SyncStatus::Error || before.reason != status.reason);
+        if !new_drift && !new_error {
+            return None;
+        }
+        let action = if new_drift {
+            "gitops.drift"
+        } else {
+            "gitops.error"
+        };
+        let changes = json!({
+            "repo_url": state.settings.repo_url,
+            "reason": status.reason,
+            "message": status.message,
+            "drift": status.drift,
+        });
+        Some(crate::audit::AuditRecord {
+            at: self.clock.now(),
+            actor: "operator:gitops-reconciler".to_owned(),
+            source: Source::Gitops,
+            action: action.to_owned(),
+            org_id: Some(state.settings.org_id),
+            target: format!("org:{}", state.settings.org_slug),
+            changes,
+        })
+    }
+}
+
+/// One attempt's steps, each answering the status to store.
+struct Attempt<'a> {
+    reconciler: &'a Reconciler,
+    now: DateTime<Utc>,
+}
+
+impl Attempt<'_> {
+    async fn run(&self, state: &GitopsState) -> (GitopsStatus, bool) {
+        let mut status = state.status.clone();
+        status.last_attempt_at = Some(self.now);
+        let head = match self.reconciler.source.head(&state.settings).await {
+            Ok(head) => head,
+            Err(err) => return (self.failed(status, "fetch_failed", &err.to_string()), false),
+        };
+        status.last_fetched_commit = Some(head.clone());
+        if state.status.last_applied_commit.as_deref() == Some(head.as_str()) {
+            return self.check_drift(state, status, &head).await;
+        }
+        self.apply_new_commit(state, status).await
+    }
+
+    /// The commit is already applied: compare the store with the file last applied.
+    async fn check_drift(
+        &self,
+        state: &GitopsState,
+        mut status: GitopsStatus,
+        head: &str,
+    ) -> (GitopsStatus, bool) {
+        let Some(inventory) = &state.inventory else {
+            return self.apply_new_commit(state, status).await;
+        };
+        let drift = match self.plan(state, &inventory.manifest, false).await {
+            Ok(plan) => plan,
+            Err(err) => return (self.failed(status, "store_failed", &err.to_string()), false),
+        };
+        if drift.is_empty() {
+            return (self.synced(state, status, head), false);
+        }
+        if state.settings.drift == DriftPolicy::Heal && !state.settings.suspended {
+            return self
+                .apply(
+                    state,
+                    status,
+                    &inventory.manifest,
+                    head,
+                    &drift,
+                    "gitops.heal",
+                )
+                .await;
+        }
+        if drift.changes != state.status.drift {
+            status.drift_count += 1;
+        }
+        status.status = if state.settings.suspended {
+            SyncStatus::Suspended
+        } else {
+            SyncStatus::OutOfSync
+        };
+        status.reason = "drift".to_owned();
+        status.message = drift_message(&drift.changes);
+        status.drift = drift.changes;
+        status.consecutive_failures = 0;
+        status.next_retry_at = None;
+        (status, false)
+    }
+
+    async fn apply_new_commit(
+        &self,
+        state: &GitopsState,
+        mut status: GitopsStatus,
+    ) -> (GitopsStatus, bool) {
+        let settings = &state.settings;
+        let file = match self.reconciler.source.fetch(settings).await {
+            Ok(file) => file,
+            Err(err) => return (self.failed(status, "fetch_failed", &err.to_string()), false),
+        };
+        status.last_fetched_commit = Some(file.commit.clone());
+        status.last_attempted_commit = Some(file.commit.clone());
+        let manifest = match manifest::parse_bytes(&file.content, Some(&settings.org_slug)) {
+            Ok(manifest) => manifest,
+            Err(errors) => {
+                let message = format!("{}: {}", settings.path, errors.one_line());
+                return (self.failed(status, "invalid_file", &message), false);
+            }
+        };
+        let plan = match self.plan(state, &manifest, true).await {
+            Ok(plan) => plan,
+            Err(err) => return (self.failed(status, "store_failed", &err.to_string()), false),
+        };
+        if let Some(refused) = &plan.refused {
+            return (
+                self.failed(status, "guard_refused", &refused.to_string()),
+                false,
+            );
+        }
+        if settings.suspended {
+            status.status = SyncStatus::Suspended;
+            status.reason = "suspended".to_owned();
+            status.message = format!(
+                "suspended: {} change(s) from {} wait to be applied",
+                plan.changes.len(),
+                short_commit(&file.commit)
+            );
+            return (status, false);
+        }
+        self.apply(
+            state,
+            status,
+            &manifest,
+            &file.commit,
+            &plan,
+            "gitops.apply",
+        )
+        .await
+    }
+
+    async fn apply(
+        &self,
+        state: &GitopsState,
+        status: GitopsStatus,
+        manifest: &Manifest,
+        commit: &str,
+        plan: &Plan,
+        action: &'static str,
+    ) -> (GitopsStatus, bool) {
+        let reconciler = self.reconciler;
+        let org = state.settings.org_id;
+        let holder = reconciler.config.holder.as_str();
+        let ttl = chrono::Duration::from_std(reconciler.config.lease_ttl)
+            .unwrap_or(chrono::Duration::seconds(60));
+        match reconciler
+            .store
+            .gitops_try_lease(org, holder, self.now, self.now + ttl)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return (state.status.clone(), false),
+            Err(err) => return (self.failed(status, "store_failed", &err.to_string()), false),
+        }
+        let mut with_attempt = state.clone();
+        with_attempt.status = status.clone();
+        let planned = PlannedApply {
+            action,
+            manifest,
+            commit,
+            plan,
+            holder,
+        };
+        let result = reconciler
+            .admin
+            .gitops_apply_plan(&with_attempt, planned)
+            .await;
+        if let Err(err) = reconciler.store.gitops_release_lease(org, holder).await {
+            tracing::warn!(error = %err, "could not give back a gitops lease; it expires by itself");
+        }
+        match result {
+            Ok(applied) => (applied, true),
+            Err(err) => (self.failed(status, "apply_failed", &err.to_string()), false),
+        }
+    }
+
+    async fn plan(&self, state: &GitopsState, manifest: &Manifest, guards: bool) -> Result<Plan> {
+        let org = self
+            .reconciler
+            .store
+            .org_by_slug(&state.settings.org_slug)
+            .await?
+            .ok_or_else(|| Error::not_found("organization", &state.settings.org_slug))?;
+        self.reconciler
+            .admin
+            .plan_for(&org, state, manifest, guards)
+            .await
+    }
+
+    fn synced(&self, state: &GitopsState, mut status: GitopsStatus, head: &str) -> GitopsStatus {
+        status.status = if state.settings.suspended {
+            SyncStatus::Suspended
+        } else {
+            SyncStatus::Synced
+        };
+        status.reason = if state.settings.suspended {
+            "suspended".to_owned()
+        } else {
+            "synced".to_owned()
+        };
+        status.message = format!("{} is applied", short_commit(head));
+        status.drift = Vec::new();
+        status.consecutive_failures = 0;
+        status.next_retry_at = None;
+        if status.status == SyncStatus::Synced && state.status.status != SyncStatus::Synced {
+            status.last_success_at = Some(self.now);
+        }
+        status
+    }
+
+    fn failed(&self, mut status: GitopsStatus, reason: &str, message: &str) -> GitopsStatus {
+        status.status = SyncStatus::Error;
+        status.reason = reason.to_owned();
+        status.message = message.to_owned();
+        status.consecutive_failures = status.consecutive_failures.saturating_add(1);
+        let backoff = backoff(self.reconciler.config.interval, status.consecutive_failures);
+        status.next_retry_at = chrono::Duration::from_std(backoff)
+            .ok()
+            .map(|b| self.now + b);
+        tracing::warn!(reason, message, "gitops attempt failed");
+        status
+    }
+}
+
+/// The wait before the next attempt after `failures` failures in a row.
+fn backoff(interval: Duration, failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    interval
+        .saturating_mul(1u32 << doublings)
+        .min(MAX_BACKOFF.max(interval))
+}
+
+fn drift_message(changes: &[FieldChange]) -> String {
+    let first = changes.first().map(ToString::to_string).unwrap_or_default();
+    match changes.len() {
+        1 => format!("drift: {first}"),
+        n => format!("drift in {n} fields, first: {first}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_ten_minutes() {
+        let interval = Duration::from_secs(30);
+        assert_eq!(backoff(interval, 1), Duration::from_secs(30));
+        assert_eq!(backoff(interval, 2), Duration::from_secs(60));
+        assert_eq!(backoff(interval, 3), Duration::from_secs(120));
+        assert_eq!(backoff(interval, 30), MAX_BACKOFF);
+    }
+}
