@@ -24,8 +24,9 @@ use crate::org;
 use crate::rows::{self, ORG_COLUMNS, conversion, optional_time};
 use crate::store::{PostgresStore, all, optional};
 
-const KEY_RECORD_COLUMNS: &str =
-    "k.id, k.user_id, k.org_id, k.key_hash, k.expires_at, k.revoked_at, r.rpm, r.tpm";
+/// A key whose user GitOps removed reads as revoked when the user was removed.
+const KEY_RECORD_COLUMNS: &str = "k.id, k.user_id, k.org_id, k.key_hash, k.expires_at, \
+     COALESCE(k.revoked_at, u.removed_at), r.rpm, r.tpm";
 
 fn key_record(row: &PgRow) -> sqlx::Result<KeyRecord> {
     let hash: Vec<u8> = row.try_get(3)?;
@@ -49,6 +50,7 @@ fn key_record(row: &PgRow) -> sqlx::Result<KeyRecord> {
 fn key_sql(filter: &str) -> String {
     format!(
         "SELECT {KEY_RECORD_COLUMNS} FROM api_keys k
+         JOIN users u ON u.id = k.user_id
          LEFT JOIN rate_limits r ON r.scope = 'key' AND r.scope_id = k.id
          {filter}"
     )
@@ -59,7 +61,7 @@ fn key_sql(filter: &str) -> String {
 /// as `member` here instead of making the whole load fail.
 const CACHED_USER_COLUMNS: &str = "u.id, u.org_id, u.email, \
      CASE WHEN u.role IN ('system_admin', 'org_admin', 'member') THEN u.role ELSE 'member' END, \
-     u.monthly_token_limit, u.managed_by, u.created_at";
+     u.monthly_token_limit, u.managed_by, u.created_at, u.removed_at";
 
 fn user_sql(filter: &str) -> String {
     format!(
@@ -73,8 +75,8 @@ fn user_policy(row: &PgRow) -> sqlx::Result<UserPolicy> {
     Ok(UserPolicy {
         user: rows::user(row, 0)?,
         rate_limits: RateLimits {
-            rpm: row.try_get(7)?,
-            tpm: row.try_get(8)?,
+            rpm: row.try_get(8)?,
+            tpm: row.try_get(9)?,
         },
     })
 }

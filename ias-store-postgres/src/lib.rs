@@ -32,6 +32,7 @@
 mod audit;
 mod cache;
 mod error;
+mod gitops;
 mod key;
 mod limits;
 mod migrate;

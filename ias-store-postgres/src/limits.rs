@@ -42,7 +42,8 @@ async fn lock_scope(conn: &mut PgConnection, scope: LimitScope, id: i64) -> Resu
         .is_some())
 }
 
-async fn store_limits(
+/// Sets one scope's limits without checks or audit: deletes the row for `RateLimits::NONE`.
+pub(crate) async fn store_limits(
     conn: &mut PgConnection,
     scope: LimitScope,
     id: i64,

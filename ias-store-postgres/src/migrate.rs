@@ -33,6 +33,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "rbac_passwords",
         sql: include_str!("../migrations/0003_rbac_passwords.sql"),
     },
+    Migration {
+        version: 4,
+        name: "gitops",
+        sql: include_str!("../migrations/0004_gitops.sql"),
+    },
 ];
 
 /// The advisory lock that serialises migrators: the bytes `ias:migr`.

@@ -11,8 +11,8 @@ pub(crate) const ORG_COLUMNS: &str =
     "o.id, o.slug, o.monthly_token_budget, o.timezone, o.managed_by, o.created_at";
 
 /// The columns read by [`user`], in order, for `users u`.
-pub(crate) const USER_COLUMNS: &str =
-    "u.id, u.org_id, u.email, u.role, u.monthly_token_limit, u.managed_by, u.created_at";
+pub(crate) const USER_COLUMNS: &str = "u.id, u.org_id, u.email, u.role, u.monthly_token_limit, \
+     u.managed_by, u.created_at, u.removed_at";
 
 /// The columns read by [`key`], in order, for `api_keys k`.
 pub(crate) const KEY_COLUMNS: &str =
@@ -37,7 +37,8 @@ pub(crate) fn optional_time(row: &PgRow, idx: usize) -> sqlx::Result<Option<Date
     }
 }
 
-fn parsed<T: std::str::FromStr>(row: &PgRow, idx: usize) -> sqlx::Result<T> {
+/// Reads a text column through `FromStr`.
+pub(crate) fn parsed<T: std::str::FromStr>(row: &PgRow, idx: usize) -> sqlx::Result<T> {
     let text: String = row.try_get(idx)?;
     text.parse()
         .map_err(|_| conversion(idx, "unexpected value in column"))
@@ -73,6 +74,7 @@ pub(crate) fn user(row: &PgRow, at: usize) -> sqlx::Result<User> {
         monthly_token_limit: row.try_get(at + 4)?,
         managed_by: parsed::<ManagedBy>(row, at + 5)?,
         created_at: time(row, at + 6)?,
+        removed_at: optional_time(row, at + 7)?,
     })
 }
 

@@ -78,8 +78,10 @@ impl UserStore for PostgresStore {
     }
 
     async fn list_users(&self, org: OrgId) -> Result<Vec<User>> {
-        let sql =
-            format!("SELECT {USER_COLUMNS} FROM users u WHERE u.org_id = $1 ORDER BY u.email");
+        let sql = format!(
+            "SELECT {USER_COLUMNS} FROM users u
+             WHERE u.org_id = $1 AND u.removed_at IS NULL ORDER BY u.email"
+        );
         let query = sqlx::query(&sql).bind(org.0);
         all(&mut *self.conn().await?, query, |row| rows::user(row, 0)).await
     }

@@ -1,4 +1,5 @@
-//! Behaviour specific to the PostgreSQL backend: migrations, locking, URLs, test databases.
+//! Behaviour specific to the PostgreSQL backend: migrations, locking, URLs,
+//! test databases, GitOps leases and applies.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -7,9 +8,17 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use common::TestDb;
 use ias_core::audit::BreakKind;
-use ias_core::{Actor, Admin, CacheStore, Error, OrgStore, Role, SchemaStore, Source, Store};
+use ias_core::gitops::plan;
+use ias_core::gitops::{
+    DeclaredBudget, DeclaredUser, GitopsApply, Inventory, Manifest, NewGitopsSettings, SyncStatus,
+};
+use ias_core::{
+    Actor, Admin, AuditRecord, AuditStore, CacheStore, Error, GitopsStore, KeyStore, OrgId,
+    OrgStore, RateLimits, Role, SchemaStore, Source, Store, UserStore,
+};
 use ias_store_postgres::{MIGRATIONS, PostgresStore};
 use sqlx::{Connection, PgConnection};
 
@@ -151,7 +160,7 @@ async fn replicas_opening_at_once_migrate_once() {
         "SELECT version::TEXT FROM schema_migrations ORDER BY version",
     )
     .await;
-    assert_eq!(applied, ["1", "2", "3"]);
+    assert_eq!(applied, ["1", "2", "3", "4"]);
 }
 
 #[tokio::test]
@@ -288,4 +297,288 @@ async fn a_failed_test_still_drops_its_database() {
             .await
             .unwrap();
     assert!(left.is_empty(), "`{name}` was left behind");
+}
+
+const PERIOD: &str = "2026-12";
+
+/// `acme` with GitOps enabled (`prune` on, no removal guard) and a budget of
+/// 1000, and `other`, API-managed, with the user `taken@x.io`.
+async fn gitops_orgs(store: &Arc<PostgresStore>) -> OrgId {
+    let admin = operator(store.clone());
+    let acme = admin.create_org("acme", 1000, "UTC").await.unwrap();
+    admin.create_org("other", 1000, "UTC").await.unwrap();
+    admin
+        .create_user("other", "taken@x.io", Role::OrgAdmin, None)
+        .await
+        .unwrap();
+    let mut settings = NewGitopsSettings::new("https://git.invalid/acme.git");
+    settings.prune = true;
+    settings.max_removal_percent = 100;
+    admin.gitops_enable("acme", settings).await.unwrap();
+    acme.id
+}
+
+fn declared(email: &str, role: Role) -> DeclaredUser {
+    DeclaredUser {
+        email: email.to_owned(),
+        role,
+        monthly_token_limit: Some(50),
+        rate_limits: RateLimits {
+            rpm: Some(60),
+            tpm: None,
+        },
+    }
+}
+
+fn manifest(budget: i64, users: Vec<DeclaredUser>) -> Manifest {
+    Manifest {
+        version: 1,
+        org: "acme".to_owned(),
+        budget: DeclaredBudget {
+            monthly_tokens: budget,
+            timezone: chrono_tz::UTC,
+        },
+        rate_limits: RateLimits::NONE,
+        allowed_models: vec!["gpt-4o-mini".to_owned()],
+        users,
+    }
+}
+
+/// Plans `manifest` against the store and applies it at `commit` as `holder`.
+async fn apply(
+    store: &Arc<PostgresStore>,
+    org: OrgId,
+    manifest: &Manifest,
+    commit: &str,
+    holder: &str,
+) -> ias_core::Result<()> {
+    let state = store.gitops_state(org).await?.unwrap();
+    let view = store.gitops_view(org, PERIOD).await?;
+    let plan = plan::plan(
+        manifest,
+        &view,
+        state.inventory.as_ref(),
+        &state.settings,
+        true,
+    );
+    assert_eq!(plan.refused, None);
+    let mut status = state.status.clone();
+    status.status = SyncStatus::Synced;
+    status.reason = "synced".to_owned();
+    status.last_applied_commit = Some(commit.to_owned());
+    let at = Utc::now();
+    let record = AuditRecord {
+        at,
+        actor: "operator:reconciler".to_owned(),
+        source: Source::Gitops,
+        action: "gitops.apply".to_owned(),
+        org_id: Some(org),
+        target: "org:acme".to_owned(),
+        changes: serde_json::json!({ "commit": commit }),
+    };
+    let write = GitopsApply {
+        org_id: org,
+        ops: plan.ops,
+        audit: vec![record],
+        inventory: Inventory {
+            commit: commit.to_owned(),
+            manifest: manifest.clone(),
+            added_users: plan.added_users,
+        },
+        status,
+        at,
+        holder: holder.to_owned(),
+    };
+    store.gitops_apply(&write).await
+}
+
+/// What an apply may change, to compare before and after a refused one.
+async fn gitops_snapshot(
+    store: &Arc<PostgresStore>,
+    org: OrgId,
+) -> impl PartialEq + std::fmt::Debug {
+    let view = store.gitops_view(org, PERIOD).await.unwrap();
+    let state = store.gitops_state(org).await.unwrap().unwrap();
+    let audit = store.list_audit(None, 1000).await.unwrap().len();
+    let taken = store.user_by_email("taken@x.io").await.unwrap();
+    let seq = store.change_seq().await.unwrap();
+    (view, state.status, state.inventory, audit, taken, seq)
+}
+
+fn after(at: DateTime<Utc>, secs: i64) -> DateTime<Utc> {
+    at + chrono::Duration::seconds(secs)
+}
+
+#[tokio::test]
+async fn an_apply_under_a_lease_another_holder_took_writes_nothing() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let store = PostgresStore::open(db.url()).await.unwrap();
+    let org = gitops_orgs(&store).await;
+    let now = Utc::now();
+    assert!(
+        store
+            .gitops_try_lease(org, "a", now, after(now, 30))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .gitops_try_lease(org, "b", now, after(now, 30))
+            .await
+            .unwrap()
+    );
+    let later = after(now, 31);
+    assert!(
+        store
+            .gitops_try_lease(org, "b", later, after(later, 30))
+            .await
+            .unwrap()
+    );
+
+    let file = manifest(500, vec![declared("admin@x.io", Role::OrgAdmin)]);
+    let before = gitops_snapshot(&store, org).await;
+    let err = apply(&store, org, &file, "c1", "a").await.unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
+    assert!(err.to_string().contains("no longer held"), "{err}");
+    assert_eq!(gitops_snapshot(&store, org).await, before);
+
+    apply(&store, org, &file, "c1", "b").await.unwrap();
+    let state = store.gitops_state(org).await.unwrap().unwrap();
+    assert_eq!(state.status.status, SyncStatus::Synced);
+    assert_eq!(state.status.last_applied_commit.as_deref(), Some("c1"));
+    assert_eq!(
+        state.inventory.map(|i| i.added_users),
+        Some(vec!["admin@x.io".to_owned()])
+    );
+    let view = store.gitops_view(org, PERIOD).await.unwrap();
+    assert_eq!(view.org.monthly_token_budget, 500);
+    assert_eq!(view.models, ["gpt-4o-mini"]);
+}
+
+#[tokio::test]
+async fn an_apply_adding_a_user_of_another_org_writes_nothing() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let store = PostgresStore::open(db.url()).await.unwrap();
+    let org = gitops_orgs(&store).await;
+    let now = Utc::now();
+    assert!(
+        store
+            .gitops_try_lease(org, "a", now, after(now, 30))
+            .await
+            .unwrap()
+    );
+    let file = manifest(
+        500,
+        vec![
+            declared("admin@x.io", Role::OrgAdmin),
+            declared("taken@x.io", Role::Member),
+        ],
+    );
+    let before = gitops_snapshot(&store, org).await;
+    let err = apply(&store, org, &file, "c1", "a").await.unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
+    assert!(err.to_string().contains("taken@x.io"), "{err}");
+    assert_eq!(gitops_snapshot(&store, org).await, before);
+    assert!(store.user_by_email("admin@x.io").await.unwrap().is_none());
+}
+
+/// The lease is one conditional update: of holders racing for a free lease, one wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_of_many_racing_reconcilers_takes_the_lease() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let store = PostgresStore::open(db.url()).await.unwrap();
+    let org = gitops_orgs(&store).await;
+    let now = Utc::now();
+    let racing: Vec<_> = (0..8)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .gitops_try_lease(org, &format!("r{n}"), now, after(now, 30))
+                    .await
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for race in racing {
+        won += usize::from(race.await.unwrap().unwrap());
+    }
+    assert_eq!(won, 1);
+}
+
+/// A removed user stays, out of the member list, with its keys revoked; added again, it is back.
+#[tokio::test]
+async fn a_removed_user_stays_with_its_keys_revoked_until_added_again() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let store = PostgresStore::open(db.url()).await.unwrap();
+    let org = gitops_orgs(&store).await;
+    let now = Utc::now();
+    assert!(
+        store
+            .gitops_try_lease(org, "a", now, after(now, 300))
+            .await
+            .unwrap()
+    );
+    let admin = declared("admin@x.io", Role::OrgAdmin);
+    let gone = declared("gone@x.io", Role::Member);
+    apply(
+        &store,
+        org,
+        &manifest(500, vec![admin.clone(), gone.clone()]),
+        "c1",
+        "a",
+    )
+    .await
+    .unwrap();
+    let key = operator(store.clone())
+        .create_key("gone@x.io", None)
+        .await
+        .unwrap()
+        .key;
+
+    apply(&store, org, &manifest(500, vec![admin.clone()]), "c2", "a")
+        .await
+        .unwrap();
+    let emails: Vec<String> = store
+        .list_users(org)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.email)
+        .collect();
+    assert_eq!(emails, ["admin@x.io"]);
+    let removed = store.user_by_email("gone@x.io").await.unwrap().unwrap();
+    let removed_at = removed.removed_at.expect("the user is marked removed");
+    let record = store.key_record(key.id).await.unwrap().unwrap();
+    assert_eq!(record.revoked_at, Some(removed_at));
+    let policy = store.user_policy(removed.id).await.unwrap().unwrap();
+    assert_eq!(policy.user.removed_at, Some(removed_at));
+    assert_eq!(policy.rate_limits.rpm, Some(60));
+    assert!(
+        store
+            .key_by_id(key.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_none()
+    );
+
+    apply(&store, org, &manifest(500, vec![admin, gone]), "c3", "a")
+        .await
+        .unwrap();
+    let back = store.user_by_email("gone@x.io").await.unwrap().unwrap();
+    assert_eq!((back.id, back.removed_at), (removed.id, None));
+    assert_eq!(
+        store.key_record(key.id).await.unwrap().unwrap().revoked_at,
+        None
+    );
 }
