@@ -10,6 +10,7 @@ use crate::authorize::AuthorizeArgs;
 use crate::database;
 use crate::error::CliResult;
 use crate::exit::EXIT_CODES_HELP;
+use crate::gitops::GitopsCommand;
 use crate::key::KeyCommand;
 use crate::limits::LimitsCommand;
 use crate::model::ModelCommand;
@@ -40,6 +41,10 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
     pub output: Format,
 
+    /// Change fields owned by GitOps anyway (system admins only); recorded as drift and audited
+    #[arg(long, global = true)]
+    pub break_glass: bool,
+
     /// What to do
     #[command(subcommand)]
     pub command: Command,
@@ -69,6 +74,9 @@ pub enum Command {
     /// Read the audit log of admin changes and verify its hash chain
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Declare organizations in Git: enable, sync, status, drift, plan, validate
+    #[command(subcommand, after_help = crate::exit::GITOPS_EXIT_CODES_HELP)]
+    Gitops(GitopsCommand),
     /// Check whether a key may call a model, without spending anything
     #[command(after_help = EXIT_CODES_HELP)]
     Authorize(AuthorizeArgs),
@@ -77,12 +85,16 @@ pub enum Command {
 /// What every command needs: where the database is, opened only when needed.
 pub struct Context {
     database_url: String,
+    break_glass: bool,
 }
 
 impl Context {
     /// A context for the database at `database_url`.
-    pub fn new(database_url: String) -> Self {
-        Context { database_url }
+    pub fn new(database_url: String, break_glass: bool) -> Self {
+        Context {
+            database_url,
+            break_glass,
+        }
     }
 
     /// Opens the store.
@@ -93,7 +105,12 @@ impl Context {
     /// Admin operations by the local operator, audited as coming from the CLI.
     pub async fn admin(&self) -> CliResult<Admin> {
         let store = self.store().await?;
-        Ok(Admin::new(store, Actor::local_operator(), Source::Cli))
+        let admin = Admin::new(store, Actor::local_operator(), Source::Cli);
+        Ok(if self.break_glass {
+            admin.with_break_glass()
+        } else {
+            admin
+        })
     }
 
     /// A governor over the store, loaded and ready, for dry-run decisions.

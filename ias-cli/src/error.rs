@@ -18,6 +18,15 @@ pub enum CliError {
     },
     /// Reading standard input or writing the result failed.
     Io(String),
+    /// A GitOps file with errors: every one of them.
+    Manifest {
+        /// The file's name as given.
+        file: String,
+        /// Every error, in file order.
+        errors: ias_core::gitops::manifest::ManifestErrors,
+    },
+    /// An error reported with exit code 1 whatever its kind (`gitops plan`, `gitops drift`).
+    Failed(Box<CliError>),
 }
 
 impl CliError {
@@ -26,7 +35,8 @@ impl CliError {
         match self {
             CliError::Core(err) if err.is_invalid_input() => Exit::Usage,
             CliError::Core(_) | CliError::Io(_) => Exit::Failure,
-            CliError::Secret { .. } => Exit::Usage,
+            CliError::Secret { .. } | CliError::Manifest { .. } => Exit::Usage,
+            CliError::Failed(_) => Exit::Failure,
         }
     }
 
@@ -36,6 +46,8 @@ impl CliError {
             CliError::Core(err) => err.kind(),
             CliError::Secret { .. } => "invalid_input",
             CliError::Io(_) => "io",
+            CliError::Manifest { .. } => "invalid_input",
+            CliError::Failed(inner) => inner.kind(),
         }
     }
 }
@@ -46,6 +58,10 @@ impl std::fmt::Display for CliError {
             CliError::Core(err) => err.fmt(f),
             CliError::Secret { field, reason } => write!(f, "invalid {field}: {reason}"),
             CliError::Io(message) => f.write_str(message),
+            CliError::Manifest { file, errors } => {
+                write!(f, "{file}: {} error(s): {}", errors.0.len(), errors.one_line())
+            }
+            CliError::Failed(inner) => inner.fmt(f),
         }
     }
 }

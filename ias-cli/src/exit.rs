@@ -24,6 +24,13 @@ Exit codes:
   2  usage error: bad command line or invalid value; nothing was written
   3  authorize: the request would be denied";
 
+/// The exit codes of `ias-admin gitops`, where 2 also means "there are changes".
+pub const GITOPS_EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success; status: every organization shown is synced; plan, drift: nothing to change
+  1  the operation failed (for plan and drift: any error); status, sync: not synced
+  2  plan, drift: there are changes; other commands: bad command line or invalid value";
+
 impl From<Exit> for ExitCode {
     fn from(exit: Exit) -> Self {
         ExitCode::from(exit as u8)

@@ -11,6 +11,7 @@ mod cli;
 mod database;
 mod error;
 mod exit;
+mod gitops;
 mod key;
 mod limits;
 mod model;
@@ -55,7 +56,7 @@ fn run(cli: Cli) -> CliResult<Report> {
         .enable_all()
         .build()
         .map_err(|err| CliError::Io(format!("cannot start the async runtime: {err}")))?;
-    let ctx = Context::new(cli.database_url);
+    let ctx = Context::new(cli.database_url, cli.break_glass);
     runtime.block_on(dispatch(cli.command, &ctx))
 }
 
@@ -68,6 +69,7 @@ async fn dispatch(command: Command, ctx: &Context) -> CliResult<Report> {
         Command::Limits(command) => limits::run(command, ctx).await,
         Command::Usage(command) => usage::run(command, ctx).await,
         Command::Audit(command) => audit::run(command, ctx).await,
+        Command::Gitops(command) => gitops::run(command, ctx).await,
         Command::Authorize(args) => authorize::run(args, ctx).await,
     }
 }

@@ -64,11 +64,43 @@ impl Report {
 
 /// Writes an error as one line: `error: …`, or a JSON object for `--output json`.
 pub fn write_error(format: Format, err: &CliError, out: &mut impl Write) -> io::Result<()> {
+    if let CliError::Manifest { file, errors } = err {
+        return write_manifest_errors(format, file, errors, out);
+    }
     let message = one_line(&err.to_string());
     match format {
         Format::Text => writeln!(out, "error: {message}"),
         Format::Json => {
             let body = serde_json::json!({ "error": { "kind": err.kind(), "message": message } });
+            writeln!(out, "{body}")
+        }
+    }
+}
+
+/// Every error in a GitOps file: one line each, `FILE:LINE:COLUMN: PATH: MESSAGE`.
+fn write_manifest_errors(
+    format: Format,
+    file: &str,
+    errors: &ias_core::gitops::manifest::ManifestErrors,
+    out: &mut impl Write,
+) -> io::Result<()> {
+    match format {
+        Format::Text => {
+            let count = errors.0.len();
+            writeln!(out, "error: {} has {count} error(s); nothing was applied", one_line(file))?;
+            for e in &errors.0 {
+                let message = one_line(&e.message);
+                writeln!(out, "{}:{}:{}: {}: {message}", one_line(file), e.line, e.column, e.path)?;
+            }
+            Ok(())
+        }
+        Format::Json => {
+            let body = serde_json::json!({ "error": {
+                "kind": "invalid_input",
+                "message": format!("{file} has {} error(s)", errors.0.len()),
+                "file": file,
+                "errors": errors.0,
+            }});
             writeln!(out, "{body}")
         }
     }

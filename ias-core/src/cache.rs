@@ -145,6 +145,8 @@ pub(crate) struct UserEntry {
     pub email: Arc<str>,
     pub limit: Option<i64>,
     pub rate_limits: RateLimits,
+    /// GitOps ended the user's membership: its keys no longer work.
+    pub removed: bool,
 }
 
 /// Allowed models, split for fast matching.
@@ -263,6 +265,7 @@ impl Tables {
                 email: Arc::from(user.email.as_str()),
                 limit: user.monthly_token_limit,
                 rate_limits: policy.rate_limits,
+                removed: user.removed_at.is_some(),
             },
         );
         changed

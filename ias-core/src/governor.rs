@@ -546,6 +546,7 @@ impl Governor {
             email: user.email.to_string(),
             user_limit: user.limit,
             user_rates: user.rate_limits,
+            user_removed: user.removed,
             org,
             key_limits,
         })
@@ -907,6 +908,8 @@ struct Found {
     email: String,
     user_limit: Option<i64>,
     user_rates: RateLimits,
+    /// GitOps ended the user's membership: its keys count as revoked.
+    user_removed: bool,
     org: Arc<OrgEntry>,
     key_limits: RateLimits,
 }
@@ -924,7 +927,7 @@ impl Found {
     }
 
     fn key_problem(&self, now: DateTime<Utc>) -> Option<DenyReason> {
-        if self.key.revoked {
+        if self.key.revoked || self.user_removed {
             Some(DenyReason::RevokedKey)
         } else if self.key.expires_ms <= now.timestamp_millis() {
             Some(DenyReason::ExpiredKey)

@@ -21,7 +21,8 @@
 //! next attempt. A suspended organization is fetched and reported on, never
 //! applied.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -44,6 +45,15 @@ use crate::store::Store;
 
 /// The longest back-off after repeated failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
+
+/// Every this many cycles, drift is checked for every organization, even
+/// those the change feed says nothing touched.
+const FULL_DRIFT_CHECK_EVERY: u64 = 10;
+
+/// Change-feed entries read at a time; more than [`MAX_FEED_READ`] in one
+/// cycle marks every organization for a drift check instead.
+const FEED_PAGE: u32 = 5_000;
+const MAX_FEED_READ: usize = 50_000;
 
 /// A file fetched from a repository.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +133,19 @@ pub struct Reconciler {
     clock: Arc<dyn Clock>,
     config: ReconcilerConfig,
     admin: Admin,
+    watch: Arc<Mutex<DriftWatch>>,
+}
+
+/// Which organizations need a drift check: the change feed tells which
+/// ones were written since they were last found clean.
+#[derive(Debug, Default)]
+struct DriftWatch {
+    /// The feed position read up to; `None` before the first cycle.
+    seq: Option<i64>,
+    /// Organizations found clean, with nothing written to them since.
+    clean: HashSet<OrgId>,
+    /// Cycles run.
+    cycles: u64,
 }
 
 impl Reconciler {
@@ -142,6 +165,7 @@ impl Reconciler {
             clock: Arc::new(SystemClock),
             config,
             admin,
+            watch: Arc::new(Mutex::new(DriftWatch::default())),
         }
     }
 
@@ -160,6 +184,7 @@ impl Reconciler {
 
     /// One cycle over every organization with GitOps enabled.
     pub async fn cycle(&self) -> Result<Vec<OrgOutcome>> {
+        self.read_feed().await?;
         let states = self.store.gitops_states().await?;
         let permits = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
         let mut tasks = JoinSet::new();
@@ -181,6 +206,79 @@ impl Reconciler {
         }
         outcomes.sort_by_key(|o| o.org_id);
         Ok(outcomes)
+    }
+
+    /// Forgets clean organizations that were written to since the last cycle.
+    async fn read_feed(&self) -> Result<()> {
+        let newest = self.store.change_seq().await?;
+        let (from, full) = {
+            let mut watch = self.lock_watch();
+            watch.cycles += 1;
+            let full = watch.cycles % FULL_DRIFT_CHECK_EVERY == 0;
+            (watch.seq, full)
+        };
+        let Some(mut after) = from.filter(|seq| *seq <= newest && !full) else {
+            let mut watch = self.lock_watch();
+            watch.clean.clear();
+            watch.seq = Some(newest);
+            return Ok(());
+        };
+        let mut touched = HashSet::new();
+        let mut users = HashSet::new();
+        let mut read = 0;
+        while after < newest && read <= MAX_FEED_READ {
+            let page = self.store.changes_since(after, FEED_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            read += page.len();
+            for change in &page {
+                match change.entity {
+                    crate::snapshot::ChangeEntity::Org => {
+                        touched.insert(OrgId(change.id));
+                    }
+                    crate::snapshot::ChangeEntity::User => {
+                        users.insert(crate::domain::UserId(change.id));
+                    }
+                    crate::snapshot::ChangeEntity::Key => {}
+                }
+            }
+        }
+        let everything = read > MAX_FEED_READ;
+        for user in users {
+            if everything {
+                break;
+            }
+            if let Some(user) = self.store.user_by_id(user).await? {
+                touched.insert(user.org_id);
+            }
+        }
+        let mut watch = self.lock_watch();
+        if everything {
+            watch.clean.clear();
+        } else {
+            watch.clean.retain(|org| !touched.contains(org));
+        }
+        watch.seq = Some(after.max(newest));
+        Ok(())
+    }
+
+    fn lock_watch(&self) -> std::sync::MutexGuard<'_, DriftWatch> {
+        // A panic while holding the lock cannot leave the set inconsistent in
+        // a way that matters: at worst an organization is checked once more.
+        self.watch.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn is_clean(&self, org: OrgId) -> bool {
+        self.lock_watch().clean.contains(&org)
+    }
+
+    fn mark(&self, org: OrgId, clean: bool) {
+        let mut watch = self.lock_watch();
+        if clean {
+            watch.clean.insert(org);
+        } else {
+            watch.clean.remove(&org);
+        }
     }
 
     /// Reconciles one organization now, whatever its back-off, and returns its state.
@@ -239,7 +337,7 @@ impl Reconciler {
             reason: status.reason.clone(),
             applied,
         };
-        if !applied && status != state.status {
+        if !applied && worth_saving(&state.status, &status) {
             let audit = self.status_audit(&state, &status);
             let saved = self
                 .store
@@ -319,13 +417,19 @@ impl Attempt<'_> {
         let Some(inventory) = &state.inventory else {
             return self.apply_new_commit(state, status).await;
         };
+        let org = state.settings.org_id;
+        if self.reconciler.is_clean(org) && state.status.drift.is_empty() {
+            return (self.synced(state, status, head), false);
+        }
         let drift = match self.plan(state, &inventory.manifest, false).await {
             Ok(plan) => plan,
             Err(err) => return (self.failed(status, "store_failed", &err.to_string()), false),
         };
         if drift.is_empty() {
+            self.reconciler.mark(org, true);
             return (self.synced(state, status, head), false);
         }
+        self.reconciler.mark(org, false);
         if state.settings.drift == DriftPolicy::Heal && !state.settings.suspended {
             return self
                 .apply(
@@ -494,6 +598,24 @@ impl Attempt<'_> {
             .map(|b| self.now + b);
         tracing::warn!(reason, message, "gitops attempt failed");
         status
+    }
+}
+
+/// How stale `last_attempt_at` may get before an unchanged status is saved again.
+const ATTEMPT_TIME_REFRESH: chrono::Duration = chrono::Duration::minutes(5);
+
+/// Whether a status differs from the stored one enough to write it: any
+/// field but the attempt time, or an attempt time gone stale. Unchanged
+/// organizations thus cost no write per cycle.
+fn worth_saving(before: &GitopsStatus, after: &GitopsStatus) -> bool {
+    let mut same_time = after.clone();
+    same_time.last_attempt_at = before.last_attempt_at;
+    if same_time != *before {
+        return true;
+    }
+    match (before.last_attempt_at, after.last_attempt_at) {
+        (Some(then), Some(now)) => now - then >= ATTEMPT_TIME_REFRESH,
+        _ => true,
     }
 }
 
