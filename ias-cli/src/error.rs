@@ -59,7 +59,12 @@ impl std::fmt::Display for CliError {
             CliError::Secret { field, reason } => write!(f, "invalid {field}: {reason}"),
             CliError::Io(message) => f.write_str(message),
             CliError::Manifest { file, errors } => {
-                write!(f, "{file}: {} error(s): {}", errors.0.len(), errors.one_line())
+                write!(
+                    f,
+                    "{file}: {} error(s): {}",
+                    errors.0.len(),
+                    errors.one_line()
+                )
             }
             CliError::Failed(inner) => inner.fmt(f),
         }

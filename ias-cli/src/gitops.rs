@@ -178,7 +178,11 @@ async fn enable(args: EnableArgs, ctx: &Context) -> CliResult<Report> {
         allow_empty: args.allow_empty,
     };
     ias_gitops::check_settings(&settings)?;
-    let state = ctx.admin().await?.gitops_enable(&args.org, settings).await?;
+    let state = ctx
+        .admin()
+        .await?
+        .gitops_enable(&args.org, settings)
+        .await?;
     let s = &state.settings;
     let text = format!(
         "GitOps enabled for `{}`: {} at `{}`, file `{}`; prune {}, drift {}, removal guard {}%\n\
@@ -197,11 +201,17 @@ async fn enable(args: EnableArgs, ctx: &Context) -> CliResult<Report> {
 async fn disable(args: OrgArgs, ctx: &Context) -> CliResult<Report> {
     let changed = ctx.admin().await?.gitops_disable(&args.org).await?;
     let text = if changed {
-        format!("GitOps disabled for `{}`; its fields are managed through the API again", args.org)
+        format!(
+            "GitOps disabled for `{}`; its fields are managed through the API again",
+            args.org
+        )
     } else {
         format!("GitOps was not enabled for `{}`; nothing changed", args.org)
     };
-    Report::new(text, &serde_json::json!({ "org": args.org, "changed": changed }))
+    Report::new(
+        text,
+        &serde_json::json!({ "org": args.org, "changed": changed }),
+    )
 }
 
 async fn suspend(args: OrgArgs, suspended: bool, ctx: &Context) -> CliResult<Report> {
@@ -211,9 +221,15 @@ async fn suspend(args: OrgArgs, suspended: bool, ctx: &Context) -> CliResult<Rep
     let text = if changed {
         format!("GitOps {word} for `{}`", args.org)
     } else {
-        format!("GitOps was already {word} for `{}`; nothing changed", args.org)
+        format!(
+            "GitOps was already {word} for `{}`; nothing changed",
+            args.org
+        )
     };
-    Report::new(text, &serde_json::json!({ "org": args.org, "suspended": suspended, "changed": changed }))
+    Report::new(
+        text,
+        &serde_json::json!({ "org": args.org, "suspended": suspended, "changed": changed }),
+    )
 }
 
 fn source(cache_dir: Option<PathBuf>) -> CliResult<Arc<dyn ManifestSource>> {
@@ -225,7 +241,11 @@ async fn sync(args: SyncArgs, ctx: &Context) -> CliResult<Report> {
     let admin = ctx.admin().await?;
     let org = admin.org(&args.org).await?;
     admin.gitops_status(&args.org).await?;
-    let reconciler = Reconciler::new(ctx.store().await?, source(args.cache_dir)?, ReconcilerConfig::default());
+    let reconciler = Reconciler::new(
+        ctx.store().await?,
+        source(args.cache_dir)?,
+        ReconcilerConfig::default(),
+    );
     let state = reconciler.sync_org(org.id).await?;
     let exit = if state.status.status == SyncStatus::Synced {
         Exit::Success
@@ -247,7 +267,11 @@ async fn status(args: StatusArgs, ctx: &Context) -> CliResult<Report> {
         (_, []) => "GitOps is enabled for no organization".to_owned(),
         _ => status_table(&states),
     };
-    let exit = if synced && !states.is_empty() { Exit::Success } else { Exit::Failure };
+    let exit = if synced && !states.is_empty() {
+        Exit::Success
+    } else {
+        Exit::Failure
+    };
     Ok(Report::new(text, &states)?.with_exit(exit))
 }
 
@@ -269,27 +293,49 @@ fn status_table(states: &[GitopsState]) -> String {
             ]
         })
         .collect();
-    output::table(&["ORG", "STATUS", "REASON", "APPLIED", "DRIFT", "MESSAGE"], &rows)
+    output::table(
+        &["ORG", "STATUS", "REASON", "APPLIED", "DRIFT", "MESSAGE"],
+        &rows,
+    )
 }
 
 fn state_text(state: &GitopsState) -> String {
     let s = &state.settings;
     let st = &state.status;
-    let commit = |c: &Option<String>| c.as_deref().map_or("-".to_owned(), |c| short_commit(c).to_owned());
+    let commit = |c: &Option<String>| {
+        c.as_deref()
+            .map_or("-".to_owned(), |c| short_commit(c).to_owned())
+    };
     let mut text = output::fields(&[
         ("org", s.org_slug.clone()),
         ("status", format!("{} ({})", st.status, st.reason)),
         ("message", st.message.clone()),
-        ("repo", format!("{} at `{}`, file `{}`", s.repo_url, s.git_ref, s.path)),
-        ("settings", format!(
-            "prune {}, drift {}, removal guard {}%, allow empty {}, suspended {}",
-            on_off(s.prune), s.drift, s.max_removal_percent, on_off(s.allow_empty), on_off(s.suspended)
-        )),
+        (
+            "repo",
+            format!("{} at `{}`, file `{}`", s.repo_url, s.git_ref, s.path),
+        ),
+        (
+            "settings",
+            format!(
+                "prune {}, drift {}, removal guard {}%, allow empty {}, suspended {}",
+                on_off(s.prune),
+                s.drift,
+                s.max_removal_percent,
+                on_off(s.allow_empty),
+                on_off(s.suspended)
+            ),
+        ),
         ("fetched", commit(&st.last_fetched_commit)),
         ("attempted", commit(&st.last_attempted_commit)),
         ("applied", commit(&st.last_applied_commit)),
-        ("last attempt", output::maybe_time(st.last_attempt_at, "never")),
-        ("last success", output::maybe_time(st.last_success_at, "never")),
+        (
+            "last attempt",
+            output::maybe_time(st.last_attempt_at, "never"),
+        ),
+        (
+            "last success",
+            output::maybe_time(st.last_success_at, "never"),
+        ),
         ("failures", st.consecutive_failures.to_string()),
         ("next retry", output::maybe_time(st.next_retry_at, "-")),
         ("drift found", st.drift_count.to_string()),
@@ -307,7 +353,11 @@ async fn drift(args: OrgArgs, ctx: &Context) -> CliResult<Report> {
     } else {
         changes_text(&changes)
     };
-    let exit = if changes.is_empty() { Exit::Success } else { Exit::Usage };
+    let exit = if changes.is_empty() {
+        Exit::Success
+    } else {
+        Exit::Usage
+    };
     Ok(Report::new(text, &changes)?.with_exit(exit))
 }
 
@@ -344,13 +394,23 @@ async fn plan(args: PlanArgs, ctx: &Context) -> CliResult<Report> {
         ));
     }
     for kept in &plan.kept {
-        text.push_str(&format!("\nkept: user:{kept} is not in the file (Git did not add it, or prune is off)"));
+        text.push_str(&format!(
+            "\nkept: user:{kept} is not in the file (Git did not add it, or prune is off)"
+        ));
     }
     if let Some(refused) = &plan.refused {
         text.push_str(&format!("\nrefused: {refused}"));
     }
-    let view = PlanView { org: &args.org, commit: commit.as_deref(), plan: &plan };
-    let exit = if plan.is_empty() { Exit::Success } else { Exit::Usage };
+    let view = PlanView {
+        org: &args.org,
+        commit: commit.as_deref(),
+        plan: &plan,
+    };
+    let exit = if plan.is_empty() {
+        Exit::Success
+    } else {
+        Exit::Usage
+    };
     Ok(Report::new(text, &view)?.with_exit(exit))
 }
 
@@ -368,7 +428,10 @@ async fn run_loop(args: RunArgs, ctx: &Context) -> CliResult<Report> {
         wait_for_signal().await;
         let _ = stop.send(true);
     });
-    eprintln!("reconciling every {} s; Ctrl-C or SIGTERM stops", args.interval);
+    eprintln!(
+        "reconciling every {} s; Ctrl-C or SIGTERM stops",
+        args.interval
+    );
     reconciler.run(stopped).await;
     Report::new("stopped", &serde_json::json!({ "stopped": true }))
 }
@@ -389,7 +452,11 @@ async fn wait_for_signal() {
 }
 
 fn changes_text(changes: &[FieldChange]) -> String {
-    changes.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+    changes
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn validate(args: ValidateArgs) -> CliResult<Report> {
@@ -420,7 +487,8 @@ fn read_file(path: &std::path::Path) -> CliResult<Vec<u8>> {
             meta.len()
         )));
     }
-    std::fs::read(path).map_err(|err| CliError::Io(format!("cannot read `{}`: {err}", path.display())))
+    std::fs::read(path)
+        .map_err(|err| CliError::Io(format!("cannot read `{}`: {err}", path.display())))
 }
 
 fn on_off(value: bool) -> &'static str {

@@ -87,10 +87,21 @@ fn write_manifest_errors(
     match format {
         Format::Text => {
             let count = errors.0.len();
-            writeln!(out, "error: {} has {count} error(s); nothing was applied", one_line(file))?;
+            writeln!(
+                out,
+                "error: {} has {count} error(s); nothing was applied",
+                one_line(file)
+            )?;
             for e in &errors.0 {
                 let message = one_line(&e.message);
-                writeln!(out, "{}:{}:{}: {}: {message}", one_line(file), e.line, e.column, e.path)?;
+                writeln!(
+                    out,
+                    "{}:{}:{}: {}: {message}",
+                    one_line(file),
+                    e.line,
+                    e.column,
+                    e.path
+                )?;
             }
             Ok(())
         }

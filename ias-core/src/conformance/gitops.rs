@@ -335,6 +335,12 @@ pub async fn gitops_mass_removal_is_refused(store: Arc<dyn Store>) {
     s.commit_and_sync(&file(4_000_000, &["gpt-4o-mini"], &users))
         .await;
     let key = s.admin.create_key("m0@acme.io", None).await.unwrap();
+    let governor = Governor::open(store.clone()).await.unwrap();
+    let before = governor
+        .check(key.secret.expose(), "gpt-4o-mini", 10)
+        .await
+        .unwrap();
+    assert!(matches!(before, Decision::Allowed(_)), "{before:?}");
 
     let state = s
         .commit_and_sync(&file(4_000_000, &["gpt-4o-mini"], &users[..6]))
@@ -368,7 +374,7 @@ pub async fn gitops_mass_removal_is_refused(store: Arc<dyn Store>) {
         1,
         "its key stays"
     );
-    let governor = Governor::open(store.clone()).await.unwrap();
+    governor.refresh().await.unwrap();
     let decision = governor
         .check(key.secret.expose(), "gpt-4o-mini", 10)
         .await
