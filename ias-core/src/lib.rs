@@ -35,6 +35,7 @@ mod cache;
 pub mod clock;
 pub mod domain;
 pub mod error;
+pub mod gitops;
 pub mod governor;
 pub mod key;
 pub mod lease;
