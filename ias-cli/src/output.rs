@@ -110,7 +110,7 @@ fn write_manifest_errors(
                 "kind": "invalid_input",
                 "message": format!("{file} has {} error(s)", errors.0.len()),
                 "file": file,
-                "errors": errors.0,
+                "errors": errors.iter().collect::<Vec<_>>(),
             }});
             writeln!(out, "{body}")
         }

@@ -23,6 +23,13 @@ pub enum Error {
         reason: String,
     },
 
+    /// A GitOps file was rejected; `errors` lists every problem in it.
+    #[error("invalid GitOps file: {}", manifest_summary(.errors))]
+    InvalidManifest {
+        /// Every problem, each with its line, column and field path.
+        errors: crate::gitops::manifest::ManifestErrors,
+    },
+
     /// The named entity does not exist.
     #[error("{entity} `{key}` not found")]
     NotFound {
@@ -135,7 +142,7 @@ impl Error {
     /// `not_found`: what `ias-admin --output json` and the Python exceptions report.
     pub fn kind(&self) -> &'static str {
         match self {
-            Error::InvalidInput { .. } => "invalid_input",
+            Error::InvalidInput { .. } | Error::InvalidManifest { .. } => "invalid_input",
             Error::NotFound { .. } => "not_found",
             Error::Conflict { .. } => "conflict",
             Error::PermissionDenied { .. } => "permission_denied",
@@ -157,8 +164,23 @@ impl Error {
     pub fn is_invalid_input(&self) -> bool {
         matches!(
             self,
-            Error::InvalidInput { .. } | Error::DatabaseUrl { .. } | Error::WeakPassword { .. }
+            Error::InvalidInput { .. }
+                | Error::InvalidManifest { .. }
+                | Error::DatabaseUrl { .. }
+                | Error::WeakPassword { .. }
         )
+    }
+}
+
+/// `N error(s)`, then the first one in the file.
+fn manifest_summary(errors: &crate::gitops::manifest::ManifestErrors) -> String {
+    let count = match errors.len() {
+        1 => "1 error".to_owned(),
+        n => format!("{n} errors"),
+    };
+    match errors.first() {
+        Some(first) => format!("{count}; the first: {first}"),
+        None => count,
     }
 }
 

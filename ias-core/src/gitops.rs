@@ -12,6 +12,7 @@
 //! managed through the API, and no apply touches them.
 
 pub mod manifest;
+mod yaml;
 pub mod plan;
 pub mod reconcile;
 pub mod settings;

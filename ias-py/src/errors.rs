@@ -160,6 +160,15 @@ pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
                 ("reason", reason.clone()),
             ],
         ),
+        // The whole file is the rejected value; `reason` lists every problem, one per line.
+        Error::InvalidManifest { errors } => (
+            PyErr::new::<InvalidInputError, _>(message),
+            vec![
+                ("field", "file".to_owned()),
+                ("value", String::new()),
+                ("reason", errors.to_string()),
+            ],
+        ),
         Error::NotFound { entity, key } => (
             PyErr::new::<NotFoundError, _>(message),
             vec![("entity", entity.to_string()), ("key", key.clone())],
