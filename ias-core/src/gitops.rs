@@ -12,11 +12,11 @@
 //! managed through the API, and no apply touches them.
 
 pub mod manifest;
-mod yaml;
 pub mod plan;
 pub mod reconcile;
 pub mod settings;
 pub mod state;
+mod yaml;
 
 pub use manifest::{DeclaredBudget, DeclaredUser, Manifest};
 pub use plan::{
