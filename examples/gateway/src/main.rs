@@ -15,6 +15,8 @@ Environment:
   IAS_UPSTREAM_URL       an OpenAI-compatible base URL such as http://127.0.0.1:9000/v1;
                          unset: a built-in deterministic mock answers (no network)
   IAS_UPSTREAM_API_KEY   sent upstream as `Authorization: Bearer ...`, if set
+  IAS_GITOPS_CACHE_DIR   where the GitOps reconciler caches repositories
+                         (default: $XDG_CACHE_HOME/ias/git or ~/.cache/ias/git)
   RUST_LOG               log filter (default: info)
 
 Exit codes: 0 stopped by Ctrl-C or SIGTERM, 1 could not start or failed";
@@ -40,6 +42,10 @@ struct Args {
     /// On first start, create org `demo`, user `demo@example.com` and a key, and print the key.
     #[arg(long)]
     demo: bool,
+
+    /// Seconds between GitOps reconcile cycles; 0 runs no reconciler.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    gitops_interval: u64,
 }
 
 #[tokio::main]
@@ -50,6 +56,7 @@ async fn main() -> ExitCode {
         listen: args.listen,
         database_url: args.database_url,
         demo: args.demo,
+        gitops_interval: (args.gitops_interval > 0).then_some(args.gitops_interval),
     };
     match server::run(config).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,8 +3,13 @@
 use std::fmt;
 use std::net::SocketAddr;
 
+use std::sync::Arc;
+
 use ias_core::Governor;
+use ias_core::gitops::{Reconciler, ReconcilerConfig};
+use ias_gitops::GitManifestSource;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::app::{AppState, router};
@@ -21,6 +26,8 @@ pub struct Config {
     pub database_url: String,
     /// Whether to set up the demo organization.
     pub demo: bool,
+    /// Seconds between GitOps reconcile cycles; `None` runs no reconciler.
+    pub gitops_interval: Option<u64>,
 }
 
 impl fmt::Debug for Config {
@@ -29,6 +36,7 @@ impl fmt::Debug for Config {
             .field("listen", &self.listen)
             .field("database_url", &ias_core::url::redact(&self.database_url))
             .field("demo", &self.demo)
+            .field("gitops_interval", &self.gitops_interval)
             .finish()
     }
 }
@@ -76,7 +84,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         false => None,
     };
     // The cache is loaded before the port opens: "listening" means ready.
-    let governor = Governor::open(store).await.map_err(StartError::Store)?;
+    let governor = Governor::open(store.clone())
+        .await
+        .map_err(StartError::Store)?;
     let listener = listen(config.listen).await?;
     let listening = listener.local_addr().map_err(|source| StartError::Listen {
         addr: config.listen,
@@ -96,6 +106,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         "ias-gateway listening"
     );
     let maintenance = governor.spawn_maintenance();
+    let reconciler = match config.gitops_interval {
+        Some(secs) => Some(spawn_reconciler(store, &governor, secs)?),
+        None => None,
+    };
     let app = router(AppState::new(governor, upstream));
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
@@ -103,11 +117,39 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         .map_err(StartError::Serve);
     // Usage settled in memory is written before the process exits; if it
     // cannot be, the exit status says so.
+    if let Some((stop, task)) = reconciler {
+        let _ = stop.send(true);
+        if let Err(err) = task.await {
+            warn!(error = %err, "the GitOps reconciler stopped abnormally");
+        }
+    }
     let flushed = maintenance.shutdown().await.map_err(StartError::Flush);
     served?;
     flushed?;
     info!("ias-gateway stopped");
     Ok(())
+}
+
+/// Starts the GitOps reconciler: every `secs` seconds (with jitter), it
+/// reconciles each organization that has GitOps enabled and reloads the
+/// governor after an apply. Returns the stop switch and the task.
+fn spawn_reconciler(
+    store: std::sync::Arc<dyn ias_core::Store>,
+    governor: &Governor,
+    secs: u64,
+) -> Result<(watch::Sender<bool>, tokio::task::JoinHandle<()>), StartError> {
+    let cache = GitManifestSource::default_cache_dir();
+    let source = GitManifestSource::new(&cache).map_err(StartError::Store)?;
+    let config = ReconcilerConfig {
+        interval: std::time::Duration::from_secs(secs),
+        ..ReconcilerConfig::default()
+    };
+    let reconciler =
+        Reconciler::new(store, Arc::new(source), config).with_governor(governor.clone());
+    let (stop, stopped) = watch::channel(false);
+    info!(interval_secs = secs, cache = %cache.display(), "GitOps reconciler running");
+    let task = tokio::spawn(async move { reconciler.run(stopped).await });
+    Ok((stop, task))
 }
 
 async fn listen(addr: SocketAddr) -> Result<TcpListener, StartError> {
