@@ -203,13 +203,14 @@ impl Admin {
             "monthly_token_limit": { "before": null, "after": limit },
         });
         let label = format!("user:{}", new.email);
-        let record = self.record("user.create", Some(org.id), label, changes);
+        let mut record = self.record("user.create", Some(org.id), label, changes);
         let target = Target::new_user(org.id, role);
         self.require(Permission::UserCreate, target, &record)
             .await?;
         let forced = self
             .ensure_not_git_owned(org.id, org.managed_by, "organization", &org.slug)
             .await?;
+        gitops::mark_break_glass(&mut record, forced.as_ref());
         let created = self.store.create_user(&new, &record).await;
         let created = self.applied(&record, created).await?;
         self.note_break_glass(forced, &format!("user `{}`", created.email))
@@ -240,7 +241,7 @@ impl Admin {
         let limit = optional_limit(limit)?;
         let user = self.find_user(email).await?;
         let changes = audit::change("monthly_token_limit", user.monthly_token_limit, limit);
-        let record = self.record(
+        let mut record = self.record(
             "user.set_limit",
             Some(user.org_id),
             user_label(&user),
@@ -251,6 +252,7 @@ impl Admin {
         let forced = self
             .ensure_not_git_owned(user.org_id, user.managed_by, "user", &user.email)
             .await?;
+        gitops::mark_break_glass(&mut record, forced.as_ref());
         let changed = self.store.set_user_limit(user.id, limit, &record).await;
         let changed = self.applied(&record, changed).await?;
         let what = format!("the monthly limit of `{}`", user.email);
@@ -455,7 +457,7 @@ impl Admin {
             }
         }
         let changes = serde_json::Value::Object(changes);
-        let record = self.record("limits.set", Some(org.id), name, changes);
+        let mut record = self.record("limits.set", Some(org.id), name, changes);
         self.require(Permission::LimitsManage, rbac_target, &record)
             .await?;
         let forced = match scope {
@@ -465,6 +467,7 @@ impl Admin {
                     .await?
             }
         };
+        gitops::mark_break_glass(&mut record, forced.as_ref());
         let changed = self.store.set_rate_limits(scope, id, limits, &record).await;
         let changed = self.applied(&record, changed).await?;
         self.note_break_glass(forced, "rate limits").await;
@@ -522,12 +525,13 @@ impl Admin {
                 audit::change("allowed_models", &pattern, None::<String>),
             )
         };
-        let record = self.record(action, Some(org.id), org_label(&org), change);
+        let mut record = self.record(action, Some(org.id), org_label(&org), change);
         self.require(Permission::ModelManage, Target::org(org.id), &record)
             .await?;
         let forced = self
             .ensure_not_git_owned(org.id, org.managed_by, "organization", &org.slug)
             .await?;
+        gitops::mark_break_glass(&mut record, forced.as_ref());
         let result = self
             .store
             .set_model_allowed(org.id, &pattern, allowed, &record)

@@ -288,6 +288,20 @@ impl Admin {
     }
 }
 
+/// Marks the audit record of a forced (break-glass) write with the repository and commit it overrode.
+pub(super) fn mark_break_glass(record: &mut AuditRecord, forced: Option<&GitopsState>) {
+    let Some(state) = forced else { return };
+    if let serde_json::Value::Object(changes) = &mut record.changes {
+        changes.insert(
+            "break_glass".to_owned(),
+            json!({
+                "repo_url": state.settings.repo_url,
+                "applied_commit": state.status.last_applied_commit,
+            }),
+        );
+    }
+}
+
 /// A plan ready to apply, with where it came from.
 pub(crate) struct PlannedApply<'a> {
     /// `gitops.apply` or `gitops.heal`.

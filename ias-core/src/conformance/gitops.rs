@@ -506,6 +506,22 @@ pub async fn gitops_api_writes_to_owned_fields_conflict(store: Arc<dyn Store>) {
 
     let forced = cli.clone().with_break_glass();
     forced.set_user_limit("bob@acme.io", Some(5)).await.unwrap();
+    let forced_entry = store
+        .search_audit(
+            None,
+            &AuditFilter {
+                action: Some("user.set_limit".into()),
+                limit: 1,
+                ..AuditFilter::default()
+            },
+        )
+        .await
+        .unwrap();
+    let marked = &forced_entry[0].record.changes["break_glass"];
+    assert_eq!(
+        marked["repo_url"], REPO,
+        "the forced write says what it overrode"
+    );
     let state = s.admin.gitops_status("acme").await.unwrap();
     assert_status(&state, SyncStatus::OutOfSync, "break_glass");
     assert_eq!(state.status.drift_count, 1);
