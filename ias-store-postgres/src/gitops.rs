@@ -453,7 +453,9 @@ async fn hold_lease(conn: &mut PgConnection, apply: &GitopsApply) -> Result<()> 
 fn named_email(op: &ApplyOp) -> Option<&str> {
     match op {
         ApplyOp::AddUser { user } | ApplyOp::UpdateUser { user } => Some(&user.email),
-        ApplyOp::SetUserRateLimits { email, .. } | ApplyOp::RemoveUser { email } => Some(email),
+        ApplyOp::SetUserRateLimits { email, .. }
+        | ApplyOp::RemoveUser { email }
+        | ApplyOp::ReleaseUser { email } => Some(email),
         ApplyOp::SetBudget { .. }
         | ApplyOp::SetOrgRateLimits { .. }
         | ApplyOp::AllowModel { .. }
@@ -542,6 +544,16 @@ async fn apply_op(
                 _ => return Err(Error::not_found("user", email)),
             };
             store_limits(conn, LimitScope::User, id, *limits, at).await?;
+        }
+        ApplyOp::ReleaseUser { email } => {
+            let query = sqlx::query(
+                "UPDATE users SET managed_by = 'api', updated_at = $3
+                 WHERE org_id = $1 AND email = $2",
+            )
+            .bind(org.0)
+            .bind(email)
+            .bind(at);
+            execute(conn, query).await?;
         }
         ApplyOp::RemoveUser { email } => {
             let query = sqlx::query(

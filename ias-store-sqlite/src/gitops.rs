@@ -471,6 +471,14 @@ fn apply_op(tx: &Transaction<'_>, org: OrgId, op: &ApplyOp, at: i64) -> Result<(
             let id = user_id(tx, org, email)?;
             store_limits(tx, LimitScope::User, id.0, *limits, at)?;
         }
+        ApplyOp::ReleaseUser { email } => {
+            tx.execute(
+                "UPDATE users SET managed_by = 'api', updated_at = ?3
+                 WHERE org_id = ?1 AND email = ?2",
+                params![org.0, email, at],
+            )
+            .map_err(from_sqlite)?;
+        }
         ApplyOp::RemoveUser { email } => {
             tx.execute(
                 "UPDATE users SET removed_at = ?3, updated_at = ?3

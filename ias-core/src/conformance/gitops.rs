@@ -713,3 +713,45 @@ pub async fn gitops_a_plan_names_users_a_lower_limit_blocks(store: Arc<dyn Store
     assert_eq!(plan.blocked[0].target, "user:alice@acme.io");
     assert_eq!((plan.blocked[0].used, plan.blocked[0].limit), (600, 500));
 }
+
+/// A user Git added and the file drops while prune is off goes back to the
+/// API; turning prune on later removes it.
+pub async fn gitops_a_user_dropped_without_prune_is_released(store: Arc<dyn Store>) {
+    let s = Setup::new(store.clone(), settings()).await;
+    let users = [TEAM[0], TEAM[1], ("carol@acme.io", "member", None)];
+    s.commit_and_sync(&file(4_000_000, &["gpt-4o-mini"], &users))
+        .await;
+    let state = s
+        .commit_and_sync(&file(4_000_000, &["gpt-4o-mini"], &users[..2]))
+        .await;
+    assert_status(&state, SyncStatus::Synced, "synced");
+    let carol = s.admin.user("carol@acme.io").await.unwrap();
+    assert_eq!(carol.managed_by, ManagedBy::Api, "no longer declared");
+    assert!(carol.removed_at.is_none(), "prune is off: still a member");
+    let inventory = state.inventory.unwrap();
+    assert!(inventory.added_users.contains(&"carol@acme.io".to_owned()));
+    cli_admin(&store)
+        .set_user_limit("carol@acme.io", Some(7))
+        .await
+        .unwrap();
+    assert!(s.admin.gitops_drift("acme").await.unwrap().is_empty());
+
+    let mut prune = settings();
+    prune.prune = true;
+    prune.max_removal_percent = 50;
+    s.admin.gitops_enable("acme", prune).await.unwrap();
+    s.source.commit(
+        REPO,
+        &file(4_000_000, &["gpt-4o-mini"], &users[..2]).replace("gpt-4o-mini", "gpt-4o"),
+    );
+    let state = s.sync().await;
+    assert_status(&state, SyncStatus::Synced, "synced");
+    assert!(
+        s.admin
+            .user("carol@acme.io")
+            .await
+            .unwrap()
+            .removed_at
+            .is_some()
+    );
+}

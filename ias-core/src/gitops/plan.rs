@@ -194,6 +194,12 @@ pub enum ApplyOp {
         /// The limits.
         limits: RateLimits,
     },
+    /// Gives a member the file no longer declares back to the API (its
+    /// fields are no longer Git-owned); its membership stays.
+    ReleaseUser {
+        /// The user's email.
+        email: String,
+    },
     /// Ends a user's membership: its keys stop working; the user, its keys
     /// and its usage stay for the record.
     RemoveUser {
@@ -361,11 +367,38 @@ fn plan_users(
             });
         } else {
             plan.kept.push(email.to_owned());
+            if have.user.managed_by == crate::domain::ManagedBy::Gitops {
+                // No longer declared: its fields go back to the API. It stays
+                // in the inventory when Git added it, so prune may remove it later.
+                plan.changes.push(change(
+                    &format!("user:{email}"),
+                    "managed_by",
+                    json!("gitops"),
+                    json!("api"),
+                ));
+                plan.ops.push(ApplyOp::ReleaseUser {
+                    email: email.to_owned(),
+                });
+            }
         }
     }
+    let members: BTreeSet<&str> = view
+        .users
+        .iter()
+        .filter(|u| u.is_member())
+        .map(|u| u.user.email.as_str())
+        .collect();
+    let removed: BTreeSet<&str> = plan
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            ApplyOp::RemoveUser { email } => Some(email.as_str()),
+            _ => None,
+        })
+        .collect();
     plan.added_users = added
         .iter()
-        .filter(|email| declared.contains(**email))
+        .filter(|email| members.contains(**email) && !removed.contains(**email))
         .map(|email| (*email).to_owned())
         .chain(plan.ops.iter().filter_map(|op| match op {
             ApplyOp::AddUser { user } => Some(user.email.clone()),
