@@ -297,6 +297,13 @@ impl Admin {
         let now = self.clock.now();
         let expires_at = key_expiry(now, expires_in)?;
         let user = self.find_user(email).await?;
+        if user.removed_at.is_some() {
+            return Err(Error::conflict(
+                "user",
+                &user.email,
+                "was removed from its organization by GitOps; its keys no longer work",
+            ));
+        }
         let changes = key_changes(&user, None, expires_at);
         let attempt = self.record("key.create", Some(user.org_id), user_label(&user), changes);
         self.require(Permission::KeyCreate, Target::user(&user), &attempt)

@@ -374,6 +374,8 @@ pub async fn gitops_mass_removal_is_refused(store: Arc<dyn Store>) {
         1,
         "its key stays"
     );
+    let err = s.admin.create_key("m0@acme.io", None).await.unwrap_err();
+    assert_eq!(err.kind(), "conflict", "no new key for a removed user: {err}");
     governor.refresh().await.unwrap();
     let decision = governor
         .check(key.secret.expose(), "gpt-4o-mini", 10)
