@@ -36,10 +36,11 @@ pub use gitops::{
     gitops_a_user_dropped_without_prune_is_released, gitops_an_apply_is_all_or_nothing,
     gitops_an_invalid_file_applies_nothing, gitops_an_unchanged_commit_changes_nothing,
     gitops_an_unreachable_remote_keeps_the_last_state, gitops_api_writes_to_owned_fields_conflict,
-    gitops_apply_creates_the_declared_state, gitops_disabling_returns_fields_to_the_api,
-    gitops_drift_is_reported_or_healed, gitops_emptying_the_users_is_refused,
-    gitops_letter_case_is_no_change, gitops_mass_removal_is_refused,
-    gitops_prune_spares_users_git_did_not_add, gitops_two_reconcilers_never_apply_together,
+    gitops_apply_creates_the_declared_state, gitops_cannot_reach_past_an_org_admin,
+    gitops_disabling_returns_fields_to_the_api, gitops_drift_is_reported_or_healed,
+    gitops_emptying_the_users_is_refused, gitops_letter_case_is_no_change,
+    gitops_mass_removal_is_refused, gitops_prune_spares_users_git_did_not_add,
+    gitops_settings_changes_take_effect, gitops_two_reconcilers_never_apply_together,
 };
 pub use passwords::{
     a_reset_replaces_the_password, a_weak_password_lists_every_broken_rule,
@@ -123,7 +124,8 @@ macro_rules! conformance_suite {
             gitops_an_apply_is_all_or_nothing,
             gitops_disabling_returns_fields_to_the_api,
             gitops_a_plan_names_users_a_lower_limit_blocks,
-            gitops_a_user_dropped_without_prune_is_released,
+            gitops_a_user_dropped_without_prune_is_released, gitops_cannot_reach_past_an_org_admin,
+    gitops_settings_changes_take_effect,
         );
     };
     (@cases $fresh:expr; $($case:ident),* $(,)?) => {

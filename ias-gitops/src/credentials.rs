@@ -71,7 +71,8 @@ impl FromStr for Credentials {
             "env" if is_env_name(value) => Ok(Credentials::Env(value.to_owned())),
             "env" => Err(invalid(
                 "env:…",
-                "the variable name must be letters, digits and `_`, not starting with a digit",
+                "the variable name must be upper-case letters, digits and `_`, not starting with \
+                 a digit (a token pasted here by mistake is not repeated)",
             )),
             "token-file" | "ssh-key" if value.is_empty() || value.contains('\0') => {
                 Err(invalid(&format!("{kind}:…"), "expected a file path"))
@@ -102,8 +103,8 @@ fn is_env_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars
         .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        .is_some_and(|c| c.is_ascii_uppercase() || c == '_')
+        && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
 }
 
 impl Credentials {
@@ -158,8 +159,28 @@ fn read_env(name: &str) -> Result<Secret, String> {
     }
 }
 
+/// The largest token file read; a token is a few hundred bytes at most.
+const MAX_TOKEN_FILE_BYTES: u64 = 16 * 1024;
+
 fn read_token_file(path: &Path) -> Result<Secret, String> {
-    // The io error names only the failure (never the content), so it may be shown.
+    // A FIFO or a device (`/dev/zero`) would block or never end: only a
+    // small regular file is read. The io error names only the failure
+    // (never the content), so it may be shown.
+    let meta = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read token file `{}`: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!(
+            "token file `{}` is not a regular file",
+            path.display()
+        ));
+    }
+    if meta.len() > MAX_TOKEN_FILE_BYTES {
+        return Err(format!(
+            "token file `{}` holds {} bytes, more than a token's {MAX_TOKEN_FILE_BYTES}",
+            path.display(),
+            meta.len()
+        ));
+    }
     let content = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read token file `{}`: {e}", path.display()))?;
     let token = content.trim();

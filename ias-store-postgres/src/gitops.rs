@@ -182,7 +182,12 @@ impl GitopsStore for PostgresStore {
                 path = excluded.path, credentials = excluded.credentials,
                 prune = excluded.prune, drift_policy = excluded.drift_policy,
                 max_removal_percent = excluded.max_removal_percent,
-                allow_empty = excluded.allow_empty, updated_at = excluded.updated_at",
+                allow_empty = excluded.allow_empty, updated_at = excluded.updated_at,
+                last_applied_commit = CASE
+                    WHEN gitops_sync_state.repo_url <> excluded.repo_url
+                      OR gitops_sync_state.git_ref <> excluded.git_ref
+                      OR gitops_sync_state.path <> excluded.path
+                    THEN NULL ELSE gitops_sync_state.last_applied_commit END",
         )
         .bind(org.0)
         .bind(&settings.repo_url)
@@ -433,7 +438,8 @@ async fn apply_in(conn: &mut PgConnection, apply: &GitopsApply) -> Result<()> {
 /// `apply.holder` holds the lease.
 async fn hold_lease(conn: &mut PgConnection, apply: &GitopsApply) -> Result<()> {
     let query = sqlx::query(
-        "SELECT s.lease_holder FROM gitops_sync_state s
+        "SELECT CASE WHEN s.suspended THEN NULL ELSE s.lease_holder END
+         FROM gitops_sync_state s
          JOIN organizations o ON o.id = s.org_id
          WHERE s.org_id = $1
          FOR UPDATE OF s FOR NO KEY UPDATE OF o",
@@ -446,7 +452,7 @@ async fn hold_lease(conn: &mut PgConnection, apply: &GitopsApply) -> Result<()> 
     Err(Error::conflict(
         "gitops lease of organization",
         apply.org_id.to_string(),
-        "is no longer held by this reconciler",
+        "is no longer held by this reconciler, or the organization was suspended",
     ))
 }
 

@@ -161,7 +161,12 @@ impl GitopsStore for SqliteStore {
                         path = excluded.path, credentials = excluded.credentials,
                         prune = excluded.prune, drift_policy = excluded.drift_policy,
                         max_removal_percent = excluded.max_removal_percent,
-                        allow_empty = excluded.allow_empty, updated_at = excluded.updated_at",
+                        allow_empty = excluded.allow_empty, updated_at = excluded.updated_at,
+                        last_applied_commit = CASE
+                            WHEN gitops_sync_state.repo_url <> excluded.repo_url
+                              OR gitops_sync_state.git_ref <> excluded.git_ref
+                              OR gitops_sync_state.path <> excluded.path
+                            THEN NULL ELSE gitops_sync_state.last_applied_commit END",
                     params![
                         org.0,
                         settings.repo_url,
@@ -393,7 +398,8 @@ fn apply_in(tx: &Transaction<'_>, apply: &GitopsApply) -> Result<()> {
     let org = apply.org_id;
     let holds = optional_row(
         tx,
-        "SELECT 1 FROM gitops_sync_state WHERE org_id = ?1 AND lease_holder = ?2",
+        "SELECT 1 FROM gitops_sync_state
+         WHERE org_id = ?1 AND lease_holder = ?2 AND suspended = 0",
         params![org.0, apply.holder],
         |_| Ok(()),
     )?;
@@ -401,7 +407,7 @@ fn apply_in(tx: &Transaction<'_>, apply: &GitopsApply) -> Result<()> {
         return Err(Error::conflict(
             "gitops lease of organization",
             org.to_string(),
-            "is no longer held by this reconciler",
+            "is no longer held by this reconciler, or the organization was suspended",
         ));
     }
     let at = millis(apply.at);

@@ -44,6 +44,12 @@ impl Admin {
         let record = self.record("gitops.enable", Some(org.id), org_label(&org), changes);
         self.require(Permission::GitopsManage, Target::org(org.id), &record)
             .await?;
+        if reaches_host(&settings) {
+            // Credentials name host secrets, and file:// names host paths:
+            // only a system admin may point ias at them.
+            self.require(Permission::GitopsManage, Target::global(), &record)
+                .await?;
+        }
         let at = self.clock.now();
         let enabled = self.store.gitops_enable(&settings, at, &record).await;
         self.applied(&record, enabled).await
@@ -316,7 +322,83 @@ pub(crate) struct PlannedApply<'a> {
     pub holder: &'a str,
 }
 
+/// Whether the settings reach into the host: a credentials setting (an
+/// environment variable or a file of the server) or a `file://` repository.
+fn reaches_host(settings: &GitopsSettings) -> bool {
+    settings.credentials.is_some()
+        || !settings.repo_url.contains("://") && !settings.repo_url.contains('@')
+        || settings.repo_url.to_ascii_lowercase().starts_with("file:")
+}
+
+/// Refuses a repository URL that could carry a secret or fool a reader:
+/// control characters, backslashes, a query or fragment, a password, or any
+/// user name on http(s). The Git transport checks the rest.
+fn check_repo_url(url: &str) -> Result<()> {
+    let shown = without_secrets(url);
+    let refuse = |reason: &str| Err(Error::invalid("repo", &shown, reason));
+    if url.is_empty() {
+        return refuse("must not be empty");
+    }
+    if url.chars().any(|c| c.is_control() || c == '\\') {
+        return refuse("must not hold control characters or backslashes");
+    }
+    if url.contains('?') || url.contains('#') {
+        return refuse(
+            "must not hold a query or a fragment; name credentials with `--credentials`",
+        );
+    }
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let authority = rest.split('/').next().unwrap_or("");
+        if let Some((userinfo, _)) = authority.rsplit_once('@') {
+            let http = scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https");
+            if http || userinfo.contains(':') || userinfo.contains('%') {
+                return refuse("must not carry credentials; name them with `--credentials`");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `url` without what could be a secret: its user info, query and fragment.
+fn without_secrets(url: &str) -> String {
+    let url = url.split(['?', '#']).next().unwrap_or("");
+    let printable = crate::error::printable(url);
+    match printable.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let host = authority
+                .rsplit_once('@')
+                .map_or(authority, |(_, host)| host);
+            let hidden = if host.len() < authority.len() {
+                "***@"
+            } else {
+                ""
+            };
+            format!("{scheme}://{hidden}{host}{path}")
+        }
+        None => printable,
+    }
+}
+
+/// Refuses control characters in a setting printed back to people.
+fn printable_setting(field: &'static str, value: &str) -> Result<()> {
+    if value.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            field,
+            crate::error::printable(value),
+            "must not hold control characters",
+        ));
+    }
+    Ok(())
+}
+
 fn settings_for(org: &Organization, new: NewGitopsSettings) -> Result<GitopsSettings> {
+    check_repo_url(&new.repo_url)?;
+    printable_setting("ref", &new.git_ref)?;
+    printable_setting("path", &new.path)?;
+    if let Some(credentials) = &new.credentials {
+        printable_setting("credentials", credentials)?;
+    }
     if new.max_removal_percent > 100 {
         return Err(Error::invalid(
             "max_removal",

@@ -375,7 +375,11 @@ pub async fn gitops_mass_removal_is_refused(store: Arc<dyn Store>) {
         "its key stays"
     );
     let err = s.admin.create_key("m0@acme.io", None).await.unwrap_err();
-    assert_eq!(err.kind(), "conflict", "no new key for a removed user: {err}");
+    assert_eq!(
+        err.kind(),
+        "conflict",
+        "no new key for a removed user: {err}"
+    );
     governor.refresh().await.unwrap();
     let decision = governor
         .check(key.secret.expose(), "gpt-4o-mini", 10)
@@ -756,4 +760,99 @@ pub async fn gitops_a_user_dropped_without_prune_is_released(store: Arc<dyn Stor
             .removed_at
             .is_some()
     );
+}
+
+/// A file may not change a system admin; only system admins point GitOps at host secrets.
+pub async fn gitops_cannot_reach_past_an_org_admin(store: Arc<dyn Store>) {
+    let s = Setup::new(store.clone(), settings()).await;
+    s.commit_and_sync(&file(4_000_000, &["gpt-4o-mini"], TEAM))
+        .await;
+    let forced = cli_admin(&store).with_break_glass();
+    forced
+        .create_user("acme", "root@acme.io", Role::SystemAdmin, None)
+        .await
+        .unwrap();
+    let demoted = [TEAM[0], TEAM[1], ("ROOT@acme.io", "member", Some(0))];
+    let state = s
+        .commit_and_sync(&file(4_000_000, &["gpt-4o-mini"], &demoted))
+        .await;
+    assert_status(&state, SyncStatus::Error, "guard_refused");
+    assert!(
+        state.status.message.contains("system_admin"),
+        "{}",
+        state.status.message
+    );
+    assert_eq!(
+        s.admin.user("root@acme.io").await.unwrap().role,
+        Role::SystemAdmin
+    );
+
+    let alice = s.admin.user("alice@acme.io").await.unwrap();
+    let org_admin = Admin::new(store.clone(), Actor::user(&alice), Source::Api);
+    let mut secret = settings();
+    secret.credentials = Some("env:DATABASE_PASSWORD".into());
+    let err = org_admin.gitops_enable("acme", secret).await.unwrap_err();
+    assert_eq!(err.kind(), "permission_denied", "{err}");
+    let mut local = settings();
+    local.repo_url = "file:///srv/other-team/config.git".into();
+    let err = org_admin.gitops_enable("acme", local).await.unwrap_err();
+    assert_eq!(err.kind(), "permission_denied", "{err}");
+    org_admin.gitops_enable("acme", settings()).await.unwrap();
+    for url in [
+        "https://user:s3cret@git.example.com/x.git",
+        "https://tok3n@git.example.com/x.git",
+        "https://git.example.com/x.git?private_token=s3cret",
+        "ssh://git:s3cret@git.example.com/x.git",
+    ] {
+        let mut bad = settings();
+        bad.repo_url = url.into();
+        let err = s.admin.gitops_enable("acme", bad).await.unwrap_err();
+        assert_eq!(err.kind(), "invalid_input", "{url}: {err}");
+        assert!(
+            !err.to_string().contains("s3cret") && !err.to_string().contains("tok3n"),
+            "{err}"
+        );
+    }
+}
+
+/// A new path, ref or repository is applied even when the commit is the same;
+/// a suspended organization's pending apply is refused by the store.
+pub async fn gitops_settings_changes_take_effect(store: Arc<dyn Store>) {
+    let s = Setup::new(store.clone(), settings()).await;
+    s.commit_and_sync(&file(4_000_000, &["gpt-4o-mini"], TEAM))
+        .await;
+    const OTHER: &str = "https://git.example.com/acme/other.git";
+    s.source.commit(OTHER, &file(42, &["gpt-4o-mini"], TEAM));
+    let mut moved = settings();
+    moved.repo_url = OTHER.into();
+    s.admin.gitops_enable("acme", moved).await.unwrap();
+    let state = s.sync().await;
+    assert_status(&state, SyncStatus::Synced, "synced");
+    assert_eq!(s.admin.org("acme").await.unwrap().monthly_token_budget, 42);
+
+    let org = s.admin.org("acme").await.unwrap();
+    let now = chrono::Utc::now();
+    let later = now + chrono::Duration::seconds(60);
+    assert!(
+        store
+            .gitops_try_lease(org.id, "slow", now, later)
+            .await
+            .unwrap()
+    );
+    s.admin.gitops_suspend("acme", true).await.unwrap();
+    let state = s.admin.gitops_status("acme").await.unwrap();
+    let apply = crate::gitops::GitopsApply {
+        org_id: org.id,
+        ops: vec![crate::gitops::ApplyOp::AllowModel {
+            pattern: "gpt-5".into(),
+        }],
+        audit: Vec::new(),
+        inventory: state.inventory.clone().unwrap(),
+        status: state.status.clone(),
+        at: now,
+        holder: "slow".into(),
+    };
+    let err = store.gitops_apply(&apply).await.unwrap_err();
+    assert_eq!(err.kind(), "conflict", "{err}");
+    assert_eq!(s.admin.list_models("acme").await.unwrap(), ["gpt-4o-mini"]);
 }

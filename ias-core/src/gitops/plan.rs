@@ -125,6 +125,11 @@ pub enum GuardRefusal {
     NoUser,
     /// The organization would be left with no org admin.
     NoOrgAdmin,
+    /// The file changes or removes a system admin.
+    SystemAdmin {
+        /// The system admin's email.
+        email: String,
+    },
 }
 
 impl fmt::Display for GuardRefusal {
@@ -146,6 +151,11 @@ impl fmt::Display for GuardRefusal {
             GuardRefusal::NoOrgAdmin => f.write_str(
                 "the file would leave the organization with no org_admin; enable with \
                  `--allow-empty` if this is meant",
+            ),
+            GuardRefusal::SystemAdmin { email } => write!(
+                f,
+                "the file changes `{email}`, a system_admin; system admins are managed with \
+                 `ias-admin` only: leave them out of the file"
             ),
         }
     }
@@ -507,12 +517,35 @@ fn change(target: &str, field: &str, before: Value, after: Value) -> FieldChange
     }
 }
 
+/// A system admin the plan would change or remove: system admins are managed with `ias-admin` only.
+fn touched_system_admin(view: &OrgView, plan: &Plan) -> Option<String> {
+    let admins: BTreeSet<&str> = view
+        .users
+        .iter()
+        .filter(|u| u.is_member() && u.user.role == Role::SystemAdmin)
+        .map(|u| u.user.email.as_str())
+        .collect();
+    plan.ops.iter().find_map(|op| {
+        let email = match op {
+            ApplyOp::UpdateUser { user } | ApplyOp::AddUser { user } => user.email.as_str(),
+            ApplyOp::SetUserRateLimits { email, .. }
+            | ApplyOp::ReleaseUser { email }
+            | ApplyOp::RemoveUser { email } => email.as_str(),
+            _ => return None,
+        };
+        admins.contains(email).then(|| email.to_owned())
+    })
+}
+
 fn guard(
     desired: &Manifest,
     view: &OrgView,
     plan: &Plan,
     settings: &GitopsSettings,
 ) -> Option<GuardRefusal> {
+    if let Some(email) = touched_system_admin(view, plan) {
+        return Some(GuardRefusal::SystemAdmin { email });
+    }
     let members = view.users.iter().filter(|u| u.is_member()).count();
     let removing = plan
         .ops

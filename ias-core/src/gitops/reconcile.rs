@@ -87,6 +87,9 @@ pub struct ReconcilerConfig {
     pub lease_ttl: Duration,
     /// This reconciler's name in leases: unique per process.
     pub holder: String,
+    /// The longest one organization's attempt may take in a cycle (default
+    /// 120 s); a slower one is left behind so the others go on.
+    pub org_timeout: Duration,
 }
 
 impl Default for ReconcilerConfig {
@@ -97,6 +100,7 @@ impl Default for ReconcilerConfig {
             concurrency: 8,
             lease_ttl: Duration::from_secs(60),
             holder: default_holder(),
+            org_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -193,7 +197,15 @@ impl Reconciler {
             let permits = permits.clone();
             tasks.spawn(async move {
                 let _permit = permits.acquire_owned().await;
-                this.reconcile(state, false).await
+                let slug = state.settings.org_slug.clone();
+                let limit = this.config.org_timeout;
+                match tokio::time::timeout(limit, this.reconcile(state, false)).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => {
+                        tracing::warn!(org = %slug, ?limit, "gitops attempt timed out; the cycle goes on");
+                        None
+                    }
+                }
             });
         }
         let mut outcomes = Vec::new();
@@ -298,8 +310,13 @@ impl Reconciler {
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
         loop {
             let cycle = self.cycle().instrument(tracing::info_span!("gitops_cycle"));
-            if let Err(err) = cycle.await {
-                tracing::warn!(error = %err, "gitops cycle failed; trying again next interval");
+            tokio::select! {
+                result = cycle => {
+                    if let Err(err) = result {
+                        tracing::warn!(error = %err, "gitops cycle failed; trying again next interval");
+                    }
+                }
+                _ = shutdown.changed() => return,
             }
             let wait = self.next_wait();
             tokio::select! {
@@ -590,7 +607,7 @@ impl Attempt<'_> {
     fn failed(&self, mut status: GitopsStatus, reason: &str, message: &str) -> GitopsStatus {
         status.status = SyncStatus::Error;
         status.reason = reason.to_owned();
-        status.message = message.to_owned();
+        status.message = bounded(message);
         status.consecutive_failures = status.consecutive_failures.saturating_add(1);
         let backoff = backoff(self.reconciler.config.interval, status.consecutive_failures);
         status.next_retry_at = chrono::Duration::from_std(backoff)
@@ -617,6 +634,23 @@ fn worth_saving(before: &GitopsStatus, after: &GitopsStatus) -> bool {
         (Some(then), Some(now)) => now - then >= ATTEMPT_TIME_REFRESH,
         _ => true,
     }
+}
+
+/// The longest status message stored; a file with thousands of errors is
+/// summarised, not copied into the status and the audit log.
+const MAX_MESSAGE_CHARS: usize = 2_000;
+
+/// `message`, cut at [`MAX_MESSAGE_CHARS`] characters with a note saying so.
+fn bounded(message: &str) -> String {
+    let total = message.chars().count();
+    if total <= MAX_MESSAGE_CHARS {
+        return message.to_owned();
+    }
+    let kept: String = message.chars().take(MAX_MESSAGE_CHARS).collect();
+    format!(
+        "{kept} … ({} more characters; `gitops validate` lists every error)",
+        total - MAX_MESSAGE_CHARS
+    )
 }
 
 /// The wait before the next attempt after `failures` failures in a row.
