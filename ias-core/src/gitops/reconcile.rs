@@ -214,7 +214,7 @@ impl Reconciler {
         let (from, full) = {
             let mut watch = self.lock_watch();
             watch.cycles += 1;
-            let full = watch.cycles % FULL_DRIFT_CHECK_EVERY == 0;
+            let full = watch.cycles.is_multiple_of(FULL_DRIFT_CHECK_EVERY);
             (watch.seq, full)
         };
         let Some(mut after) = from.filter(|seq| *seq <= newest && !full) else {
