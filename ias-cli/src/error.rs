@@ -40,6 +40,14 @@ impl CliError {
         }
     }
 
+    /// The error itself, without the exit-code wrapper of [`CliError::Failed`].
+    pub fn inner(&self) -> &CliError {
+        match self {
+            CliError::Failed(inner) => inner.inner(),
+            other => other,
+        }
+    }
+
     /// A stable machine-readable name for the kind of error.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -23,31 +23,41 @@ use serde::Serialize;
 
 use crate::cli::Context;
 use crate::error::{CliError, CliResult};
-use crate::exit::Exit;
+use crate::exit::{Exit, GITOPS_EXIT_CODES_HELP};
 use crate::output::{self, Report};
 
 /// GitOps commands.
 #[derive(Debug, Subcommand)]
 pub enum GitopsCommand {
     /// Declare an organization in a file in a Git repository (or change its settings)
+    #[command(after_help = GITOPS_EXIT_CODES_HELP)]
     Enable(EnableArgs),
     /// Stop reconciling an organization; its fields are managed through the API again
+    #[command(after_help = GITOPS_EXIT_CODES_HELP)]
     Disable(OrgArgs),
     /// Keep fetching and reporting, but apply nothing
+    #[command(after_help = GITOPS_EXIT_CODES_HELP)]
     Suspend(OrgArgs),
     /// Apply again after `suspend`
+    #[command(after_help = GITOPS_EXIT_CODES_HELP)]
     Resume(OrgArgs),
     /// Reconcile an organization now and print the result
+    #[command(after_help = GITOPS_EXIT_CODES_HELP)]
     Sync(SyncArgs),
     /// Show sync status; exits 0 only when every organization shown is synced
+    #[command(after_help = GITOPS_EXIT_CODES_HELP)]
     Status(StatusArgs),
     /// Show out-of-band changes to Git-owned fields; exits 2 when there are some
+    #[command(after_help = GITOPS_EXIT_CODES_HELP)]
     Drift(OrgArgs),
     /// Show what the file at the ref would change; exits 2 when it would change something
+    #[command(after_help = GITOPS_EXIT_CODES_HELP)]
     Plan(PlanArgs),
     /// Check a file offline, without a database; lists every error
+    #[command(after_help = GITOPS_EXIT_CODES_HELP)]
     Validate(ValidateArgs),
     /// Reconcile every organization with GitOps on a schedule, until Ctrl-C or SIGTERM
+    #[command(after_help = GITOPS_EXIT_CODES_HELP)]
     Run(RunArgs),
 }
 
@@ -239,14 +249,12 @@ fn source(cache_dir: Option<PathBuf>) -> CliResult<Arc<dyn ManifestSource>> {
 
 async fn sync(args: SyncArgs, ctx: &Context) -> CliResult<Report> {
     let admin = ctx.admin().await?;
-    let org = admin.org(&args.org).await?;
-    admin.gitops_status(&args.org).await?;
     let reconciler = Reconciler::new(
         ctx.store().await?,
         source(args.cache_dir)?,
         ReconcilerConfig::default(),
     );
-    let state = reconciler.sync_org(org.id).await?;
+    let state = admin.gitops_sync(&args.org, &reconciler).await?;
     let exit = if state.status.status == SyncStatus::Synced {
         Exit::Success
     } else {
@@ -379,8 +387,12 @@ async fn plan(args: PlanArgs, ctx: &Context) -> CliResult<Report> {
             (file.content, Some(file.commit))
         }
     };
+    let name = match &args.file {
+        Some(path) => path.display().to_string(),
+        None => state.settings.path.clone(),
+    };
     let manifest = manifest::parse_bytes(&bytes, Some(&state.settings.org_slug))
-        .map_err(ias_core::Error::from)?;
+        .map_err(|errors| CliError::Manifest { file: name, errors })?;
     let plan = admin.gitops_plan(&args.org, &manifest).await?;
     let mut text = if plan.is_empty() {
         format!("no changes: `{}` already matches the file", args.org)

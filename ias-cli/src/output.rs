@@ -63,8 +63,10 @@ impl Report {
 }
 
 /// Writes an error as one line: `error: …`, or a JSON object for `--output json`.
+///
+/// A GitOps file with errors is the exception: one line more per error.
 pub fn write_error(format: Format, err: &CliError, out: &mut impl Write) -> io::Result<()> {
-    if let CliError::Manifest { file, errors } = err {
+    if let CliError::Manifest { file, errors } = err.inner() {
         return write_manifest_errors(format, file, errors, out);
     }
     let message = one_line(&err.to_string());
@@ -92,16 +94,9 @@ fn write_manifest_errors(
                 "error: {} has {count} error(s); nothing was applied",
                 one_line(file)
             )?;
-            for e in &errors.0 {
-                let message = one_line(&e.message);
-                writeln!(
-                    out,
-                    "{}:{}:{}: {}: {message}",
-                    one_line(file),
-                    e.line,
-                    e.column,
-                    e.path
-                )?;
+            // An error about the whole file has no path: `FILE:LINE:COLUMN: MESSAGE`.
+            for e in errors.iter() {
+                writeln!(out, "{}:{}", one_line(file), one_line(&e.to_string()))?;
             }
             Ok(())
         }

@@ -85,11 +85,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 ///
 /// Admin calls act as the local operator (like `ias-admin`), or as the ias
 /// user named by `acting_as`, whose role then decides what is permitted.
+/// With break-glass, a system admin's writes to fields owned by GitOps go
+/// ahead (audited, and recorded as drift) instead of raising a conflict.
 #[pyclass(frozen, module = "ias")]
 pub struct Governor {
     shared: Arc<Shared>,
     admin: Admin,
-    actor: String,
+    actor: Actor,
+    break_glass: bool,
 }
 
 impl Governor {
@@ -105,24 +108,42 @@ impl Governor {
         Ok(self.admin.clone())
     }
 
-    fn view(shared: Arc<Shared>, actor: Actor) -> Governor {
+    /// The store and the core governor, for work that needs them directly.
+    pub(crate) fn store_and_governor(&self) -> PyResult<(Arc<dyn Store>, ias_core::Governor)> {
+        let governor = self.shared.core()?.clone();
+        Ok((Arc::clone(&self.shared.store), governor))
+    }
+
+    fn view(shared: Arc<Shared>, actor: Actor, break_glass: bool) -> Governor {
         let admin = Admin::new(Arc::clone(&shared.store), actor.clone(), Source::Library)
             .with_governor(shared.governor.clone())
             .with_grant_cache(Arc::clone(&shared.grants));
+        let admin = if break_glass {
+            admin.with_break_glass()
+        } else {
+            admin
+        };
         Governor {
             shared,
             admin,
-            actor: actor.to_string(),
+            actor,
+            break_glass,
         }
     }
 }
 
-/// Opens the store at `url` and a governor over it, acting as `acting_as` if given.
-async fn open_governor(
-    url: String,
-    durability: Durability,
+/// How `open` was asked to act: as whom, and whether with break-glass.
+struct OpenAs {
     acting_as: Option<String>,
-) -> Result<Governor> {
+    break_glass: bool,
+}
+
+/// Opens the store at `url` and a governor over it, acting as `acting_as` if given.
+async fn open_governor(url: String, durability: Durability, open_as: OpenAs) -> Result<Governor> {
+    let OpenAs {
+        acting_as,
+        break_glass,
+    } = open_as;
     let store = crate::database::open(&url).await?;
     let grants = Arc::new(GrantCache::default());
     let actor = match acting_as {
@@ -142,7 +163,7 @@ async fn open_governor(
         closed: AtomicBool::new(false),
     });
     register(&shared);
-    Ok(Governor::view(shared, actor))
+    Ok(Governor::view(shared, actor, break_glass))
 }
 
 /// The actor for the user with this email, looked up by the local operator.
@@ -180,29 +201,42 @@ fn durability(name: &str) -> PyResult<Durability> {
 /// `url` is `sqlite:///ABSOLUTE/PATH`, `sqlite://RELATIVE/PATH`,
 /// `sqlite::memory:` or `postgres://…`. The SQLite file is created and
 /// migrated if needed, in a directory that must exist.
+///
+/// With `break_glass`, admin calls may change fields owned by GitOps (system
+/// admins only; each such write is audited and recorded as drift).
 #[pyfunction]
-#[pyo3(signature = (url, *, acting_as = None, durability = "write_behind"))]
+#[pyo3(signature = (url, *, acting_as = None, durability = "write_behind", break_glass = false))]
 pub fn open(
     py: Python<'_>,
     url: String,
     acting_as: Option<String>,
     durability: &str,
+    break_glass: bool,
 ) -> PyResult<Governor> {
     let durability = self::durability(durability)?;
-    block_on(py, open_governor(url, durability, acting_as))
+    let open_as = OpenAs {
+        acting_as,
+        break_glass,
+    };
+    block_on(py, open_governor(url, durability, open_as))
 }
 
 /// Opens a governor like `open`, as an awaitable.
 #[pyfunction]
-#[pyo3(signature = (url, *, acting_as = None, durability = "write_behind"))]
+#[pyo3(signature = (url, *, acting_as = None, durability = "write_behind", break_glass = false))]
 pub fn open_async<'py>(
     py: Python<'py>,
     url: String,
     acting_as: Option<String>,
     durability: &str,
+    break_glass: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let durability = self::durability(durability)?;
-    awaitable(py, open_governor(url, durability, acting_as))
+    let open_as = OpenAs {
+        acting_as,
+        break_glass,
+    };
+    awaitable(py, open_governor(url, durability, open_as))
 }
 
 /// Closes every governor still open; registered with `atexit`.
@@ -363,22 +397,39 @@ impl Governor {
     /// A view of this governor whose admin calls act as the user with `email`.
     ///
     /// Decisions and usage are shared with this governor; only the actor of
-    /// admin calls (and so what they may do) differs.
+    /// admin calls (and so what they may do) differs. A break-glass view
+    /// gives a break-glass view.
     fn acting_as(&self, py: Python<'_>, email: String) -> PyResult<Governor> {
         let shared = Arc::clone(self.shared()?);
-        block_on(py, acting_as(shared, email))
+        block_on(py, acting_as(shared, email, self.break_glass))
     }
 
     /// `acting_as` as an awaitable.
     fn acting_as_async<'py>(&self, py: Python<'py>, email: String) -> PyResult<Bound<'py, PyAny>> {
         let shared = Arc::clone(self.shared()?);
-        awaitable(py, acting_as(shared, email))
+        awaitable(py, acting_as(shared, email, self.break_glass))
+    }
+
+    /// A view of this governor whose admin calls use break-glass.
+    ///
+    /// A system admin's writes to fields owned by GitOps then go ahead
+    /// instead of raising `ConflictError`; each is audited and recorded as
+    /// drift in the organization's sync state. Others are still refused.
+    fn with_break_glass(&self) -> PyResult<Governor> {
+        let shared = Arc::clone(self.shared()?);
+        Ok(Governor::view(shared, self.actor.clone(), true))
     }
 
     /// Who admin calls act as: `operator:<name>` or `user:<email>`.
     #[getter]
-    fn actor(&self) -> &str {
-        &self.actor
+    fn actor(&self) -> String {
+        self.actor.to_string()
+    }
+
+    /// Whether admin calls use break-glass (see `with_break_glass`).
+    #[getter]
+    fn break_glass(&self) -> bool {
+        self.break_glass
     }
 
     /// Whether `close()` was called.
@@ -432,13 +483,17 @@ impl Governor {
 
     fn __repr__(&self) -> String {
         let state = if self.closed() { " closed" } else { "" };
-        format!("<ias.Governor actor={:?}{state}>", self.actor)
+        let glass = if self.break_glass { " break_glass" } else { "" };
+        format!(
+            "<ias.Governor actor={:?}{glass}{state}>",
+            self.actor.to_string()
+        )
     }
 }
 
-async fn acting_as(shared: Arc<Shared>, email: String) -> Result<Governor> {
+async fn acting_as(shared: Arc<Shared>, email: String, break_glass: bool) -> Result<Governor> {
     let actor = user_actor(&shared.store, &shared.grants, email).await?;
-    Ok(Governor::view(shared, actor))
+    Ok(Governor::view(shared, actor, break_glass))
 }
 
 /// Counters about a governor, for metrics.

@@ -22,6 +22,7 @@ mod audit;
 mod database;
 mod decision;
 mod errors;
+mod gitops;
 mod governor;
 mod keys;
 mod limits;
@@ -61,6 +62,11 @@ fn ias_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<audit::AuditHead>()?;
     m.add_class::<audit::ChainBreak>()?;
     m.add_class::<audit::AuditVerification>()?;
+    m.add_class::<gitops::GitopsState>()?;
+    m.add_class::<gitops::GitopsSettings>()?;
+    m.add_class::<gitops::GitopsPlan>()?;
+    m.add_class::<gitops::FieldChange>()?;
+    m.add_class::<gitops::BlockedUser>()?;
     errors::register(m)?;
     Ok(())
 }

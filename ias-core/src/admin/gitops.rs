@@ -9,6 +9,7 @@ use crate::audit::AuditRecord;
 use crate::domain::{ManagedBy, OrgId, Organization};
 use crate::error::{Error, Result};
 use crate::gitops::plan::{self, FieldChange, Plan};
+use crate::gitops::reconcile::Reconciler;
 use crate::gitops::state::short_commit;
 use crate::gitops::{
     GitopsApply, GitopsSettings, GitopsState, GitopsStatus, Inventory, Manifest, NewGitopsSettings,
@@ -85,6 +86,24 @@ impl Admin {
             .gitops_set_suspended(org.id, suspended, &record)
             .await;
         self.applied(&record, result).await
+    }
+
+    /// Reconciles an organization now through `reconciler`, whatever its
+    /// back-off, and returns its state after the attempt.
+    ///
+    /// Needs `gitops.manage`, like enable and suspend; the apply itself is
+    /// audited as coming from the reconciler (source `gitops`).
+    pub async fn gitops_sync(
+        &self,
+        org_slug: &str,
+        reconciler: &Reconciler,
+    ) -> Result<GitopsState> {
+        let org = self.find_org(org_slug).await?;
+        let attempt = self.attempt("gitops.sync", Some(org.id), org_label(&org));
+        self.require(Permission::GitopsManage, Target::org(org.id), &attempt)
+            .await?;
+        self.enabled_state(&org).await?;
+        reconciler.sync_org(org.id).await
     }
 
     /// An organization's GitOps settings, status and inventory.

@@ -3,7 +3,7 @@
 ``ias.open(url)`` returns a :class:`Governor` that decides every request from
 memory (``authorize``, ``check``), charges what it really used (``settle``),
 and runs the admin operations of ``ias-admin`` (organizations, users, keys,
-models, limits, usage, audit). Denials are values; errors are exceptions
+models, limits, usage, audit, GitOps). Denials are values; errors are exceptions
 derived from :class:`IasError`. Every call that may reach the store releases
 the GIL; each has an ``_async`` twin for asyncio servers.
 """
@@ -17,6 +17,7 @@ from ias._ias import (
     AuditEntry,
     AuditHead,
     AuditVerification,
+    BlockedUser,
     BudgetExceeded,
     ChainBreak,
     ConflictError,
@@ -24,6 +25,10 @@ from ias._ias import (
     DailyUsage,
     DatabaseUrlError,
     Decision,
+    FieldChange,
+    GitopsPlan,
+    GitopsSettings,
+    GitopsState,
     Governor,
     GovernorClosedError,
     GovernorStats,
@@ -64,6 +69,7 @@ __all__ = [
     "AuditEntry",
     "AuditHead",
     "AuditVerification",
+    "BlockedUser",
     "BudgetExceeded",
     "ChainBreak",
     "ConflictError",
@@ -71,6 +77,10 @@ __all__ = [
     "DailyUsage",
     "DatabaseUrlError",
     "Decision",
+    "FieldChange",
+    "GitopsPlan",
+    "GitopsSettings",
+    "GitopsState",
     "Governor",
     "GovernorClosedError",
     "GovernorStats",

@@ -2,9 +2,10 @@
 # Keep them in step with the Rust code: scripts/test runs mypy's stubtest on them.
 
 import datetime
+import os
 from collections.abc import Awaitable
 from types import TracebackType
-from typing import Any, Literal, final
+from typing import Any, Literal, final, overload
 
 __version__: str
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "AuditEntry",
     "AuditHead",
     "AuditVerification",
+    "BlockedUser",
     "BudgetExceeded",
     "ChainBreak",
     "ConflictError",
@@ -19,6 +21,10 @@ __all__ = [
     "DailyUsage",
     "DatabaseUrlError",
     "Decision",
+    "FieldChange",
+    "GitopsPlan",
+    "GitopsSettings",
+    "GitopsState",
     "Governor",
     "GovernorClosedError",
     "GovernorStats",
@@ -53,14 +59,24 @@ __all__ = [
 
 _Durability = Literal["write_behind", "strict"]
 _Role = Literal["system_admin", "org_admin", "member"]
+_DriftPolicy = Literal["report", "heal"]
+_SyncStatus = Literal["synced", "out_of_sync", "error", "suspended"]
 
 def open(
-    url: str, *, acting_as: str | None = None, durability: _Durability = "write_behind"
+    url: str,
+    *,
+    acting_as: str | None = None,
+    durability: _Durability = "write_behind",
+    break_glass: bool = False,
 ) -> Governor:
     """Opens a governor over the database at `url` (`sqlite:///PATH`, `sqlite::memory:`, `postgres://…`)."""
 
 def open_async(
-    url: str, *, acting_as: str | None = None, durability: _Durability = "write_behind"
+    url: str,
+    *,
+    acting_as: str | None = None,
+    durability: _Durability = "write_behind",
+    break_glass: bool = False,
 ) -> Awaitable[Governor]:
     """`open` as an awaitable."""
 
@@ -166,6 +182,9 @@ class Governor:
     @property
     def closed(self) -> bool:
         """Whether `close()` was called."""
+    @property
+    def break_glass(self) -> bool:
+        """Whether admin calls use break-glass (see `with_break_glass`)."""
 
     def authorize(self, key: str, model: str, estimated_tokens: int) -> Decision:
         """Decides a request and, when it is allowed, reserves `estimated_tokens`."""
@@ -192,6 +211,8 @@ class Governor:
     def acting_as(self, email: str) -> Governor:
         """A view of this governor whose admin calls act as the user with `email`."""
     def acting_as_async(self, email: str) -> Awaitable[Governor]: ...
+    def with_break_glass(self) -> Governor:
+        """A view of this governor whose admin calls may change fields owned by GitOps."""
     def close(self) -> None:
         """Stops maintenance and writes all usage; the governor refuses calls afterwards."""
     def close_async(self) -> Awaitable[None]: ...
@@ -355,6 +376,62 @@ class Governor:
     def verify_audit_async(
         self, anchor: AuditHead | None = None
     ) -> Awaitable[AuditVerification]: ...
+
+    # GitOps
+    def gitops_enable(
+        self,
+        org: str,
+        repo: str,
+        ref: str = "main",
+        path: str = "ias.yaml",
+        credentials: str | None = None,
+        prune: bool = False,
+        drift: _DriftPolicy = "report",
+        max_removal: int = 25,
+        allow_empty: bool = False,
+    ) -> GitopsState:
+        """Declares an organization in a file in a Git repository, or changes its settings."""
+    def gitops_enable_async(
+        self,
+        org: str,
+        repo: str,
+        ref: str = "main",
+        path: str = "ias.yaml",
+        credentials: str | None = None,
+        prune: bool = False,
+        drift: _DriftPolicy = "report",
+        max_removal: int = 25,
+        allow_empty: bool = False,
+    ) -> Awaitable[GitopsState]: ...
+    def gitops_disable(self, org: str) -> bool:
+        """Stops GitOps for an organization; returns `False` when it was not enabled."""
+    def gitops_disable_async(self, org: str) -> Awaitable[bool]: ...
+    def gitops_suspend(self, org: str) -> bool:
+        """Keeps fetching and reporting on an organization, but applies nothing."""
+    def gitops_suspend_async(self, org: str) -> Awaitable[bool]: ...
+    def gitops_resume(self, org: str) -> bool:
+        """Applies again after `gitops_suspend`; returns `False` when it was not suspended."""
+    def gitops_resume_async(self, org: str) -> Awaitable[bool]: ...
+    @overload
+    def gitops_status(self, org: str) -> GitopsState:
+        """One organization's GitOps state, or a list of every one the actor may read."""
+    @overload
+    def gitops_status(self, org: None = None) -> list[GitopsState]: ...
+    @overload
+    def gitops_status_async(self, org: str) -> Awaitable[GitopsState]: ...
+    @overload
+    def gitops_status_async(self, org: None = None) -> Awaitable[list[GitopsState]]: ...
+    def gitops_plan(self, org: str, file: str | os.PathLike[str] | None = None) -> GitopsPlan:
+        """What the file at the ref (or the local `file`) would change; writes nothing."""
+    def gitops_plan_async(
+        self, org: str, file: str | os.PathLike[str] | None = None
+    ) -> Awaitable[GitopsPlan]: ...
+    def gitops_drift(self, org: str) -> list[FieldChange]:
+        """Out-of-band changes to Git-owned fields since the last apply."""
+    def gitops_drift_async(self, org: str) -> Awaitable[list[FieldChange]]: ...
+    def gitops_sync(self, org: str) -> GitopsState:
+        """Reconciles an organization now, whatever its back-off, and returns its state."""
+    def gitops_sync_async(self, org: str) -> Awaitable[GitopsState]: ...
 
 @final
 class Decision:
@@ -709,3 +786,116 @@ class AuditVerification:
     def broken(self) -> ChainBreak | None: ...
     @property
     def intact(self) -> bool: ...
+
+# --- GitOps -------------------------------------------------------------------
+
+@final
+class GitopsSettings:
+    """Where an organization's file lives and how it is applied."""
+
+    @property
+    def org(self) -> str: ...
+    @property
+    def repo(self) -> str: ...
+    @property
+    def ref(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def credentials(self) -> str | None: ...
+    @property
+    def prune(self) -> bool: ...
+    @property
+    def drift(self) -> _DriftPolicy: ...
+    @property
+    def max_removal(self) -> int: ...
+    @property
+    def allow_empty(self) -> bool: ...
+    @property
+    def suspended(self) -> bool: ...
+
+@final
+class GitopsState:
+    """An organization's GitOps settings and where it stands against its repository."""
+
+    @property
+    def org(self) -> str: ...
+    @property
+    def settings(self) -> GitopsSettings: ...
+    @property
+    def status(self) -> _SyncStatus: ...
+    @property
+    def synced(self) -> bool: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def message(self) -> str: ...
+    @property
+    def last_fetched_commit(self) -> str | None: ...
+    @property
+    def last_attempted_commit(self) -> str | None: ...
+    @property
+    def last_applied_commit(self) -> str | None: ...
+    @property
+    def last_attempt_at(self) -> datetime.datetime | None: ...
+    @property
+    def last_success_at(self) -> datetime.datetime | None: ...
+    @property
+    def consecutive_failures(self) -> int: ...
+    @property
+    def next_retry_at(self) -> datetime.datetime | None: ...
+    @property
+    def drift_count(self) -> int: ...
+    @property
+    def drift(self) -> list[FieldChange]: ...
+    @property
+    def added_users(self) -> list[str]: ...
+    @property
+    def inventory(self) -> dict[str, Any] | None: ...
+    @property
+    def enabled_at(self) -> datetime.datetime: ...
+
+@final
+class FieldChange:
+    """One field-level difference between a file and the store."""
+
+    @property
+    def op(self) -> Literal["add", "change", "remove"]: ...
+    @property
+    def target(self) -> str: ...
+    @property
+    def field(self) -> str: ...
+    @property
+    def before(self) -> Any: ...
+    @property
+    def after(self) -> Any: ...
+
+@final
+class GitopsPlan:
+    """What applying a file would change."""
+
+    @property
+    def org(self) -> str: ...
+    @property
+    def commit(self) -> str | None: ...
+    @property
+    def changes(self) -> list[FieldChange]: ...
+    @property
+    def has_changes(self) -> bool: ...
+    @property
+    def kept(self) -> list[str]: ...
+    @property
+    def blocked(self) -> list[BlockedUser]: ...
+    @property
+    def refused(self) -> str | None: ...
+
+@final
+class BlockedUser:
+    """A user (or the organization) a lowered limit would block at once."""
+
+    @property
+    def target(self) -> str: ...
+    @property
+    def used(self) -> int: ...
+    @property
+    def limit(self) -> int: ...
