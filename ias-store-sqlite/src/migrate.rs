@@ -29,6 +29,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "rbac_passwords",
         sql: include_str!("../migrations/0003_rbac_passwords.sql"),
     },
+    Migration {
+        version: 5,
+        name: "shared_rate_limits",
+        sql: include_str!("../migrations/0005_shared_rate_limits.sql"),
+    },
 ];
 
 const BOOKKEEPING: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
