@@ -236,15 +236,21 @@ fn a_request_larger_than_a_tpm_limit_never_fits() {
     assert_fields(&shown, &[("scope", "key"), ("limit", "10")]);
 }
 
+/// Rate windows are kept in the database: a dry run sees what other
+/// processes were granted in the last minute, and records nothing itself.
 #[test]
-fn the_dry_run_starts_with_empty_rate_windows() {
+fn the_dry_run_sees_requests_other_processes_were_granted() {
     let (db, secret) = Db::with_team();
-    db.ok(&["limits", "set", "--org", "team-alpha", "--rpm", "1"]);
+    db.ok(&["limits", "set", "--org", "team-alpha", "--rpm", "2"]);
     db.spend(&secret, "gpt-4o-mini", 10);
     for _ in 0..2 {
         let (run, _) = db.authorize(&secret, "gpt-4o-mini", "10");
         assert_eq!(run.code, 0, "{run:?}");
     }
+    db.spend(&secret, "gpt-4o-mini", 10);
+    let (run, decision) = db.authorize(&secret, "gpt-4o-mini", "10");
+    assert_eq!(run.code, DENIED, "{run:?}");
+    assert_eq!(decision["reason"], "rate_limited");
 }
 
 #[test]

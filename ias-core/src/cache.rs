@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use chrono_tz::Tz;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
+use crate::budget::LimitScope;
 use crate::domain::{KeyId, OrgId, Organization, UserId};
 use crate::key::KeyHash;
 use crate::ledger::Ledger;
@@ -207,18 +208,28 @@ pub(crate) struct Tables {
 /// What changed in a reload that the ledgers must hear about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum LimitChanged {
+    /// The organization's budget.
     Org(OrgId),
+    /// A user's own monthly limit.
     User(OrgId, UserId),
+    /// The rate limits of a scope (the organization, a user or a key).
+    Rates(OrgId, LimitScope, i64),
 }
 
 impl Tables {
     /// Puts an organization's policy in place, keeping its ledger.
-    pub fn put_org(&mut self, policy: OrgPolicy) -> Option<LimitChanged> {
+    pub fn put_org(&mut self, policy: OrgPolicy) -> Vec<LimitChanged> {
         let id = policy.org.id;
         let old = self.orgs.get(&id);
-        let changed = old
-            .filter(|o| o.org.monthly_token_budget != policy.org.monthly_token_budget)
-            .map(|_| LimitChanged::Org(id));
+        let mut changed = Vec::new();
+        if let Some(old) = old {
+            if old.org.monthly_token_budget != policy.org.monthly_token_budget {
+                changed.push(LimitChanged::Org(id));
+            }
+            if old.rate_limits != policy.rate_limits {
+                changed.push(LimitChanged::Rates(id, LimitScope::Org, id.0));
+            }
+        }
         let ledger = old.map_or_else(Arc::default, |o| Arc::clone(&o.ledger));
         let entry = OrgEntry {
             slug: Arc::from(policy.org.slug.as_str()),
@@ -251,13 +262,21 @@ impl Tables {
     }
 
     /// Puts a user in place.
-    pub fn put_user(&mut self, policy: UserPolicy) -> Option<LimitChanged> {
+    pub fn put_user(&mut self, policy: UserPolicy) -> Vec<LimitChanged> {
         let user = policy.user;
-        let changed = self
-            .users
-            .get(&user.id)
-            .filter(|u| u.limit != user.monthly_token_limit)
-            .map(|_| LimitChanged::User(user.org_id, user.id));
+        let mut changed = Vec::new();
+        if let Some(old) = self.users.get(&user.id) {
+            if old.limit != user.monthly_token_limit {
+                changed.push(LimitChanged::User(user.org_id, user.id));
+            }
+            if old.rate_limits != policy.rate_limits {
+                changed.push(LimitChanged::Rates(
+                    user.org_id,
+                    LimitScope::User,
+                    user.id.0,
+                ));
+            }
+        }
         self.users.insert(
             user.id,
             UserEntry {
@@ -271,13 +290,23 @@ impl Tables {
         changed
     }
 
-    /// Puts a key in place.
-    pub fn put_key(&mut self, record: KeyRecord) {
+    /// Puts a key in place; says so when its rate limits changed.
+    pub fn put_key(&mut self, record: KeyRecord) -> Option<LimitChanged> {
         if record.id.0 <= 0 {
             // Stores number keys from 1; id 0 marks an empty slot.
             tracing::warn!(key = record.id.0, "ignored a key with an id below 1");
-            return;
+            return None;
         }
+        let old = self
+            .key_rate_limits
+            .get(&record.id)
+            .copied()
+            .unwrap_or_default();
+        let changed = (old != record.rate_limits).then_some(LimitChanged::Rates(
+            record.org_id,
+            LimitScope::Key,
+            record.id.0,
+        ));
         let has_rate_limits = !record.rate_limits.is_none();
         if has_rate_limits {
             self.key_rate_limits.insert(record.id, record.rate_limits);
@@ -296,6 +325,7 @@ impl Tables {
                 has_rate_limits,
             },
         );
+        changed
     }
 }
 

@@ -24,6 +24,7 @@
 mod audit_log;
 mod gitops;
 mod passwords;
+mod rates;
 mod rbac;
 
 pub use audit_log::{
@@ -46,6 +47,11 @@ pub use passwords::{
     a_reset_replaces_the_password, a_weak_password_lists_every_broken_rule,
     no_secret_reaches_the_audit_log, only_system_admins_reset_passwords,
     password_hashes_are_stored_with_their_audit_entry, resetting_an_unknown_user_is_not_found,
+};
+pub use rates::{
+    a_recall_reaches_leases_outside_the_call, corrections_return_credits_to_the_lease,
+    governors_share_a_rate_limit_exactly, rate_grants_leave_the_window_after_a_minute,
+    rate_leases_grant_at_most_what_is_left, stopped_holders_rate_leases_return_a_minute_late,
 };
 pub use rbac::{MATRIX, escalations_are_denied_and_audited, permission_matrix_holds};
 
@@ -86,6 +92,7 @@ macro_rules! conformance_suite {
             user_leases_follow_the_user_limit,
             overshoot_is_charged_in_full,
             a_failed_sync_changes_nothing,
+            a_retried_sync_counts_once,
             expired_leases_of_a_stopped_holder_are_taken_back,
             concurrent_lease_requests_never_overspend,
             rate_limits_are_set_and_cleared,
@@ -97,6 +104,12 @@ macro_rules! conformance_suite {
             governor_denies_bad_keys,
             governor_denies_models_and_exhausted_budgets,
             two_governors_never_overspend_together,
+            rate_leases_grant_at_most_what_is_left,
+            rate_grants_leave_the_window_after_a_minute,
+            corrections_return_credits_to_the_lease,
+            stopped_holders_rate_leases_return_a_minute_late,
+            a_recall_reaches_leases_outside_the_call,
+            governors_share_a_rate_limit_exactly,
             audit_entries_can_be_appended_alone,
             audit_entries_are_filtered,
             the_audit_chain_reads_oldest_first,
@@ -216,13 +229,21 @@ fn want(scope: LimitScope, id: i64, want: i64) -> LeaseEntry {
     }
 }
 
+/// A new sync number for every sync the suite makes.
+fn next_seq() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 fn sync(holder: &str, entries: Vec<LeaseEntry>, events: Vec<UsageEvent>) -> LeaseSync {
     LeaseSync {
         holder: holder.into(),
+        seq: next_seq(),
         now: now(),
         lease_expires_at: now() + Duration::seconds(30),
         entries,
         events,
+        rates: Vec::new(),
     }
 }
 
@@ -230,7 +251,8 @@ async fn one(store: &Arc<dyn Store>, holder: &str, entry: LeaseEntry) -> LeaseSt
     store
         .sync_leases(&sync(holder, vec![entry], vec![]))
         .await
-        .unwrap()[0]
+        .unwrap()
+        .budgets[0]
 }
 
 fn event(f: &Fixture, model: &str, day: &str, tokens: i64) -> UsageEvent {
@@ -560,6 +582,54 @@ pub async fn a_failed_sync_changes_nothing(store: Arc<dyn Store>) {
     assert_eq!((state.org.used, state.org.reserved), (0, 0));
     let report = store.usage_report(f.org, None, PERIOD).await.unwrap();
     assert!(report.models.is_empty());
+}
+
+/// A sync retried under the number of one the store applied (its answer
+/// was lost) writes nothing again and answers the current state; the
+/// holder's next number applies as usual.
+pub async fn a_retried_sync_counts_once(store: Arc<dyn Store>) {
+    let f = fixture(&store, 1_000, None).await;
+    admin(&store)
+        .set_rate_limits("acme", crate::LimitTarget::Org, RateLimits::tokens(1_000))
+        .await
+        .unwrap();
+    let mut entry = want(LimitScope::Org, f.org.0, 100);
+    entry.charge = 10;
+    let rate = crate::lease::RateEntry {
+        rate: crate::lease::RateScope {
+            scope: LimitScope::Org,
+            scope_id: f.org.0,
+            kind: crate::rate::RateKind::Tokens,
+        },
+        charges: vec![crate::lease::RateCharge {
+            at_ms: now().timestamp_millis(),
+            amount: 5,
+        }],
+        give_back: 0,
+        want: 50,
+        need: 50,
+    };
+    let events = vec![event(&f, "gpt-4o-mini", "2026-12-01", 10)];
+    let mut first = sync("a", vec![entry], events);
+    first.rates = vec![rate];
+    let applied = store.sync_leases(&first).await.unwrap();
+    assert_eq!(
+        (applied.budgets[0].used, applied.budgets[0].lease),
+        (10, 100)
+    );
+    assert_eq!((applied.rates[0].used, applied.rates[0].lease), (5, 50));
+    let retried = store.sync_leases(&first).await.unwrap();
+    let b = retried.budgets[0];
+    assert_eq!((b.used, b.held, b.lease, b.granted), (10, 100, 100, 0));
+    let r = retried.rates[0];
+    assert_eq!((r.used, r.held, r.lease, r.granted), (5, 50, 50, 0));
+    let report = store.usage_report(f.org, None, PERIOD).await.unwrap();
+    assert_eq!(report.org.used, 10);
+    assert_eq!(report.models.iter().map(|m| m.requests).sum::<i64>(), 1);
+    let mut next = first.clone();
+    next.seq = next_seq();
+    let again = store.sync_leases(&next).await.unwrap();
+    assert_eq!((again.budgets[0].used, again.rates[0].used), (20, 10));
 }
 
 /// Leases of a holder that stopped renewing are taken back once expired.

@@ -2,11 +2,13 @@
 //!
 //! A [`Governor`] answers from memory. It loads every key (by hash), user
 //! and organization policy when it opens, follows the store's change feed
-//! to stay current, and keeps budgets exact with leases
-//! ([`crate::lease`]): it holds a slice of each budget it serves, grants
-//! requests from it under the organization's lock, and charges usage back
-//! to the store in batches. A request goes to the store only when a lease
-//! runs short, so steady traffic costs no store round trip at all.
+//! to stay current (at once on the store's change notices, and every
+//! [`GovernorConfig::refresh_interval`]), and keeps budgets and rate limits
+//! exact with leases ([`crate::lease`]): it holds a slice of each budget
+//! and rate limit it serves, grants requests from it under the
+//! organization's lock, and reports usage and grants back to the store in
+//! batches. A request goes to the store only when a lease runs short, so
+//! steady traffic costs no store round trip at all.
 //!
 //! Usage is written behind: settled usage is charged in memory at once
 //! and reaches the store within [`GovernorConfig::flush_interval`] (when
@@ -27,8 +29,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::domain::{KeyId, OrgId, ReservationId, UserId};
 use crate::error::{Error, Result};
 use crate::key::{self, KeyHash};
-use crate::lease::LeaseSync;
-use crate::ledger::{Ask, Attempt, DrainMode, Drained, Ledger, MeterKey, Want};
+use crate::lease::{LeaseSync, RateScope, Synced};
+use crate::ledger::{Ask, Attempt, DrainMode, Drained, Ledger, RateRetry, Wants};
 use crate::rate::{self, RateExceeded, RateKind, RateLimits};
 use crate::snapshot::{Change, ChangeEntity};
 use crate::store::Store;
@@ -47,6 +49,11 @@ const MAX_LEASE_ROUNDS: u32 = 3;
 /// The same, when the budget is not spent but concurrent requests keep taking the slices.
 const MAX_CONTENDED_ROUNDS: u32 = 12;
 const CHANGE_PAGE: u32 = 1_000;
+/// How long a request waits at most for other governors to give back the
+/// rate credits they hold unused (they do at their next write-behind).
+const RECALL_WAIT: Duration = Duration::from_secs(2);
+/// How often a waiting request asks the store again meanwhile.
+const RECALL_POLL: Duration = Duration::from_millis(25);
 
 /// When settled usage is written to the store.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,7 +76,8 @@ pub struct GovernorConfig {
     pub lease_ttl: Duration,
     /// How often maintenance writes usage and gives back unneeded leases.
     pub flush_interval: Duration,
-    /// How often maintenance reads the change feed for writes made elsewhere.
+    /// How often maintenance reads the change feed for writes made elsewhere,
+    /// at the latest: it also reads it whenever the store gives notice of one.
     pub refresh_interval: Duration,
     /// When settled usage is written.
     pub durability: Durability,
@@ -145,7 +153,14 @@ struct Inner {
     holder: String,
     tables: RwLock<Tables>,
     seq: tokio::sync::Mutex<i64>,
-    sync_lock: tokio::sync::Mutex<()>,
+    /// Held while a sync runs, and by a request from its own sync until it
+    /// has tried again, so no other sync gives back what it was just granted.
+    sync_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The number of the last sync sent (see [`LeaseSync::seq`]).
+    sync_seq: AtomicU64,
+    /// A sync that failed in a way that leaves open whether the store
+    /// applied it; sent again, under its number, before anything else.
+    in_doubt: Mutex<Option<InDoubt>>,
     next_reservation: AtomicI64,
     /// Leases are used for grants only until then (Unix ms); see `sync`.
     leases_valid_until_ms: AtomicI64,
@@ -196,7 +211,9 @@ impl GovernorBuilder {
             holder,
             tables: RwLock::new(Tables::default()),
             seq: tokio::sync::Mutex::new(0),
-            sync_lock: tokio::sync::Mutex::new(()),
+            sync_lock: Arc::new(tokio::sync::Mutex::new(())),
+            sync_seq: AtomicU64::new(0),
+            in_doubt: Mutex::new(None),
             next_reservation: AtomicI64::new(1),
             leases_valid_until_ms: AtomicI64::new(0),
             expired: AtomicU64::new(0),
@@ -218,15 +235,17 @@ impl GovernorBuilder {
 /// A running maintenance task; see [`Governor::spawn_maintenance`].
 pub struct Maintenance {
     stop: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    tasks: [tokio::task::JoinHandle<()>; 2],
     governor: Governor,
 }
 
 impl Maintenance {
-    /// Stops the task, writes all usage and gives back every unused lease.
+    /// Stops the tasks, writes all usage and gives back every unused lease.
     pub async fn shutdown(self) -> Result<()> {
         let _ = self.stop.send(true);
-        let _ = self.task.await;
+        for task in self.tasks {
+            let _ = task.await;
+        }
         self.governor.shutdown().await
     }
 }
@@ -310,7 +329,10 @@ impl Governor {
         if full {
             // The bound holds: write the queue before adding to it, or fail
             // with nothing charged (the reservation stays open for a retry).
-            self.sync_org(&org, Vec::new(), DrainMode::Asking).await?;
+            drop(
+                self.sync_org(&org, Wants::default(), DrainMode::Asking)
+                    .await?,
+            );
         }
         let now = self.inner.clock.now();
         let settlement = lock(&org.ledger)
@@ -319,7 +341,10 @@ impl Governor {
         if self.inner.config.durability == Durability::Strict {
             // The charge stands either way; an error says it is not stored
             // yet (it stays queued and is retried): do not settle again.
-            self.sync_org(&org, Vec::new(), DrainMode::Asking).await?;
+            drop(
+                self.sync_org(&org, Wants::default(), DrainMode::Asking)
+                    .await?,
+            );
         }
         Ok(settlement)
     }
@@ -327,8 +352,9 @@ impl Governor {
     /// Frees a reservation without charging, for a request that never reached the model.
     pub async fn release(&self, reservation: &Reservation) -> Result<()> {
         let org = self.org_entry(reservation.org_id)?;
+        let now_ms = self.inner.clock.now().timestamp_millis();
         lock(&org.ledger)
-            .release(reservation.id, org.org.id)
+            .release(reservation.id, org.org.id, now_ms)
             .map_err(|_| Error::not_found("reservation", reservation.id.to_string()))
     }
 
@@ -352,35 +378,73 @@ impl Governor {
 
     /// Runs maintenance in the background until [`Maintenance::shutdown`].
     ///
-    /// Writes behind every `flush_interval` and reads the change feed every
-    /// `refresh_interval`. Must be called inside a tokio runtime.
+    /// Writes behind every `flush_interval`, and reads the change feed when
+    /// the store gives notice of a change ([`CacheStore::wait_for_change`])
+    /// and at the latest every `refresh_interval`. Must be called inside a
+    /// tokio runtime.
+    ///
+    /// [`CacheStore::wait_for_change`]: crate::store::CacheStore::wait_for_change
     pub fn spawn_maintenance(&self) -> Maintenance {
-        let (stop, mut stopped) = tokio::sync::watch::channel(false);
-        let governor = self.clone();
-        let task = tokio::spawn(async move {
-            let config = governor.inner.config;
-            let mut flush = tokio::time::interval(config.flush_interval);
-            let mut refresh = tokio::time::interval(config.refresh_interval);
-            flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                let outcome = tokio::select! {
-                    _ = stopped.changed() => break,
-                    _ = flush.tick() => {
-                        governor.expire_reservations();
-                        governor.sync_all(DrainMode::Periodic).await
-                    }
-                    _ = refresh.tick() => governor.refresh().await.map(|_| ()),
-                };
-                if let Err(err) = outcome {
-                    tracing::warn!(error = %err, "governor maintenance failed; will retry");
-                }
-            }
-        });
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let flush = tokio::spawn(self.clone().write_behind(stopped.clone()));
+        let refresh = tokio::spawn(self.clone().follow_changes(stopped));
         Maintenance {
             stop,
-            task,
+            tasks: [flush, refresh],
             governor: self.clone(),
+        }
+    }
+
+    async fn write_behind(self, mut stopped: tokio::sync::watch::Receiver<bool>) {
+        let mut flush = tokio::time::interval(self.inner.config.flush_interval);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stopped.changed() => break,
+                _ = flush.tick() => {}
+            }
+            self.expire_reservations();
+            if let Err(err) = self.sync_all(DrainMode::Periodic).await {
+                tracing::warn!(error = %err, "writing usage failed; will retry");
+            }
+        }
+    }
+
+    async fn follow_changes(self, mut stopped: tokio::sync::watch::Receiver<bool>) {
+        let every = self.inner.config.refresh_interval;
+        let mut seen = 0;
+        let mut rounds: u32 = 0;
+        loop {
+            let notice = tokio::select! {
+                _ = stopped.changed() => break,
+                notice = self.inner.store.wait_for_change(seen, every) => notice,
+            };
+            let noticed = match notice {
+                Ok(newest) => std::mem::replace(&mut seen, newest) != newest,
+                Err(err) => {
+                    tracing::warn!(error = %err, "waiting for change notices failed");
+                    tokio::time::sleep(every).await;
+                    false
+                }
+            };
+            // Whether the feed went back (emptied, restored) costs one more
+            // read: look every twentieth round.
+            rounds = rounds.wrapping_add(1);
+            let refreshed = {
+                let mut seq = self.inner.seq.lock().await;
+                self.refresh_from(&mut seq, rounds.is_multiple_of(20)).await
+            };
+            if let Err(err) = refreshed {
+                tracing::warn!(error = %err, "reading the change feed failed; will retry");
+            }
+            if noticed {
+                // A notice may also say that another governor waits for rate
+                // credits: a sync reports this one's grants, hears of the
+                // recall and gives back what it does not use.
+                if let Err(err) = self.sync_all(DrainMode::Asking).await {
+                    tracing::warn!(error = %err, "writing usage failed; will retry");
+                }
+            }
         }
     }
 
@@ -435,6 +499,15 @@ impl Governor {
             stats.open_reservations += ledger.open_reservations();
             stats.queued_events += ledger.queued_events();
         }
+        if let Some(doubt) = self
+            .inner
+            .in_doubt
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            stats.queued_events += doubt.sync.events.len();
+        }
         stats
     }
 
@@ -446,7 +519,7 @@ impl Governor {
         let seq = store.change_seq().await?;
         let mut tables = Tables::default();
         for policy in store.org_policies().await? {
-            tables.put_org(policy);
+            let _ = tables.put_org(policy);
         }
         let mut after = None;
         loop {
@@ -454,7 +527,7 @@ impl Governor {
             after = page.last().map(|p| p.user.id);
             let done = page.len() < PAGE as usize;
             page.into_iter().for_each(|p| {
-                tables.put_user(p);
+                let _ = tables.put_user(p);
             });
             if done {
                 break;
@@ -466,7 +539,9 @@ impl Governor {
             after = page.last().map(|k| k.id);
             let done = page.len() < PAGE as usize;
             tables.keys.reserve(page.len());
-            page.into_iter().for_each(|k| tables.put_key(k));
+            page.into_iter().for_each(|k| {
+                let _ = tables.put_key(k);
+            });
             if done {
                 break;
             }
@@ -489,20 +564,21 @@ impl Governor {
             let changed = match entity {
                 ChangeEntity::Org => match store.org_policy(OrgId(id)).await? {
                     Some(policy) => write(&self.inner.tables).put_org(policy),
-                    None => None,
+                    None => Vec::new(),
                 },
                 ChangeEntity::User => match store.user_policy(UserId(id)).await? {
                     Some(policy) => write(&self.inner.tables).put_user(policy),
-                    None => None,
+                    None => Vec::new(),
                 },
-                ChangeEntity::Key => {
-                    if let Some(record) = store.key_record(KeyId(id)).await? {
-                        write(&self.inner.tables).put_key(record);
-                    }
-                    None
-                }
+                ChangeEntity::Key => match store.key_record(KeyId(id)).await? {
+                    Some(record) => write(&self.inner.tables)
+                        .put_key(record)
+                        .into_iter()
+                        .collect(),
+                    None => Vec::new(),
+                },
             };
-            if let Some(changed) = changed {
+            for changed in changed {
                 self.mark_stale(changed);
             }
         }
@@ -510,12 +586,18 @@ impl Governor {
     }
 
     fn mark_stale(&self, changed: LimitChanged) {
-        let (org, scope, id) = match changed {
-            LimitChanged::Org(org) => (org, LimitScope::Org, org.0),
-            LimitChanged::User(org, user) => (org, LimitScope::User, user.0),
+        let (org, scope, id, rates) = match changed {
+            LimitChanged::Org(org) => (org, LimitScope::Org, org.0, false),
+            LimitChanged::User(org, user) => (org, LimitScope::User, user.0, false),
+            LimitChanged::Rates(org, scope, id) => (org, scope, id, true),
         };
         if let Some(entry) = read(&self.inner.tables).orgs.get(&org) {
-            lock(&entry.ledger).mark_stale(scope, id);
+            let mut ledger = lock(&entry.ledger);
+            if rates {
+                ledger.mark_rates_stale(scope, id);
+            } else {
+                ledger.mark_stale(scope, id);
+            }
         }
     }
 
@@ -654,18 +736,21 @@ impl Governor {
         let mut ask = found.ask(id, &request, now, expires_at.timestamp_millis());
         let mut leases = 0;
         let mut max_rounds = MAX_LEASE_ROUNDS;
+        let mut recall_until = None;
+        let mut held: Option<Held> = None;
         loop {
             // Concurrent requests may use up a fresh slice before this one
             // gets to it; ask the store again, a bounded number of times.
             let may_lease = leases < max_rounds;
             // A governor cut off from the store past half its lease TTL
             // stops granting from its leases: another may have taken them.
-            ask.leases_valid =
-                now.timestamp_millis() < self.inner.leases_valid_until_ms.load(Ordering::Relaxed);
+            ask.leases_valid = ask.now.timestamp_millis()
+                < self.inner.leases_valid_until_ms.load(Ordering::Relaxed);
             let attempt = lock(&found.org.ledger).try_reserve(&ask, may_lease);
+            drop(held.take());
             match attempt {
                 Attempt::NeedLease(wants) => {
-                    self.sync_org(&found.org, wants, DrainMode::Asking).await?;
+                    held = Some(self.sync_org(&found.org, wants, DrainMode::Asking).await?);
                     leases += 1;
                 }
                 Attempt::Granted {
@@ -691,8 +776,23 @@ impl Governor {
                         resets_at,
                     )));
                 }
-                Attempt::RateLimited { scope, exceeded } => {
-                    let denied = request.rate_limited(scope, exceeded, principal, now);
+                Attempt::RateLimited {
+                    scope,
+                    exceeded,
+                    retry,
+                } => {
+                    if retry == RateRetry::Contended && max_rounds < MAX_CONTENDED_ROUNDS {
+                        max_rounds = MAX_CONTENDED_ROUNDS;
+                        continue;
+                    }
+                    if retry == RateRetry::Recall && self.wait_for_recall(&mut recall_until).await {
+                        // Ask again, as of now: grants are recorded at the time they are made.
+                        ask.now = self.inner.clock.now();
+                        leases = 0;
+                        max_rounds = MAX_LEASE_ROUNDS;
+                        continue;
+                    }
+                    let denied = request.rate_limited(scope, exceeded, principal, ask.now);
                     return Ok(Decision::Denied(denied));
                 }
                 Attempt::Exhausted {
@@ -711,7 +811,8 @@ impl Governor {
                     if leases > 0 {
                         // What this request leased and could not use goes
                         // back at once, so other governors are not refused.
-                        let give_back = self.sync_org(&found.org, Vec::new(), DrainMode::Trimming);
+                        let give_back =
+                            self.sync_org(&found.org, Wants::default(), DrainMode::Trimming);
                         if let Err(err) = give_back.await {
                             tracing::warn!(error = %err, "could not give back an unused lease");
                         }
@@ -723,6 +824,18 @@ impl Governor {
         }
     }
 
+    /// Waits a little for other governors to give back rate credits they
+    /// hold unused; `false` once the request has waited long enough.
+    async fn wait_for_recall(&self, until: &mut Option<tokio::time::Instant>) -> bool {
+        let longest = RECALL_WAIT.max(self.inner.config.flush_interval * 3);
+        let deadline = *until.get_or_insert_with(|| tokio::time::Instant::now() + longest);
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(RECALL_POLL).await;
+        true
+    }
+
     async fn dry_run(
         &self,
         found: &Found,
@@ -731,15 +844,22 @@ impl Governor {
         now: DateTime<Utc>,
     ) -> Result<Decision> {
         let ask = found.ask(ReservationId(0), &request, now, now.timestamp_millis());
-        let (local, rate) = {
+        let (local, shorts, probe) = {
             let mut ledger = lock(&found.org.ledger);
-            let rate = ledger.rate_peek(&ask);
-            (
-                ledger.local_state(found.org.org.id, principal.user_id, now, found.org.tz),
-                rate,
-            )
+            let (shorts, probe) = ledger.rate_probe(&ask);
+            let local = ledger.local_state(found.org.org.id, principal.user_id, now, found.org.tz);
+            (local, shorts, probe)
         };
-        if let Some((scope, exceeded)) = rate {
+        if !probe.is_empty() {
+            // Rate windows live in the store: ask it, granting nothing.
+            let wants = Wants {
+                budgets: Vec::new(),
+                rates: probe,
+            };
+            drop(self.sync_org(&found.org, wants, DrainMode::Asking).await?);
+        }
+        let verdict = lock(&found.org.ledger).rate_verdict(&shorts, now.timestamp_millis());
+        if let Some((scope, exceeded)) = verdict {
             let denied = request.rate_limited(scope, exceeded, principal, now);
             return Ok(Decision::Denied(denied));
         }
@@ -787,17 +907,13 @@ impl Governor {
         }
     }
 
-    /// Syncs one organization's ledger with the store, asking for `wants`.
+    /// Syncs one organization's ledger with the store, asking for `wants`;
+    /// the answer holds the sync lock, for the caller to use what it got first.
     ///
     /// Runs as its own task: a caller that is dropped half-way (a client
     /// hanging up during `authorize`) cannot leave drained usage unwritten
     /// or a granted lease unrecorded.
-    async fn sync_org(
-        &self,
-        org: &Arc<OrgEntry>,
-        wants: Vec<(MeterKey, Want)>,
-        mode: DrainMode,
-    ) -> Result<()> {
+    async fn sync_org(&self, org: &Arc<OrgEntry>, wants: Wants, mode: DrainMode) -> Result<Held> {
         let (governor, org) = (self.clone(), Arc::clone(org));
         detached(async move { governor.sync_org_now(&org, wants, mode).await }).await
     }
@@ -807,34 +923,65 @@ impl Governor {
         detached(async move { governor.sync_all_now(mode).await }).await
     }
 
+    /// Recalled credits are left to the next periodic sync: what this one
+    /// was granted is for the request that asked, which tries again first.
     async fn sync_org_now(
         &self,
         org: &Arc<OrgEntry>,
-        wants: Vec<(MeterKey, Want)>,
+        wants: Wants,
         mode: DrainMode,
-    ) -> Result<()> {
-        let _guard = self.inner.sync_lock.lock().await;
+    ) -> Result<Held> {
+        let guard = Arc::clone(&self.inner.sync_lock).lock_owned().await;
+        self.settle_doubt().await?;
         let drained = lock(&org.ledger).drain(org.org.id, &wants, mode);
-        self.sync(vec![(Arc::clone(org), drained)]).await
+        self.sync(vec![(Arc::clone(org), drained)]).await?;
+        Ok(guard)
     }
 
     async fn sync_all_now(&self, mode: DrainMode) -> Result<()> {
         let _guard = self.inner.sync_lock.lock().await;
+        let recalled = self.settle_doubt().await?;
         let orgs: Vec<Arc<OrgEntry>> = read(&self.inner.tables).orgs.values().cloned().collect();
         let drained = orgs
             .into_iter()
             .map(|org| {
-                let drained = lock(&org.ledger).drain(org.org.id, &[], mode);
+                let drained = lock(&org.ledger).drain(org.org.id, &Wants::default(), mode);
                 (org, drained)
             })
-            .filter(|(_, d)| !(d.entries.is_empty() && d.events.is_empty()))
+            .filter(|(_, d)| !(d.entries.is_empty() && d.events.is_empty() && d.rates.is_empty()))
             .collect::<Vec<_>>();
         let orgs: Vec<Arc<OrgEntry>> = drained.iter().map(|(org, _)| Arc::clone(org)).collect();
         // An empty sync still renews this holder's leases.
         match self.sync(drained).await {
+            Ok(again) if again || recalled => self.give_back_recalled().await,
+            Ok(_) => Ok(()),
             Err(err) if !err.is_retryable() && orgs.len() > 1 => self.sync_each(orgs, err).await,
-            result => result,
+            Err(err) => Err(err),
         }
+    }
+
+    /// Gives back at once the rate credits the store recalled, so that the
+    /// governor waiting for them does not wait for this one's next round.
+    async fn give_back_recalled(&self) -> Result<()> {
+        let orgs: Vec<Arc<OrgEntry>> = read(&self.inner.tables)
+            .orgs
+            .values()
+            .filter(|org| lock(&org.ledger).owes_credits())
+            .cloned()
+            .collect();
+        if orgs.is_empty() {
+            return Ok(());
+        }
+        let drained = orgs
+            .into_iter()
+            .map(|org| {
+                // Asking: recalled credits go back; other slices are kept.
+                let drained =
+                    lock(&org.ledger).drain(org.org.id, &Wants::default(), DrainMode::Asking);
+                (org, drained)
+            })
+            .collect();
+        self.sync(drained).await.map(|_| ())
     }
 
     /// Syncs organizations one by one after a combined sync failed for a
@@ -844,8 +991,14 @@ impl Governor {
         tracing::warn!(error = %combined, "a combined usage write failed; writing per organization");
         let mut first_error = None;
         for org in orgs {
-            let drained = lock(&org.ledger).drain(org.org.id, &[], DrainMode::Trimming);
+            let drained =
+                lock(&org.ledger).drain(org.org.id, &Wants::default(), DrainMode::Trimming);
             if let Err(err) = self.sync(vec![(Arc::clone(&org), drained)]).await {
+                if err.is_retryable() {
+                    // The store is away (or this sync is in doubt): the
+                    // others wait for the next round.
+                    return Err(err);
+                }
                 tracing::error!(org = %org.slug, error = %err, "could not write usage");
                 first_error.get_or_insert(err);
             }
@@ -853,50 +1006,129 @@ impl Governor {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Hands drained work to the store; on failure puts it all back.
-    async fn sync(&self, mut parts: Vec<(Arc<OrgEntry>, Drained)>) -> Result<()> {
+    /// Sends again, under its number, a sync whose outcome is in doubt.
+    ///
+    /// Runs under the sync lock before anything new is drained, so at most
+    /// one sync's work is ever out of the ledgers. `Ok(true)` when the
+    /// store recalled rate credits.
+    async fn settle_doubt(&self) -> Result<bool> {
+        let doubt = self
+            .inner
+            .in_doubt
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        match doubt {
+            Some(InDoubt { parts, sync }) => self.send(parts, sync).await,
+            None => Ok(false),
+        }
+    }
+
+    /// Hands drained work to the store.
+    ///
+    /// `Ok(true)` when the store recalled rate credits this governor may
+    /// hold unused. On failure the work is put back into the ledgers, or,
+    /// when the store may have applied it, kept to be sent again as is.
+    async fn sync(&self, parts: Vec<(Arc<OrgEntry>, Drained)>) -> Result<bool> {
+        let mut sync = LeaseSync {
+            holder: self.inner.holder.clone(),
+            seq: self.inner.sync_seq.fetch_add(1, Ordering::Relaxed) + 1,
+            now: self.inner.clock.now(),
+            lease_expires_at: self.inner.clock.now(),
+            entries: Vec::new(),
+            events: Vec::new(),
+            rates: Vec::new(),
+        };
+        let mut parts = parts;
+        for (_, drained) in &mut parts {
+            sync.entries.extend(drained.entries.iter().cloned());
+            sync.rates.extend(drained.rates.iter().cloned());
+            sync.events.append(&mut drained.events);
+        }
+        self.send(parts, sync).await
+    }
+
+    /// Sends one sync, stamped with the current time, and applies its answer.
+    async fn send(
+        &self,
+        parts: Vec<(Arc<OrgEntry>, Drained)>,
+        mut sync: LeaseSync,
+    ) -> Result<bool> {
         let now = self.inner.clock.now();
         let lease_ttl = chrono::Duration::from_std(self.inner.config.lease_ttl)
             .unwrap_or(chrono::Duration::seconds(30));
-        let mut sync = LeaseSync {
-            holder: self.inner.holder.clone(),
-            now,
-            lease_expires_at: now + lease_ttl,
-            entries: Vec::new(),
-            events: Vec::new(),
-        };
-        for (_, drained) in &mut parts {
-            sync.entries.extend(drained.entries.iter().cloned());
-            sync.events.append(&mut drained.events);
-        }
+        sync.now = now;
+        sync.lease_expires_at = now + lease_ttl;
         self.inner.syncs.fetch_add(1, Ordering::Relaxed);
         match self.inner.store.sync_leases(&sync).await {
-            Ok(states) => {
+            Ok(synced) => {
                 // Every lease of this holder was renewed until `now + lease_ttl`;
                 // grant from them only until half of that has passed.
                 let fence = now + lease_ttl / 2;
                 self.inner
                     .leases_valid_until_ms
                     .fetch_max(fence.timestamp_millis(), Ordering::Relaxed);
-                let mut states = states.as_slice();
-                for (org, drained) in &parts {
-                    let (mine, rest) = states.split_at(drained.entries.len().min(states.len()));
-                    lock(&org.ledger).apply(drained, mine);
-                    states = rest;
-                }
-                Ok(())
+                Ok(self.take_answer(&parts, &synced, now.timestamp_millis()))
             }
             Err(err) => {
                 self.inner.failed_syncs.fetch_add(1, Ordering::Relaxed);
-                let mut events = sync.events;
-                for (org, mut drained) in parts {
-                    let (mine, rest) = events.into_iter().partition(|e| e.org_id == org.org.id);
-                    drained.events = mine;
-                    events = rest;
-                    lock(&org.ledger).restore(drained);
+                if err.is_retryable() {
+                    // The connection may have broken after the store applied
+                    // it: send it again, under its number, before anything new.
+                    let doubt = InDoubt { parts, sync };
+                    *self
+                        .inner
+                        .in_doubt
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = Some(doubt);
+                } else {
+                    self.restore(parts, sync.events);
                 }
                 Err(err)
             }
+        }
+    }
+
+    /// Puts drained work back into the ledgers it came from; nothing is lost.
+    fn restore(
+        &self,
+        parts: Vec<(Arc<OrgEntry>, Drained)>,
+        mut events: Vec<crate::lease::UsageEvent>,
+    ) {
+        for (org, mut drained) in parts {
+            let (mine, rest) = events.into_iter().partition(|e| e.org_id == org.org.id);
+            drained.events.extend::<Vec<_>>(mine);
+            events = rest;
+            lock(&org.ledger).restore(drained);
+        }
+    }
+
+    /// Hands each ledger its part of the store's answer; whether credits were recalled.
+    fn take_answer(
+        &self,
+        parts: &[(Arc<OrgEntry>, Drained)],
+        synced: &Synced,
+        now_ms: i64,
+    ) -> bool {
+        let (mut budgets, mut rates) = (synced.budgets.as_slice(), synced.rates.as_slice());
+        for (org, drained) in parts {
+            let (mine, rest) = budgets.split_at(drained.entries.len().min(budgets.len()));
+            budgets = rest;
+            let (my_rates, rest) = rates.split_at(drained.rates.len().min(rates.len()));
+            rates = rest;
+            lock(&org.ledger).apply(drained, mine, my_rates, now_ms);
+        }
+        if !synced.recalled.is_empty() {
+            self.recall(&synced.recalled);
+        }
+        !synced.recalled.is_empty() || synced.rates.iter().any(|r| r.recall)
+    }
+
+    /// Marks recalled rate leases in every ledger that holds one.
+    fn recall(&self, recalled: &[RateScope]) {
+        let orgs: Vec<Arc<OrgEntry>> = read(&self.inner.tables).orgs.values().cloned().collect();
+        for org in orgs {
+            lock(&org.ledger).recall(recalled);
         }
     }
 }
@@ -965,10 +1197,20 @@ impl Found {
     }
 }
 
+/// The sync lock, held by a request that just synced until it has tried again.
+type Held = tokio::sync::OwnedMutexGuard<()>;
+
+/// A sync sent whose outcome is unknown, with the ledgers' parts of it.
+struct InDoubt {
+    parts: Vec<(Arc<OrgEntry>, Drained)>,
+    sync: LeaseSync,
+}
+
 /// Runs `work` to completion on its own task, even if the caller stops waiting.
-async fn detached<F>(work: F) -> Result<()>
+async fn detached<T, F>(work: F) -> Result<T>
 where
-    F: std::future::Future<Output = Result<()>> + Send + 'static,
+    T: Send + 'static,
+    F: std::future::Future<Output = Result<T>> + Send + 'static,
 {
     tokio::spawn(work).await.map_err(|e| Error::Store {
         backend: "governor",

@@ -13,12 +13,55 @@
 //! A lease has an expiry that every call of its holder renews; a lease
 //! whose holder stopped (a crashed process) is taken back by the next
 //! holder that needs tokens of the same scope once it has expired.
+//!
+//! # Rate leases
+//!
+//! Per-minute limits ([`crate::rate`]) are leased the same way, in the same
+//! call ([`RateEntry`], [`RateState`]). The store keeps, per scope (an
+//! organization, a user or a key) and kind (requests or tokens), the grants
+//! of the last 60 seconds (the window, `used` in total) and what every
+//! holder's lease holds (`held`). A holder grants requests from its lease
+//! in memory and reports each grant with its time at its next call; a
+//! reported grant moves from the lease to the window and leaves it 60
+//! seconds after it was made. The store never grants past
+//! `used + held <= limit`, so holders together never grant more than the
+//! limit in any 60 seconds.
+//!
+//! For one rate entry, in one transaction, a store:
+//!
+//! 1. charges the entry's positive charges: together they come out of the
+//!    holder's lease (at most all of it), and each whose time is still in
+//!    the window is added to the window at that time;
+//! 2. applies its negative charges (corrections of grants reported
+//!    earlier), in order: each takes back from the window's grant at its
+//!    time at most what that grant holds, and adds what it took to the
+//!    holder's lease; a correction whose time has left the window does
+//!    nothing;
+//! 3. gives back `give_back` (at most the lease);
+//! 4. drops the window's grants that left it (`at + 60 s <= now`);
+//! 5. when the entry wants credits, takes back other holders' rate leases
+//!    that expired at least 60 seconds before `now` (a stopped holder's
+//!    grants not yet reported stay counted until they would have left the
+//!    window);
+//! 6. grants `grant(want, need, limit - used - held, demand)`
+//!    ([`crate::rate::grant`]), where `demand` says the scope is under demand;
+//! 7. when less than `need` was granted, answers how long until `need`
+//!    fits ([`crate::rate::wait_ms`]) and, if the entry wants credits and
+//!    other holders hold some, puts the scope under demand until
+//!    `now + `[`crate::rate::DEMAND_MS`].
+//!
+//! A holder whose lease is on a scope under demand is told so (`recall`,
+//! or [`Synced::recalled`] for leases not in the call) and gives back what
+//! it holds unused, so a holder that found too few credits gets them once
+//! the others have answered: near a limit every credit is granted, none
+//! twice.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::budget::LimitScope;
 use crate::domain::{KeyId, OrgId, UserId};
+use crate::rate::RateKind;
 
 /// One scope's part of a [`LeaseSync`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +112,13 @@ pub struct UsageEvent {
 pub struct LeaseSync {
     /// The governor's holder id, unique per running governor.
     pub holder: String,
+    /// A number the holder raises with every new sync. A sync whose number
+    /// the store has already seen from this holder is the retry of one
+    /// whose answer was lost (the connection broke after the store applied
+    /// it, say): the store applies none of it again (no charge, give-back,
+    /// grant or event), renews the holder's leases and answers the current
+    /// state, so a retried sync never counts twice.
+    pub seq: u64,
     /// The time of the call: leases of other holders that expired before it may be taken back.
     pub now: DateTime<Utc>,
     /// The new expiry of every lease this holder keeps.
@@ -77,6 +127,77 @@ pub struct LeaseSync {
     pub entries: Vec<LeaseEntry>,
     /// Usage events to append and roll up per day.
     pub events: Vec<UsageEvent>,
+    /// Rate-limit charges, give-backs and wants, per scope and kind.
+    pub rates: Vec<RateEntry>,
+}
+
+/// A rate limit: a scope's requests or tokens per minute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RateScope {
+    /// `Org`, `User` or `Key`.
+    pub scope: LimitScope,
+    /// The organization's, user's or key's id.
+    pub scope_id: i64,
+    /// Requests or tokens.
+    pub kind: RateKind,
+}
+
+/// One rate limit's part of a [`LeaseSync`]; see [rate leases](self#rate-leases).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateEntry {
+    /// Which limit.
+    pub rate: RateScope,
+    /// Grants made from the lease since the last call, and corrections
+    /// (negative) of grants reported earlier, in the order they were made.
+    pub charges: Vec<RateCharge>,
+    /// Credits of the lease to give back (after the charges).
+    pub give_back: i64,
+    /// Credits to add to the lease: `need`, whole or not at all, plus a spare part.
+    pub want: i64,
+    /// The part of `want` a waiting request needs; with `want` 0, a probe:
+    /// nothing is granted, but the answer says whether and when `need` fits.
+    pub need: i64,
+}
+
+/// Credits a holder granted at one time, or a correction of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateCharge {
+    /// When the grant was made, Unix milliseconds.
+    pub at_ms: i64,
+    /// Credits: a grant (positive) or a correction of grants made at `at_ms` (negative).
+    pub amount: i64,
+}
+
+/// A rate limit's state after a [`LeaseSync`], one per [`RateEntry`], in order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateState {
+    /// The limit; `None` when the scope has no limit of this kind.
+    pub limit: Option<i64>,
+    /// Credits of the grants in the window, by every holder.
+    pub used: i64,
+    /// Credits held by every holder's leases.
+    pub held: i64,
+    /// Credits this holder's lease now holds.
+    pub lease: i64,
+    /// Credits granted by this call.
+    pub granted: i64,
+    /// When less than `need` was granted: milliseconds until `need` fits as
+    /// grants leave the window (`Some(0)`: it fits now); `None` when other
+    /// holders' leases stand in the way.
+    pub wait_ms: Option<i64>,
+    /// The scope is under demand: give back what the lease holds unused.
+    pub recall: bool,
+}
+
+/// The store's answer to a [`LeaseSync`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Synced {
+    /// One state per [`LeaseEntry`], in order.
+    pub budgets: Vec<LeaseState>,
+    /// One state per [`RateEntry`], in order.
+    pub rates: Vec<RateState>,
+    /// Other rate leases of the holder on scopes under demand.
+    pub recalled: Vec<RateScope>,
 }
 
 /// A scope's state after a [`LeaseSync`], one per entry, in order.

@@ -1,5 +1,5 @@
 //! One organization's hot-path state in memory: budget meters, rate
-//! windows and open reservations.
+//! meters and open reservations.
 //!
 //! Everything here runs under the organization's lock, so checking every
 //! limit and reserving against all of them is one atomic step. The
@@ -16,9 +16,14 @@ use chrono_tz::Tz;
 
 use crate::budget::{BudgetState, Counter, Exceeded, LimitScope, Settlement};
 use crate::domain::{KeyId, OrgId, ReservationId, UserId};
-use crate::lease::{LeaseEntry, LeaseState, UsageEvent};
+use crate::lease::{LeaseEntry, LeaseState, RateEntry, RateScope, RateState, UsageEvent};
 use crate::period::{self, MonthlyPeriod};
-use crate::rate::{RateExceeded, RateLimits, RateTicket, RateWindow};
+use crate::rate::{RateExceeded, RateLimits};
+
+mod rates;
+
+use rates::{RateMeters, TokenGrant};
+pub(crate) use rates::{RateRetry, Shorts};
 
 /// A budget period as a number, `year * 100 + month`.
 pub(crate) type PeriodNo = u32;
@@ -28,6 +33,28 @@ pub(crate) type MeterKey = (LimitScope, i64, PeriodNo);
 
 /// The largest slice a meter asks for, as a fraction of its limit.
 const SLICE_DIVISOR: i64 = 8;
+
+/// How many write-behind rounds of the last round's demand a slice covers.
+/// A meter whose free part falls below half its slice is refilled in the
+/// next periodic sync, so steady traffic needs no store call of its own.
+const KEEP_ROUNDS: i64 = 10;
+
+/// The slice for the next rounds: what the last round granted, times
+/// [`KEEP_ROUNDS`], at most `cap`; a larger slice shrinks by half a round.
+fn next_slice(slice: i64, granted_round: i64, cap: i64) -> i64 {
+    let keep = granted_round.saturating_mul(KEEP_ROUNDS).min(cap);
+    if keep >= slice {
+        keep
+    } else {
+        (slice / 2).max(keep)
+    }
+}
+
+/// How long (ms) a store's answer that a limit has too little left is
+/// trusted: meanwhile a request that lacks more than was left is refused
+/// without asking the store again, so a flood of requests against a spent
+/// limit costs the store a few calls a second, not one or two per request.
+const REFUSAL_MEMORY_MS: i64 = 1_000;
 
 /// One scope's budget in one period, as this process sees it.
 #[derive(Debug, Clone, Default)]
@@ -50,11 +77,27 @@ struct Meter {
     slice: i64,
     /// Whether a lease was taken since the last periodic sync.
     acquired: bool,
+    /// Tokens reserved since the last periodic sync.
+    granted_round: i64,
+    /// The store's last answer granted less than was wanted: near the
+    /// limit, keep no spare until a request's want is met in full.
+    tight: bool,
     /// The limit changed since the last sync: the lease must be renewed under the new one.
     stale: bool,
+    /// What no holder held or used at the last sync, and when (Unix ms).
+    known_left: i64,
+    known_at_ms: Option<i64>,
 }
 
 impl Meter {
+    /// Whether the last sync, recent enough, said that `need` cannot fit.
+    fn known_short(&self, need: i64, now_ms: i64) -> bool {
+        let recent = self
+            .known_at_ms
+            .is_some_and(|at| now_ms.saturating_sub(at) < REFUSAL_MEMORY_MS);
+        recent && !self.stale && need.saturating_sub(self.free()) > self.known_left
+    }
+
     fn free(&self) -> i64 {
         self.lease - self.pending - self.charged - self.in_flight
     }
@@ -91,7 +134,8 @@ struct Held {
     expires_ms: i64,
     /// Released by the expiry sweep; a late settle still charges it.
     expired: bool,
-    tickets: [(LimitScope, i64, Option<RateTicket>); 3],
+    /// Its tokens-per-minute grants, corrected to the real usage when it closes.
+    token_grants: [Option<TokenGrant>; 3],
 }
 
 /// The period and day that `now` falls in, cached per organization.
@@ -176,6 +220,7 @@ pub(crate) enum Attempt {
     RateLimited {
         scope: LimitScope,
         exceeded: RateExceeded,
+        retry: RateRetry,
     },
     /// A monthly limit refuses the request, even with what the store had left.
     Exhausted {
@@ -183,8 +228,17 @@ pub(crate) enum Attempt {
         period: String,
         resets_at: DateTime<Utc>,
     },
-    /// The lease must grow first: tokens wanted per meter.
-    NeedLease(Vec<(MeterKey, Want)>),
+    /// Leases must grow first: what each meter wants.
+    NeedLease(Wants),
+}
+
+/// What one request asks the store for.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Wants {
+    /// Tokens per budget meter.
+    pub budgets: Vec<(MeterKey, Want)>,
+    /// Credits per rate meter.
+    pub rates: Vec<(RateScope, Want)>,
 }
 
 /// How much of its free lease a ledger gives back when drained.
@@ -215,6 +269,7 @@ pub(crate) struct Drained {
     pub keys: Vec<MeterKey>,
     pub entries: Vec<LeaseEntry>,
     pub events: Vec<UsageEvent>,
+    pub rates: Vec<RateEntry>,
 }
 
 /// Why a settle found nothing to charge.
@@ -239,7 +294,7 @@ struct Settled {
 pub(crate) struct Ledger {
     calendar: Calendar,
     meters: HashMap<MeterKey, Meter>,
-    windows: HashMap<(LimitScope, i64), RateWindow>,
+    rates: RateMeters,
     open: HashMap<ReservationId, Held>,
     settled: Vec<Settled>,
     /// Events a failed sync handed back, written first at the next one.
@@ -251,26 +306,22 @@ impl Ledger {
     pub fn try_reserve(&mut self, ask: &Ask<'_>, may_lease: bool) -> Attempt {
         self.calendar.update(ask.now, ask.tz);
         let now_ms = ask.now.timestamp_millis();
-        if let Some((scope, exceeded)) = self.rate_peek(ask) {
-            return Attempt::RateLimited { scope, exceeded };
-        }
+        let valid = ask.leases_valid;
+        let rates = self.rates.check(&ask.rates, ask.tokens, valid);
         let period = self.calendar.period;
         let need = ask.tokens.max(1);
         let org_key = (LimitScope::Org, ask.org_id.0, period);
         let user_key = (LimitScope::User, ask.user_id.0, period);
         let org_limit = Some(ask.org_limit);
-        let valid = ask.leases_valid;
         let org_fits = self.meter(org_key).fits(need, org_limit, valid);
         let user_fits = self.meter(user_key).fits(need, ask.user_limit, valid);
-        if !(org_fits && user_fits) {
-            return self.short(
-                ask,
-                [
-                    (org_key, org_fits, org_limit),
-                    (user_key, user_fits, ask.user_limit),
-                ],
-                may_lease,
-            );
+        let rates_fit = rates.iter().all(Option::is_none);
+        if !(org_fits && user_fits && rates_fit) {
+            let meters = [
+                (org_key, org_fits, org_limit),
+                (user_key, user_fits, ask.user_limit),
+            ];
+            return self.short(ask, meters, &rates, may_lease, now_ms);
         }
         self.reserve(ask, org_key, user_key, now_ms)
     }
@@ -279,16 +330,28 @@ impl Ledger {
         &mut self,
         ask: &Ask<'_>,
         meters: [(MeterKey, bool, Option<i64>); 2],
+        rates: &Shorts,
         may_lease: bool,
+        now_ms: i64,
     ) -> Attempt {
         let need = ask.tokens.max(1);
-        if may_lease {
-            let wants = meters
+        let known = self.known_refusal(&meters, rates, need, now_ms);
+        if may_lease && !known && !rates::never_fits(rates) {
+            let budgets = meters
                 .iter()
                 .filter(|(_, fits, _)| !fits)
                 .map(|(key, _, limit)| (*key, self.want(*key, need, *limit)))
                 .collect();
-            return Attempt::NeedLease(wants);
+            let rates = self.rates.wants(rates);
+            return Attempt::NeedLease(Wants { budgets, rates });
+        }
+        if rates.iter().any(Option::is_some) {
+            let (scope, exceeded, retry) = self.rates.refusal(rates, now_ms);
+            return Attempt::RateLimited {
+                scope,
+                exceeded,
+                retry,
+            };
         }
         let (key, _, limit) = meters.into_iter().find(|(_, fits, _)| !fits).unwrap_or((
             meters[0].0,
@@ -306,6 +369,27 @@ impl Ledger {
             period: self.calendar.period_key.clone(),
             resets_at: self.calendar.resets_at.unwrap_or(ask.now),
         }
+    }
+
+    /// Whether the store said recently enough that the request cannot fit
+    /// in the limits it is short of, so that asking it again is no use.
+    fn known_refusal(
+        &self,
+        meters: &[(MeterKey, bool, Option<i64>); 2],
+        rates: &Shorts,
+        need: i64,
+        now_ms: i64,
+    ) -> bool {
+        if rates.iter().any(Option::is_some) {
+            return self.rates.known_refused(rates, now_ms, REFUSAL_MEMORY_MS);
+        }
+        let mut short = meters.iter().filter(|(_, fits, _)| !fits).peekable();
+        short.peek().is_some()
+            && short.all(|(key, _, _)| {
+                self.meters
+                    .get(key)
+                    .is_some_and(|m| m.known_short(need, now_ms))
+            })
     }
 
     /// Tokens to ask the store for so that `need` fits, with room to spare.
@@ -334,17 +418,7 @@ impl Ledger {
         user_key: MeterKey,
         now_ms: i64,
     ) -> Attempt {
-        let tokens = ask.tokens.max(1);
-        let mut tickets = [(LimitScope::Org, 0, None); 3];
-        for (slot, (scope, id, limits)) in tickets.iter_mut().zip(ask.rates.iter()) {
-            let ticket = (!limits.is_none()).then(|| {
-                self.windows
-                    .entry((*scope, *id))
-                    .or_default()
-                    .record(now_ms, tokens)
-            });
-            *slot = (*scope, *id, ticket);
-        }
+        let token_grants = self.rates.record(&ask.rates, ask.tokens, now_ms);
         self.bump(ask.org_id, ask.user_id, org_key.2, ask.tokens, 0);
         let state = BudgetState {
             org_limit: ask.org_limit,
@@ -362,7 +436,7 @@ impl Ledger {
                 tokens: ask.tokens,
                 expires_ms: ask.expires_ms,
                 expired: false,
-                tickets,
+                token_grants,
             },
         );
         Attempt::Granted {
@@ -372,24 +446,26 @@ impl Ledger {
         }
     }
 
-    /// The first per-minute limit the request does not fit in; records nothing.
-    pub fn rate_peek(&mut self, ask: &Ask<'_>) -> Option<(LimitScope, RateExceeded)> {
-        let now_ms = ask.now.timestamp_millis();
-        let mut worst: Option<(LimitScope, RateExceeded)> = None;
-        for (scope, id, limits) in &ask.rates {
-            if limits.is_none() {
-                continue;
-            }
-            let window = self.windows.entry((*scope, *id)).or_default();
-            if let Some(exceeded) = window.check(now_ms, ask.tokens, *limits) {
-                // Report the limit that clears last, so one wait is enough.
-                worst = match worst {
-                    Some((s, w)) if w.later(exceeded) == w => Some((s, w)),
-                    _ => Some((*scope, exceeded)),
-                };
-            }
+    /// The per-minute limits a dry run of `ask` does not fit in locally,
+    /// and what to ask the store about them; records nothing.
+    pub fn rate_probe(&mut self, ask: &Ask<'_>) -> (Shorts, Vec<(RateScope, Want)>) {
+        let shorts = self.rates.check(&ask.rates, ask.tokens, ask.leases_valid);
+        let wants = if rates::never_fits(&shorts) {
+            Vec::new()
+        } else {
+            self.rates.probe(&shorts)
+        };
+        (shorts, wants)
+    }
+
+    /// The refusal of a dry run, once the store answered [`Ledger::rate_probe`]'s wants.
+    pub fn rate_verdict(&self, shorts: &Shorts, now_ms: i64) -> Option<(LimitScope, RateExceeded)> {
+        let fits = !rates::never_fits(shorts) && self.rates.probe_fits(shorts);
+        if shorts.iter().all(Option::is_none) || fits {
+            return None;
         }
-        worst
+        let (scope, exceeded, _) = self.rates.refusal(shorts, now_ms);
+        Some((scope, exceeded))
     }
 
     fn meter(&mut self, key: MeterKey) -> &Meter {
@@ -428,7 +504,8 @@ impl Ledger {
         let held = self.close(id, org)?;
         self.calendar.update(now, tz);
         self.bump(org, held.user_id, held.period, 0, actual);
-        self.correct_rates(&held.tickets, actual);
+        self.rates
+            .correct(&held.token_grants, actual, now.timestamp_millis());
         self.settled.push(Settled {
             user_id: held.user_id,
             key_id: held.key_id,
@@ -446,9 +523,9 @@ impl Ledger {
     }
 
     /// Closes an open reservation without charging.
-    pub fn release(&mut self, id: ReservationId, org: OrgId) -> Result<(), NotOpen> {
+    pub fn release(&mut self, id: ReservationId, org: OrgId, now_ms: i64) -> Result<(), NotOpen> {
         let held = self.close(id, org)?;
-        self.correct_rates(&held.tickets, 0);
+        self.rates.correct(&held.token_grants, 0, now_ms);
         Ok(())
     }
 
@@ -466,16 +543,8 @@ impl Ledger {
         for (scope, id) in [(LimitScope::Org, org.0), (LimitScope::User, user.0)] {
             let meter = self.meters.entry((scope, id, period)).or_default();
             meter.pending += pending;
+            meter.granted_round = meter.granted_round.saturating_add(pending.max(0));
             meter.charged = meter.charged.saturating_add(charged);
-        }
-    }
-
-    /// Corrects a closed reservation's rate grants to the tokens it really used.
-    fn correct_rates(&mut self, tickets: &[(LimitScope, i64, Option<RateTicket>); 3], tokens: i64) {
-        for (scope, id, ticket) in tickets {
-            if let (Some(ticket), Some(window)) = (ticket, self.windows.get_mut(&(*scope, *id))) {
-                window.correct(*ticket, tokens);
-            }
         }
     }
 
@@ -499,34 +568,47 @@ impl Ledger {
         for (user, period, tokens) in freed {
             self.bump(org, user, period, -tokens, 0);
         }
-        self.windows.retain(|_, window| !window.is_idle(now_ms));
+        self.rates.forget_idle();
         released
     }
 
     /// Takes out what the store should learn: charges, give-backs, wants, events.
-    pub fn drain(&mut self, org: OrgId, wants: &[(MeterKey, Want)], mode: DrainMode) -> Drained {
+    pub fn drain(&mut self, org: OrgId, wants: &Wants, mode: DrainMode) -> Drained {
         let current = self.calendar.period;
         let mut drained = Drained {
             events: self.take_events(org),
+            rates: self.rates.drain(&wants.rates, mode),
             ..Drained::default()
         };
+        let wants = &wants.budgets;
         for (key, _) in wants {
             // A meter emptied by a sync since the request asked is asked for again.
             self.meters.entry(*key).or_default();
         }
         for (key, meter) in &mut self.meters {
-            let want = wants
+            let mut want = wants
                 .iter()
                 .find(|(k, _)| k == key)
                 .map_or(Want { need: 0, total: 0 }, |(_, w)| *w);
-            if mode == DrainMode::Periodic {
-                // A slice not needed since the last round shrinks by half.
-                if !meter.acquired {
-                    meter.slice /= 2;
-                }
-                meter.acquired = false;
-            }
             let free = meter.free().max(0);
+            if mode == DrainMode::Periodic {
+                // The slice follows demand: enough for the next rounds at
+                // the last round's pace, shrinking by half when idle.
+                let cap = meter.limit.map_or(i64::MAX, |limit| limit / SLICE_DIVISOR);
+                meter.slice = if meter.tight {
+                    0
+                } else {
+                    next_slice(meter.slice, meter.granted_round, cap)
+                };
+                let busy = meter.granted_round > 0 && key.2 == current;
+                meter.granted_round = 0;
+                meter.acquired = false;
+                if busy && meter.limit.is_some() && !meter.stale && free < meter.slice / 2 {
+                    // Refill in this round's sync, which is made anyway, so
+                    // that steady traffic never waits for the store.
+                    want.total = meter.slice - free;
+                }
+            }
             let give = if mode == DrainMode::Closing
                 || meter.stale
                 || key.2 != current
@@ -558,8 +640,15 @@ impl Ledger {
         drained
     }
 
-    /// Takes in the store's answer to a sync of `drained`.
-    pub fn apply(&mut self, drained: &Drained, states: &[LeaseState]) {
+    /// Takes in the store's answer to a sync of `drained`, made at `now_ms`.
+    pub fn apply(
+        &mut self,
+        drained: &Drained,
+        states: &[LeaseState],
+        rates: &[RateState],
+        now_ms: i64,
+    ) {
+        self.rates.apply(&drained.rates, rates, now_ms);
         // INVARIANT: the store answers one state per entry, in order.
         let current = self.calendar.period;
         for ((key, state), entry) in drained.keys.iter().zip(states).zip(&drained.entries) {
@@ -568,6 +657,9 @@ impl Ledger {
                 // Near the limit: keep no spare slice, so what this process
                 // does not need goes back for others at the next sync.
                 meter.slice = 0;
+                meter.tight = true;
+            } else if entry.want > 0 {
+                meter.tight = false;
             }
             meter.lease = state.lease;
             meter.used_base = state.used;
@@ -575,6 +667,10 @@ impl Ledger {
             meter.limit = state.limit;
             meter.in_flight = 0;
             meter.stale = false;
+            meter.known_left = state.limit.map_or(i64::MAX, |limit| {
+                limit.saturating_sub(state.used).saturating_sub(state.held)
+            });
+            meter.known_at_ms = Some(now_ms);
         }
         self.meters
             .retain(|key, meter| key.2 == current || !meter.is_empty());
@@ -582,6 +678,7 @@ impl Ledger {
 
     /// Puts back what a failed sync took out; nothing is lost.
     pub fn restore(&mut self, drained: Drained) {
+        self.rates.restore(&drained.rates);
         for (key, entry) in drained.keys.iter().zip(&drained.entries) {
             let meter = self.meters.entry(*key).or_default();
             meter.lease += entry.give_back;
@@ -615,6 +712,21 @@ impl Ledger {
             });
         }
         events
+    }
+
+    /// Marks the rate meters of one scope as leased under old limits.
+    pub fn mark_rates_stale(&mut self, scope: LimitScope, id: i64) {
+        self.rates.mark_stale(scope, id);
+    }
+
+    /// Marks the rate meters of leases the store recalled.
+    pub fn recall(&mut self, recalled: &[RateScope]) {
+        self.rates.recall(recalled);
+    }
+
+    /// Whether recalled rate credits are held unused and should go back now.
+    pub fn owes_credits(&self) -> bool {
+        self.rates.owes()
     }
 
     /// Marks every meter of one scope as leased under an old limit.
@@ -677,7 +789,7 @@ mod tests {
     }
 
     /// Grants `lease` tokens to the org meter, as a store would.
-    fn lease(ledger: &mut Ledger, wants: &[(MeterKey, Want)], lease: i64) {
+    fn lease(ledger: &mut Ledger, wants: &Wants, lease: i64) {
         let drained = ledger.drain(OrgId(1), wants, DrainMode::Asking);
         let states: Vec<_> = drained
             .entries
@@ -690,7 +802,7 @@ mod tests {
                 granted: e.want.min(lease),
             })
             .collect();
-        ledger.apply(&drained, &states);
+        ledger.apply(&drained, &states, &[], now().timestamp_millis());
     }
 
     fn granted(ledger: &mut Ledger, ask: &Ask<'_>) -> bool {
@@ -704,11 +816,11 @@ mod tests {
             panic!("a new meter has no lease");
         };
         assert_eq!(
-            wants.len(),
+            wants.budgets.len(),
             1,
             "the user has no limit of its own: {wants:?}"
         );
-        assert!(wants[0].1.need == 100 && wants[0].1.total >= 100);
+        assert!(wants.budgets[0].1.need == 100 && wants.budgets[0].1.total >= 100);
         lease(&mut ledger, &wants, 150);
         assert!(granted(&mut ledger, &ask(1, 100, now())));
         assert!(!granted(&mut ledger, &ask(2, 51, now())));
@@ -726,7 +838,7 @@ mod tests {
         ledger
             .settle(ReservationId(1), OrgId(1), 60, now(), chrono_tz::UTC)
             .unwrap();
-        let drained = ledger.drain(OrgId(1), &[], DrainMode::Trimming);
+        let drained = ledger.drain(OrgId(1), &Wants::default(), DrainMode::Trimming);
         assert_eq!(drained.events.len(), 1);
         let charged: i64 = drained.entries.iter().map(|e| e.charge).sum();
         assert_eq!(charged, 120, "60 each for the org and the user");
@@ -734,7 +846,7 @@ mod tests {
         assert!(!granted(&mut ledger, &ask(2, 41, now())));
         ledger.restore(drained);
         assert_eq!(ledger.queued_events(), 1);
-        let again = ledger.drain(OrgId(1), &[], DrainMode::Trimming);
+        let again = ledger.drain(OrgId(1), &Wants::default(), DrainMode::Trimming);
         let charged: i64 = again.entries.iter().map(|e| e.charge).sum();
         assert_eq!(charged, 120);
     }
@@ -772,7 +884,7 @@ mod tests {
             ledger.try_reserve(&ask(2, 10, now()), true),
             Attempt::NeedLease(_)
         ));
-        let drained = ledger.drain(OrgId(1), &[], DrainMode::Trimming);
+        let drained = ledger.drain(OrgId(1), &Wants::default(), DrainMode::Trimming);
         let give: i64 = drained.entries.iter().map(|e| e.give_back).sum();
         assert_eq!(
             give, 490,

@@ -9,9 +9,13 @@
 //!
 //! Tokens count at their estimate when granted and are corrected to the
 //! real usage when the request settles.
-
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+//!
+//! The window is kept by the store, so that every governor on one database
+//! counts against the same limit: a governor leases credits (requests or
+//! tokens) of a limit, grants from them in memory, and reports each grant
+//! with its time; a reported grant stays in the store's window for 60
+//! seconds, then its credits are free again. See [`crate::lease`] for the
+//! protocol and [`grant`] and [`wait_ms`] for the rules every store applies.
 
 use serde::{Deserialize, Serialize};
 
@@ -22,11 +26,6 @@ pub const WINDOW_MS: i64 = 60_000;
 
 /// The highest accepted limit, for requests and tokens alike.
 pub const MAX_RATE: i64 = 1_000_000_000;
-
-/// Grant numbers, unique in the process: an idle window is dropped and a
-/// new one made later, and a ticket of the old one must not match a grant
-/// of the new one.
-static NEXT_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// The rate limits of one scope; `None` means no limit of that kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -106,13 +105,6 @@ pub struct RateExceeded {
     pub retry_after_ms: Option<i64>,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Grant {
-    at_ms: i64,
-    seq: u64,
-    tokens: i64,
-}
-
 impl RateExceeded {
     /// Of two refusals, the one that clears later (never, before any time).
     pub fn later(self, other: RateExceeded) -> RateExceeded {
@@ -125,133 +117,92 @@ impl RateExceeded {
     }
 }
 
-/// The grants of one scope in the last 60 seconds.
-#[derive(Debug, Clone, Default)]
-pub struct RateWindow {
-    grants: VecDeque<Grant>,
-    tokens: i64,
-    last_ms: i64,
+impl RateKind {
+    /// The stable machine-readable name: `requests` or `tokens`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RateKind::Requests => "requests",
+            RateKind::Tokens => "tokens",
+        }
+    }
+
+    /// The kind named `name`, if any.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "requests" => Some(RateKind::Requests),
+            "tokens" => Some(RateKind::Tokens),
+            _ => None,
+        }
+    }
 }
 
-/// Identifies one grant in a [`RateWindow`], to correct its tokens later.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateTicket(u64);
-
-impl RateWindow {
-    /// Whether a request of `tokens` fits in `limits` at `now_ms`.
-    ///
-    /// When both limits refuse it, the answer is the one that clears later,
-    /// so waiting `retry_after_ms` is enough for both.
-    pub fn check(&mut self, now_ms: i64, tokens: i64, limits: RateLimits) -> Option<RateExceeded> {
-        let now_ms = self.evict(now_ms);
-        let requests = limits
-            .rpm
-            .and_then(|rpm| self.requests_exceeded(rpm, now_ms));
-        let tokens = limits
-            .tpm
-            .and_then(|tpm| self.tokens_exceeded(tokens.max(1), tpm, now_ms));
-        match (requests, tokens) {
-            (Some(a), Some(b)) => Some(a.later(b)),
-            (a, b) => a.or(b),
+impl RateLimits {
+    /// The limit of one kind, if set.
+    pub fn of(&self, kind: RateKind) -> Option<i64> {
+        match kind {
+            RateKind::Requests => self.rpm,
+            RateKind::Tokens => self.tpm,
         }
     }
+}
 
-    fn requests_exceeded(&self, rpm: i64, now_ms: i64) -> Option<RateExceeded> {
-        let count = i64::try_from(self.grants.len()).unwrap_or(i64::MAX);
-        // The request fits once `count - rpm + 1` of the oldest have left.
-        (count >= rpm).then(|| RateExceeded {
-            kind: RateKind::Requests,
-            limit: rpm,
-            current: count,
-            retry_after_ms: Some(
-                self.leaves_at(usize::try_from(count - rpm).unwrap_or(0)) - now_ms,
-            ),
-        })
+/// How long (ms) a scope stays under demand after a holder found too few
+/// credits while other holders held some: meanwhile no holder is granted
+/// spare credits of it, and every holder gives back what it holds unused.
+pub const DEMAND_MS: i64 = 1_000;
+
+/// Credits a store grants a holder that asks for `want`, of which it needs `need` now.
+///
+/// `left` is what neither a lease holds nor a grant in the window uses.
+/// The needed part is granted in full or not at all, so a holder never
+/// holds part of what one request needs and two waiting holders cannot
+/// split the rest between them. The spare part is at most half of what
+/// then remains, and nothing while the scope is under `demand`.
+pub fn grant(want: i64, need: i64, left: i64, demand: bool) -> i64 {
+    let want = want.max(0);
+    let left = left.max(0);
+    let must = need.clamp(0, want);
+    if left < must {
+        0
+    } else if demand {
+        must
+    } else {
+        must + (want - must).min((left - must) / 2)
     }
+}
 
-    fn tokens_exceeded(&self, need: i64, tpm: i64, now_ms: i64) -> Option<RateExceeded> {
-        (self.tokens.saturating_add(need) > tpm).then(|| RateExceeded {
-            kind: RateKind::Tokens,
-            limit: tpm,
-            current: self.tokens,
-            retry_after_ms: self.wait_for_tokens(need, tpm, now_ms),
-        })
+/// Milliseconds from `now_ms` until `need` credits fit, as grants leave the window.
+///
+/// `left` is what is left now; `window` yields the window's grants as
+/// `(at_ms, amount)`, oldest first. `Some(0)`: it fits now. `None`: even
+/// an empty window would not leave enough, because leases stand in the way.
+pub fn wait_ms(
+    left: i64,
+    need: i64,
+    window: impl IntoIterator<Item = (i64, i64)>,
+    now_ms: i64,
+) -> Option<i64> {
+    let mut left = left;
+    if left >= need {
+        return Some(0);
     }
-
-    /// Records a granted request of `tokens` at `now_ms`.
-    pub fn record(&mut self, now_ms: i64, tokens: i64) -> RateTicket {
-        let at_ms = self.evict(now_ms);
-        // Increasing within the window too: its grants are recorded one at a time.
-        let seq = NEXT_SEQ.fetch_add(1, Ordering::Relaxed);
-        let tokens = tokens.max(1);
-        self.grants.push_back(Grant { at_ms, seq, tokens });
-        self.tokens = self.tokens.saturating_add(tokens);
-        RateTicket(seq)
-    }
-
-    /// Corrects a grant's tokens to `actual`, if it is still in the window.
-    pub fn correct(&mut self, ticket: RateTicket, actual: i64) {
-        let found = self.grants.binary_search_by_key(&ticket.0, |g| g.seq);
-        if let Ok(index) = found
-            && let Some(grant) = self.grants.get_mut(index)
-        {
-            self.tokens = self
-                .tokens
-                .saturating_sub(grant.tokens)
-                .saturating_add(actual);
-            grant.tokens = actual;
+    for (at_ms, amount) in window {
+        left = left.saturating_add(amount);
+        if left >= need {
+            return Some(
+                at_ms
+                    .saturating_add(WINDOW_MS)
+                    .saturating_sub(now_ms)
+                    .max(0),
+            );
         }
     }
+    None
+}
 
-    /// Whether the window holds no grant at `now_ms` (it can be dropped).
-    pub fn is_idle(&mut self, now_ms: i64) -> bool {
-        self.evict(now_ms);
-        self.grants.is_empty()
-    }
-
-    /// Requests and tokens granted in the last 60 seconds.
-    pub fn current(&mut self, now_ms: i64) -> (i64, i64) {
-        self.evict(now_ms);
-        let count = i64::try_from(self.grants.len()).unwrap_or(i64::MAX);
-        (count, self.tokens)
-    }
-
-    /// Drops grants older than the window; returns the time to use as now.
-    ///
-    /// Time never goes backwards inside a window: a clock that steps back
-    /// is treated as standing still, so grants stay in order.
-    fn evict(&mut self, now_ms: i64) -> i64 {
-        let now_ms = now_ms.max(self.last_ms);
-        self.last_ms = now_ms;
-        while let Some(oldest) = self.grants.front() {
-            if oldest.at_ms + WINDOW_MS > now_ms {
-                break;
-            }
-            self.tokens = self.tokens.saturating_sub(oldest.tokens);
-            self.grants.pop_front();
-        }
-        now_ms
-    }
-
-    fn leaves_at(&self, index: usize) -> i64 {
-        self.grants
-            .get(index)
-            .map_or(self.last_ms, |g| g.at_ms + WINDOW_MS)
-    }
-
-    fn wait_for_tokens(&self, need: i64, tpm: i64, now_ms: i64) -> Option<i64> {
-        if need > tpm {
-            return None;
-        }
-        let mut in_window = self.tokens;
-        for grant in &self.grants {
-            in_window = in_window.saturating_sub(grant.tokens);
-            if in_window.saturating_add(need) <= tpm {
-                return Some(grant.at_ms + WINDOW_MS - now_ms);
-            }
-        }
-        Some(0)
-    }
+/// Whether a grant made at `at_ms` still counts at `now_ms`.
+pub fn in_window(at_ms: i64, now_ms: i64) -> bool {
+    at_ms.saturating_add(WINDOW_MS) > now_ms
 }
 
 /// Whole seconds to wait for `ms` milliseconds, at least 1.
@@ -265,89 +216,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_burst_exactly_at_the_limit_passes_and_one_more_waits() {
-        let mut w = RateWindow::default();
-        for i in 0..5 {
-            assert_eq!(w.check(1_000 + i * 100, 1, RateLimits::requests(5)), None);
-            w.record(1_000 + i * 100, 1);
+    fn the_needed_part_is_granted_whole_or_not_at_all() {
+        // Plenty left: what is needed, plus half of the rest at most.
+        assert_eq!(grant(10, 1, 100, false), 10);
+        assert_eq!(grant(100, 1, 21, false), 11);
+        // Too little for what is needed: nothing, not a part.
+        assert_eq!(grant(10, 5, 4, false), 0);
+        assert_eq!(grant(10, 5, -3, false), 0);
+        // Under demand: exactly what is needed.
+        assert_eq!(grant(10, 5, 100, true), 5);
+        // A probe (want 0) is granted nothing.
+        assert_eq!(grant(0, 5, 100, false), 0);
+    }
+
+    #[test]
+    fn waits_end_when_enough_old_grants_leave() {
+        let window = [(0, 40), (10_000, 40), (20_000, 20)];
+        assert_eq!(wait_ms(0, 1, window, 30_000), Some(30_000));
+        // 50 need the first two gone: at 70 s.
+        assert_eq!(wait_ms(0, 50, window, 30_000), Some(40_000));
+        assert_eq!(wait_ms(60, 50, window, 30_000), Some(0));
+        // Leases of 10 stand in the way of 100.
+        assert_eq!(wait_ms(-10, 100, window, 30_000), None);
+        assert!(in_window(0, 59_999));
+        assert!(!in_window(0, 60_000));
+    }
+
+    #[test]
+    fn kinds_have_stable_names() {
+        for kind in [RateKind::Requests, RateKind::Tokens] {
+            assert_eq!(RateKind::parse(kind.as_str()), Some(kind));
         }
-        let over = w.check(2_000, 1, RateLimits::requests(5)).unwrap();
-        assert_eq!(over.kind, RateKind::Requests);
-        assert_eq!(over.current, 5);
-        // The first grant (at 1_000) leaves at 61_000.
-        assert_eq!(over.retry_after_ms, Some(59_000));
-        assert_eq!(
-            w.check(60_999, 1, RateLimits::requests(5))
-                .map(|e| e.retry_after_ms),
-            Some(Some(1))
-        );
-        assert_eq!(w.check(61_000, 1, RateLimits::requests(5)), None);
-    }
-
-    #[test]
-    fn tokens_wait_for_enough_old_grants_to_leave() {
-        let mut w = RateWindow::default();
-        w.record(0, 40);
-        w.record(10_000, 40);
-        w.record(20_000, 20);
-        assert_eq!(
-            w.check(30_000, 1, RateLimits::tokens(100))
-                .unwrap()
-                .retry_after_ms,
-            Some(30_000)
-        );
-        // 50 tokens need the first two grants gone: at 70_000.
-        assert_eq!(
-            w.check(30_000, 50, RateLimits::tokens(100))
-                .unwrap()
-                .retry_after_ms,
-            Some(40_000)
-        );
-        assert_eq!(w.check(70_000, 50, RateLimits::tokens(100)), None);
-    }
-
-    #[test]
-    fn a_request_larger_than_the_limit_never_fits() {
-        let mut w = RateWindow::default();
-        let over = w.check(0, 101, RateLimits::tokens(100)).unwrap();
-        assert_eq!(over.retry_after_ms, None);
-        assert_eq!(w.check(0, 100, RateLimits::tokens(100)), None);
-    }
-
-    #[test]
-    fn corrections_follow_the_real_usage() {
-        let mut w = RateWindow::default();
-        let t = w.record(0, 90);
-        assert!(w.check(0, 20, RateLimits::tokens(100)).is_some());
-        w.correct(t, 10);
-        assert_eq!(w.check(0, 90, RateLimits::tokens(100)), None);
-        w.correct(t, 150);
-        assert_eq!(w.current(0), (1, 150));
-    }
-
-    #[test]
-    fn a_clock_stepping_back_keeps_grants_counted() {
-        let mut w = RateWindow::default();
-        w.record(100_000, 1);
-        assert!(w.check(50_000, 1, RateLimits::requests(1)).is_some());
-        assert!(w.check(159_999, 1, RateLimits::requests(1)).is_some());
-        assert!(w.check(160_000, 1, RateLimits::requests(1)).is_none());
-    }
-
-    #[test]
-    fn the_later_of_two_refusals_is_reported() {
-        let both = RateLimits {
-            rpm: Some(2),
-            tpm: Some(1_000),
+        let limits = RateLimits {
+            rpm: Some(1),
+            tpm: None,
         };
-        let mut w = RateWindow::default();
-        w.record(0, 15);
-        w.record(45_000, 855);
-        // Both limits refuse at 46 s: requests clear at 60 s, tokens at 105 s.
-        let over = w.check(46_000, 200, both).unwrap();
-        assert_eq!(over.kind, RateKind::Tokens);
-        assert_eq!(over.retry_after_ms, Some(59_000));
-        assert_eq!(w.check(105_000, 200, both), None);
+        assert_eq!(limits.of(RateKind::Requests), Some(1));
+        assert_eq!(limits.of(RateKind::Tokens), None);
     }
 
     #[test]

@@ -15,6 +15,8 @@
 //! - Unique violations become [`Error::Conflict`]; missing referenced rows
 //!   become [`Error::NotFound`].
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
@@ -24,7 +26,7 @@ use crate::domain::{
     ApiKey, KeyId, NewApiKey, NewOrganization, NewUser, OrgId, Organization, User, UserId,
 };
 use crate::gitops::{GitopsApply, GitopsSettings, GitopsState, GitopsStatus, OrgView};
-use crate::lease::{LeaseState, LeaseSync};
+use crate::lease::{LeaseSync, Synced};
 use crate::password::HashedPassword;
 use crate::rate::RateLimits;
 use crate::rbac::Grant;
@@ -121,19 +123,26 @@ pub trait KeyStore: Send + Sync {
 pub trait UsageStore: Send + Sync {
     /// Applies one governor's charges, give-backs and lease requests, atomically.
     ///
+    /// A sync whose `seq` is not above the highest this holder's syncs
+    /// had is a retry: it writes nothing but the lease renewals (see
+    /// [`LeaseSync::seq`]) and answers the current state.
+    ///
     /// In one transaction that no concurrent call on the same scopes can
-    /// interleave with (also from other processes), for each entry in
-    /// order: take back the leases of other holders on the entry's scope
-    /// and period that expired before `sync.now` (only when the entry
-    /// wants tokens), read the scope's limit (the organization's budget or
-    /// the user's own limit, `None` when the user has none), its counters
-    /// and this holder's lease, apply [`crate::lease::apply`], and write
-    /// the result. Then renew every lease of the holder to
-    /// `sync.lease_expires_at`, append `sync.events` and add each to its
-    /// daily roll-up. Answers one [`LeaseState`] per entry, in order.
-    /// [`Error::NotFound`] if a scope's organization or user does not
-    /// exist; then nothing is written.
-    async fn sync_leases(&self, sync: &LeaseSync) -> Result<Vec<LeaseState>>;
+    /// interleave with (also from other processes), for each budget entry
+    /// in order: take back the leases of other holders on the entry's
+    /// scope and period that expired before `sync.now` (only when the
+    /// entry wants tokens), read the scope's limit (the organization's
+    /// budget or the user's own limit, `None` when the user has none), its
+    /// counters and this holder's lease, apply [`crate::lease::apply`],
+    /// and write the result. Then, for each rate entry in order, apply the
+    /// [rate lease rule](crate::lease#rate-leases) under the limit stored
+    /// for its scope and kind. Then renew every budget and rate lease of
+    /// the holder to `sync.lease_expires_at`, append `sync.events` and add
+    /// each to its daily roll-up, and list the holder's other rate leases
+    /// on scopes under demand. Answers one state per entry, in order.
+    /// [`Error::NotFound`] if a budget scope's organization or user does
+    /// not exist; then nothing is written.
+    async fn sync_leases(&self, sync: &LeaseSync) -> Result<Synced>;
 
     /// The limits and counters for a user and its organization in `period`.
     ///
@@ -207,6 +216,19 @@ pub trait CacheStore: Send + Sync {
 
     /// One key, if it exists.
     async fn key_record(&self, id: KeyId) -> Result<Option<KeyRecord>>;
+
+    /// Waits until the store has word of a change after notice `seen`, or `timeout`.
+    ///
+    /// Answers the number of the newest notice: above `seen` when one came
+    /// (read the feed now), `seen` when the wait timed out. Notices only
+    /// shorten the wait: a store that cannot push them (the default, which
+    /// just sleeps) or that lost some while disconnected is still read
+    /// every `timeout`. A store that may have missed notices (after a
+    /// reconnection, say) answers a new number, so callers read the feed.
+    async fn wait_for_change(&self, seen: u64, timeout: Duration) -> Result<u64> {
+        tokio::time::sleep(timeout).await;
+        Ok(seen)
+    }
 }
 
 /// The audit log: entries are only ever appended; no method changes or deletes one.

@@ -12,6 +12,7 @@
 //! which every such transaction appends to anyway.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use ias_core::snapshot::{Change, ChangeEntity, KeyRecord, OrgPolicy, UserPolicy};
@@ -125,8 +126,9 @@ async fn every_org_rate_limit(conn: &mut PgConnection) -> Result<HashMap<i64, Ra
 impl CacheStore for PostgresStore {
     async fn change_seq(&self) -> Result<i64> {
         let query = sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM changes");
-        let seq = optional(&mut *self.conn().await?, query, |row| row.try_get(0)).await?;
-        Ok(seq.unwrap_or_default())
+        let mut hot = self.hot().await?;
+        let seq = optional(hot.conn()?, query, |row| row.try_get(0)).await;
+        Ok(hot.check(seq)?.unwrap_or_default())
     }
 
     async fn changes_since(&self, after: i64, limit: u32) -> Result<Vec<Change>> {
@@ -135,7 +137,9 @@ impl CacheStore for PostgresStore {
         )
         .bind(after)
         .bind(i64::from(limit));
-        let rows = all(&mut *self.conn().await?, query, change).await?;
+        let mut hot = self.hot().await?;
+        let rows = all(hot.conn()?, query, change).await;
+        let rows = hot.check(rows)?;
         Ok(rows
             .into_iter()
             .filter_map(|(seq, entity, id)| {
@@ -194,5 +198,10 @@ impl CacheStore for PostgresStore {
         let sql = key_sql("WHERE k.id = $1");
         let query = sqlx::query(&sql).bind(id.0);
         optional(&mut *self.conn().await?, query, key_record).await
+    }
+
+    /// Waits for a notice on `ias_changes` (see migration 5), or `timeout`.
+    async fn wait_for_change(&self, seen: u64, timeout: Duration) -> Result<u64> {
+        Ok(self.notices.wait(seen, timeout).await)
     }
 }

@@ -31,14 +31,39 @@ pub(crate) fn from_sqlx(err: sqlx::Error) -> Error {
             | sqlx::Error::WorkerCrashed
             | sqlx::Error::BeginFailed
     );
-    if retryable {
+    if is_unreachable(&err) {
+        unavailable(format!("{LOST}: {err}"))
+    } else if retryable {
         unavailable(err.to_string())
     } else {
         store(err.to_string())
     }
 }
 
+/// How the message of an error from a lost or refused connection starts.
+const LOST: &str = "no connection to the server";
+
+/// Whether `err` came from a lost or refused connection (see [`is_unreachable`]).
+pub(crate) fn is_lost_connection(err: &Error) -> bool {
+    matches!(err, Error::Unavailable { message, .. } if message.starts_with(LOST))
+}
+
+/// Whether `err` says the server cannot be reached at all (rather than
+/// refusing one statement): nothing else will get through either.
+pub(crate) fn is_unreachable(err: &sqlx::Error) -> bool {
+    matches!(
+        err,
+        sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::WorkerCrashed
+    )
+}
+
 fn from_database(db: &(dyn DatabaseError + 'static)) -> Error {
+    if db.code().as_deref() == Some(NOT_FOUND) {
+        return raised_not_found(db);
+    }
     if db.is_unique_violation() {
         let what = db.constraint().unwrap_or("unique constraint");
         return Error::conflict("row", what, "already exists");
@@ -55,6 +80,23 @@ fn from_database(db: &(dyn DatabaseError + 'static)) -> Error {
     } else {
         store(message)
     }
+}
+
+/// The SQLSTATE `ias_sync_leases()` raises for a missing organization or user.
+const NOT_FOUND: &str = "P0002";
+
+/// A row `ias_sync_leases()` did not find: the entity is the message, its id the detail.
+fn raised_not_found(db: &(dyn DatabaseError + 'static)) -> Error {
+    let entity = match db.message() {
+        "organization" => "organization",
+        "user" => "user",
+        _ => "row",
+    };
+    let key = db
+        .try_downcast_ref::<PgDatabaseError>()
+        .and_then(PgDatabaseError::detail)
+        .unwrap_or_default();
+    Error::not_found(entity, key)
 }
 
 /// A foreign-key violation: the referenced row, named from the column and

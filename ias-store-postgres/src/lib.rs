@@ -3,10 +3,11 @@
 //! [`PostgresStore`] implements every storage trait of [`ias_core::store`]
 //! on one PostgreSQL database through a connection pool (sqlx, with
 //! rustls for TLS), applying the schema migrations when it is opened.
-//! Governors in any number of processes take budget leases from the
-//! database, so budgets stay exact across replicas, and follow the change
-//! feed, so a key revoked through one replica is refused by every other
-//! within a refresh interval (one second by default).
+//! Governors in any number of processes take budget and rate leases from
+//! the database, so budgets and rate limits stay exact across replicas, and
+//! follow the change feed, which notifies every replica (`LISTEN`/`NOTIFY`
+//! on channel `ias_changes`) when a write commits, so a key revoked through
+//! one replica is refused by every other within milliseconds.
 //!
 //! ```no_run
 //! # async fn demo() -> ias_core::Result<()> {
@@ -20,14 +21,19 @@
 //! # Ok(()) }
 //! ```
 //!
+//! A lease sync is one statement (`ias_sync_leases()`, installed by
+//! migration 5), and the store keeps one pooled connection for lease syncs
+//! and change-feed reads, so a governor costs the database a few round
+//! trips a second. While the server cannot be reached, calls fail at once
+//! with `Error::Unavailable` and one call every [`RETRY_INTERVAL`] tries
+//! again; the pool and the notice listener reconnect by themselves.
+//!
 //! # Limitations
 //!
-//! - Rate limits (requests and tokens per minute) are counted by each
-//!   replica in its own memory, so N replicas together allow up to N times
-//!   a limit; budgets are exact.
-//! - Replicas learn of writes made elsewhere by polling the change feed
-//!   (`GovernorConfig::refresh_interval`), not by `LISTEN`/`NOTIFY`.
 //! - The pool size is fixed at [`MAX_CONNECTIONS`] per store.
+//! - Notices sent while the listening connection is down are lost; the
+//!   governor still reads the change feed every
+//!   `GovernorConfig::refresh_interval`.
 
 mod audit;
 mod cache;
@@ -36,7 +42,9 @@ mod gitops;
 mod key;
 mod limits;
 mod migrate;
+mod notices;
 mod org;
+mod rates;
 mod rows;
 mod schema;
 mod store;
@@ -44,4 +52,4 @@ mod usage;
 mod user;
 
 pub use migrate::{MIGRATIONS, Migration};
-pub use store::{ACQUIRE_TIMEOUT, MAX_CONNECTIONS, PostgresStore, open};
+pub use store::{ACQUIRE_TIMEOUT, MAX_CONNECTIONS, PostgresStore, RETRY_INTERVAL, open};

@@ -1,46 +1,27 @@
 //! Usage counters, budget leases, usage events and reports.
 //!
-//! # Locking
-//!
-//! A lease sync first makes sure every counter row it touches exists, then
-//! locks them all with `SELECT … FOR UPDATE`, both in one fixed order
-//! (scope, id, period), so two syncs on overlapping scopes wait for each
-//! other instead of deadlocking, and no other sync can read or change
-//! those counters, or the leases under them, until this one commits. Other
-//! holders' leases are only taken back (deleted) under their scope's
-//! counter lock. Renewing the holder's own leases elsewhere skips rows that
-//! another transaction has locked: those are either being renewed by a
-//! concurrent sync of the same holder or taken back because they expired,
-//! and waiting for them could close a cycle. Daily roll-ups are written in
-//! one fixed order too.
+//! A lease sync is one statement: `ias_sync_leases()` (migration 5)
+//! applies every entry under row locks taken in one fixed order, renews
+//! the holder's leases, appends the usage events and their daily
+//! roll-ups, and answers a row per entry. It runs on the store's kept
+//! connection, outside an explicit transaction, so it costs one round
+//! trip; a statement is atomic on its own.
 
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use ias_core::lease::{self, LeaseEntry, LeaseState, LeaseSync, UsageEvent};
+use ias_core::lease::{LeaseState, LeaseSync, Synced, UsageEvent};
 use ias_core::usage::{DailyUsage, ModelUsage, UserUsage};
-use ias_core::{
-    BudgetState, Counter, Error, LimitScope, OrgId, Result, UsageReport, UsageStore, UserId,
-};
+use ias_core::{BudgetState, Counter, Error, OrgId, Result, UsageReport, UsageStore, UserId};
+use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
+use crate::rates;
 use crate::rows::millis;
-use crate::store::{PostgresStore, all, commit, execute, optional};
+use crate::store::{PgQuery, PostgresStore, all, optional};
 
 const ORG: &str = "org";
 const USER: &str = "user";
-
-/// A counter row's key: scope, scope id, period.
-type CounterKey = (String, i64, String);
-
-fn counter_key(entry: &LeaseEntry) -> CounterKey {
-    (
-        entry.scope.as_str().to_owned(),
-        entry.scope_id,
-        entry.period.clone(),
-    )
-}
-
 async fn counter(conn: &mut PgConnection, scope: &str, id: i64, period: &str) -> Result<Counter> {
     let query = sqlx::query(
         "SELECT used_tokens, reserved_tokens FROM usage_counters
@@ -88,253 +69,49 @@ async fn state(
     })
 }
 
-/// Creates the sync's missing counter rows, then locks all of them, in one fixed order.
-async fn lock_counters(
-    conn: &mut PgConnection,
-    sync: &LeaseSync,
-) -> Result<BTreeMap<CounterKey, Counter>> {
-    if sync.entries.is_empty() {
-        return Ok(BTreeMap::new());
-    }
-    let mut scopes = Vec::new();
-    let mut ids = Vec::new();
-    let mut periods = Vec::new();
-    for entry in &sync.entries {
-        scopes.push(entry.scope.as_str());
-        ids.push(entry.scope_id);
-        periods.push(entry.period.as_str());
-    }
-    let create = sqlx::query(
-        "INSERT INTO usage_counters (scope, scope_id, period)
-         SELECT s, i, p FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[]) AS t (s, i, p)
-         ORDER BY s, i, p
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(&scopes)
-    .bind(&ids)
-    .bind(&periods);
-    execute(conn, create).await?;
-    let lock = sqlx::query(
-        "SELECT scope, scope_id, period, used_tokens, reserved_tokens FROM usage_counters
-         WHERE (scope, scope_id, period) IN
-           (SELECT s, i, p FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[]) AS t (s, i, p))
-         ORDER BY scope, scope_id, period
-         FOR UPDATE",
-    )
-    .bind(&scopes)
-    .bind(&ids)
-    .bind(&periods);
-    let rows = all(conn, lock, |row| {
-        let key = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-        let counter = Counter {
-            used: row.try_get(3)?,
-            reserved: row.try_get(4)?,
-        };
-        Ok((key, counter))
-    })
-    .await?;
-    Ok(rows.into_iter().collect())
-}
+/// The statement of a lease sync: every argument of `ias_sync_leases()`, column by column.
+const SYNC: &str = "SELECT o_part, o_ord, o_limit, o_used, o_held, o_lease, o_granted, o_wait,
+        o_recall, o_scope, o_scope_id, o_kind
+ FROM ias_sync_leases($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                      $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31,
+                      $32, $33, $34)";
 
-async fn scope_limit(conn: &mut PgConnection, entry: &LeaseEntry) -> Result<Option<i64>> {
-    let (sql, entity) = match entry.scope {
-        LimitScope::Org => (
-            "SELECT monthly_token_budget FROM organizations WHERE id = $1",
-            "organization",
-        ),
-        _ => (
-            "SELECT monthly_token_limit FROM users WHERE id = $1",
-            "user",
-        ),
-    };
-    optional(conn, sqlx::query(sql).bind(entry.scope_id), |row| {
-        row.try_get::<Option<i64>, _>(0)
-    })
-    .await?
-    .ok_or_else(|| Error::not_found(entity, entry.scope_id.to_string()))
-}
-
-/// Takes back other holders' expired leases on the entry's scope and period.
-async fn reclaim(
-    conn: &mut PgConnection,
-    entry: &LeaseEntry,
-    holder: &str,
-    now: i64,
-) -> Result<i64> {
-    let query = sqlx::query(
-        "DELETE FROM leases
-         WHERE scope = $1 AND scope_id = $2 AND period = $3 AND holder <> $4 AND expires_at <= $5
-         RETURNING tokens",
-    )
-    .bind(entry.scope.as_str())
-    .bind(entry.scope_id)
-    .bind(&entry.period)
-    .bind(holder)
-    .bind(now);
-    let taken = all(conn, query, |row| row.try_get::<i64, _>(0)).await?;
-    let reclaimed = taken.iter().sum();
-    if reclaimed > 0 {
-        tracing::warn!(
-            scope = entry.scope.as_str(),
-            id = entry.scope_id,
-            tokens = reclaimed,
-            "took back expired leases of a governor that stopped"
-        );
-    }
-    Ok(reclaimed)
-}
-
-async fn lease_of(conn: &mut PgConnection, entry: &LeaseEntry, holder: &str) -> Result<i64> {
-    let query = sqlx::query(
-        "SELECT tokens FROM leases
-         WHERE scope = $1 AND scope_id = $2 AND period = $3 AND holder = $4",
-    )
-    .bind(entry.scope.as_str())
-    .bind(entry.scope_id)
-    .bind(&entry.period)
-    .bind(holder);
-    Ok(optional(conn, query, |row| row.try_get(0))
-        .await?
-        .unwrap_or(0))
-}
-
-async fn store_lease(
-    conn: &mut PgConnection,
-    entry: &LeaseEntry,
-    sync: &LeaseSync,
-    tokens: i64,
-) -> Result<()> {
-    let (scope, id, period, holder) = (
-        entry.scope.as_str(),
-        entry.scope_id,
-        &entry.period,
-        &sync.holder,
-    );
-    let query = if tokens > 0 {
-        sqlx::query(
-            "INSERT INTO leases (scope, scope_id, period, holder, tokens, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (scope, scope_id, period, holder)
-             DO UPDATE SET tokens = excluded.tokens, expires_at = excluded.expires_at",
+fn bind_budgets<'q>(query: PgQuery<'q>, sync: &'q LeaseSync) -> PgQuery<'q> {
+    let entries = &sync.entries;
+    let int =
+        |f: fn(&ias_core::lease::LeaseEntry) -> i64| entries.iter().map(f).collect::<Vec<_>>();
+    query
+        .bind(entries.iter().map(|e| e.scope.as_str()).collect::<Vec<_>>())
+        .bind(int(|e| e.scope_id))
+        .bind(
+            entries
+                .iter()
+                .map(|e| e.period.as_str())
+                .collect::<Vec<_>>(),
         )
-        .bind(scope)
-        .bind(id)
-        .bind(period)
-        .bind(holder)
-        .bind(tokens)
-        .bind(millis(sync.lease_expires_at))
-    } else {
-        sqlx::query(
-            "DELETE FROM leases
-             WHERE scope = $1 AND scope_id = $2 AND period = $3 AND holder = $4",
-        )
-        .bind(scope)
-        .bind(id)
-        .bind(period)
-        .bind(holder)
-    };
-    execute(conn, query).await?;
-    Ok(())
+        .bind(int(|e| e.charge))
+        .bind(int(|e| e.give_back))
+        .bind(int(|e| e.want))
+        .bind(int(|e| e.need))
 }
 
-async fn sync_entry(
-    conn: &mut PgConnection,
-    entry: &LeaseEntry,
-    sync: &LeaseSync,
-    counters: &mut BTreeMap<CounterKey, Counter>,
-) -> Result<LeaseState> {
-    let limit = scope_limit(conn, entry).await?;
-    let key = counter_key(entry);
-    let mut counter = counters.get(&key).copied().unwrap_or_default();
-    if entry.want > 0 {
-        let reclaimed = reclaim(conn, entry, &sync.holder, millis(sync.now)).await?;
-        counter.reserved = (counter.reserved - reclaimed).max(0);
-    }
-    let lease = lease_of(conn, entry, &sync.holder).await?;
-    let state = lease::apply(entry, limit, counter.used, counter.reserved, lease);
-    let counter = Counter {
-        used: state.used,
-        reserved: state.held,
-    };
-    counters.insert(key, counter);
-    store_lease(conn, entry, sync, state.lease).await?;
-    Ok(state)
-}
-
-async fn store_counters(
-    conn: &mut PgConnection,
-    counters: &BTreeMap<CounterKey, Counter>,
-) -> Result<()> {
-    if counters.is_empty() {
-        return Ok(());
-    }
-    let mut scopes = Vec::new();
-    let mut ids = Vec::new();
-    let mut periods = Vec::new();
-    let mut used = Vec::new();
-    let mut reserved = Vec::new();
-    for ((scope, id, period), counter) in counters {
-        scopes.push(scope.as_str());
-        ids.push(*id);
-        periods.push(period.as_str());
-        used.push(counter.used);
-        reserved.push(counter.reserved);
-    }
-    let query = sqlx::query(
-        "UPDATE usage_counters c SET used_tokens = t.u, reserved_tokens = t.r
-         FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::BIGINT[], $5::BIGINT[])
-           AS t (s, i, p, u, r)
-         WHERE c.scope = t.s AND c.scope_id = t.i AND c.period = t.p",
-    )
-    .bind(&scopes)
-    .bind(&ids)
-    .bind(&periods)
-    .bind(&used)
-    .bind(&reserved);
-    execute(conn, query).await?;
-    Ok(())
-}
-
-/// Renews every lease of the holder, except rows another transaction holds (see the module docs).
-async fn renew(conn: &mut PgConnection, sync: &LeaseSync) -> Result<()> {
-    let query = sqlx::query(
-        "UPDATE leases SET expires_at = $2
-         WHERE (scope, scope_id, period, holder) IN
-           (SELECT scope, scope_id, period, holder FROM leases
-            WHERE holder = $1 FOR UPDATE SKIP LOCKED)",
-    )
-    .bind(&sync.holder)
-    .bind(millis(sync.lease_expires_at));
-    execute(conn, query).await?;
-    Ok(())
-}
-
-async fn record_events(conn: &mut PgConnection, events: &[UsageEvent]) -> Result<()> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    let column = |f: fn(&UsageEvent) -> i64| events.iter().map(f).collect::<Vec<_>>();
+fn bind_events<'q>(query: PgQuery<'q>, events: &'q [UsageEvent]) -> PgQuery<'q> {
+    let int = |f: fn(&UsageEvent) -> i64| events.iter().map(f).collect::<Vec<_>>();
     let text = |f: fn(&UsageEvent) -> &str| events.iter().map(f).collect::<Vec<_>>();
-    let query = sqlx::query(
-        "INSERT INTO usage_events
-           (org_id, user_id, key_id, model, period, reserved_tokens, tokens, created_at)
-         SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::TEXT[],
-                              $5::TEXT[], $6::BIGINT[], $7::BIGINT[], $8::BIGINT[])",
-    )
-    .bind(column(|e| e.org_id.0))
-    .bind(column(|e| e.user_id.0))
-    .bind(column(|e| e.key_id.0))
-    .bind(text(|e| &e.model))
-    .bind(text(|e| &e.period))
-    .bind(column(|e| e.reserved))
-    .bind(column(|e| e.tokens))
-    .bind(column(|e| millis(e.at)));
-    execute(conn, query).await?;
-    roll_up(conn, events).await
+    query
+        .bind(int(|e| e.org_id.0))
+        .bind(int(|e| e.user_id.0))
+        .bind(int(|e| e.key_id.0))
+        .bind(text(|e| &e.model))
+        .bind(text(|e| &e.period))
+        .bind(int(|e| e.reserved))
+        .bind(int(|e| e.tokens))
+        .bind(int(|e| millis(e.at)))
 }
 
-/// Adds the events to their daily rows, one row per day, user and model, in key order.
-async fn roll_up(conn: &mut PgConnection, events: &[UsageEvent]) -> Result<()> {
+/// The events summed per day, user and model, in key order, so that rows
+/// are locked in one order by every writer.
+fn bind_roll_up<'q>(query: PgQuery<'q>, events: &'q [UsageEvent]) -> PgQuery<'q> {
     let mut days: BTreeMap<(i64, &str, i64, &str), (i64, i64)> = BTreeMap::new();
     for e in events {
         let day = days
@@ -356,35 +133,85 @@ async fn roll_up(conn: &mut PgConnection, events: &[UsageEvent]) -> Result<()> {
         tokens.push(t);
         requests.push(r);
     }
-    // UNNEST yields the rows in array order, so rows are locked in key order.
-    let query = sqlx::query(
-        "INSERT INTO usage_daily (org_id, day, user_id, model, tokens, requests)
-         SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[],
-                              $5::BIGINT[], $6::BIGINT[])
-         ON CONFLICT (org_id, day, user_id, model)
-         DO UPDATE SET tokens = usage_daily.tokens + excluded.tokens,
-                       requests = usage_daily.requests + excluded.requests",
-    )
-    .bind(orgs)
-    .bind(dates)
-    .bind(users)
-    .bind(models)
-    .bind(tokens)
-    .bind(requests);
-    execute(conn, query).await?;
-    Ok(())
+    query
+        .bind(orgs)
+        .bind(dates)
+        .bind(users)
+        .bind(models)
+        .bind(tokens)
+        .bind(requests)
 }
 
-async fn sync_leases(conn: &mut PgConnection, sync: &LeaseSync) -> Result<Vec<LeaseState>> {
-    let mut counters = lock_counters(conn, sync).await?;
-    let mut states = Vec::with_capacity(sync.entries.len());
-    for entry in &sync.entries {
-        states.push(sync_entry(conn, entry, sync, &mut counters).await?);
+/// One row of the answer: its part (`budget`, `rate`, `recall`, `reclaimed`) and position.
+fn part(row: &PgRow) -> sqlx::Result<(String, i32)> {
+    Ok((row.try_get(0)?, row.try_get(1)?))
+}
+
+fn budget_state(row: &PgRow) -> sqlx::Result<LeaseState> {
+    Ok(LeaseState {
+        limit: row.try_get(2)?,
+        used: row.try_get(3)?,
+        held: row.try_get(4)?,
+        lease: row.try_get(5)?,
+        granted: row.try_get(6)?,
+    })
+}
+
+/// What the statement answered, sorted into the parts of a [`Synced`].
+enum Answer {
+    Budget(LeaseState),
+    Rate(ias_core::lease::RateState),
+    Recall(ias_core::lease::RateScope),
+    Reclaimed,
+}
+
+fn answer(row: &PgRow) -> sqlx::Result<Answer> {
+    let (part, _) = part(row)?;
+    Ok(match part.as_str() {
+        "budget" => Answer::Budget(budget_state(row)?),
+        "rate" => Answer::Rate(rates::state(row)?),
+        "recall" => match rates::recalled(row)? {
+            Some(scope) => Answer::Recall(scope),
+            None => Answer::Reclaimed,
+        },
+        _ => {
+            rates::log_reclaimed(row)?;
+            Answer::Reclaimed
+        }
+    })
+}
+
+async fn sync_leases(conn: &mut PgConnection, sync: &LeaseSync) -> Result<Synced> {
+    let query = sqlx::query(SYNC)
+        .bind(&sync.holder)
+        .bind(i64::try_from(sync.seq).unwrap_or(i64::MAX))
+        .bind(millis(sync.now))
+        .bind(millis(sync.lease_expires_at));
+    let query = bind_budgets(query, sync);
+    let query = rates::bind(query, &sync.rates);
+    let query = bind_events(query, &sync.events);
+    let query = bind_roll_up(query, &sync.events);
+    let mut synced = Synced::default();
+    for answer in all(conn, query, answer).await? {
+        match answer {
+            Answer::Budget(state) => synced.budgets.push(state),
+            Answer::Rate(state) => synced.rates.push(state),
+            Answer::Recall(scope) => synced.recalled.push(scope),
+            Answer::Reclaimed => {}
+        }
     }
-    store_counters(conn, &counters).await?;
-    renew(conn, sync).await?;
-    record_events(conn, &sync.events).await?;
-    Ok(states)
+    let complete =
+        synced.budgets.len() == sync.entries.len() && synced.rates.len() == sync.rates.len();
+    if !complete {
+        return Err(crate::error::store(format!(
+            "a lease sync answered {} budget and {} rate states for {} and {}",
+            synced.budgets.len(),
+            synced.rates.len(),
+            sync.entries.len(),
+            sync.rates.len()
+        )));
+    }
+    Ok(synced)
 }
 
 async fn daily_usage(
@@ -474,11 +301,10 @@ async fn model_usage(
 
 #[async_trait]
 impl UsageStore for PostgresStore {
-    async fn sync_leases(&self, sync: &LeaseSync) -> Result<Vec<LeaseState>> {
-        let mut tx = self.begin().await?;
-        let states = sync_leases(&mut tx, sync).await?;
-        commit(tx).await?;
-        Ok(states)
+    async fn sync_leases(&self, sync: &LeaseSync) -> Result<Synced> {
+        let mut hot = self.hot().await?;
+        let synced = sync_leases(hot.conn()?, sync).await;
+        hot.check(synced)
     }
 
     async fn budget_state(&self, org: OrgId, user: UserId, period: &str) -> Result<BudgetState> {

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::TestDb;
 use ias_core::{
-    Actor, Admin, CreatedKey, Decision, DenyReason, Governor, GovernorConfig, Role, Source, Store,
+    Actor, Admin, CreatedKey, Decision, DenyReason, Governor, GovernorConfig, LimitTarget,
+    Maintenance, RateLimits, Role, Source, Store,
 };
 use ias_store_postgres::PostgresStore;
 use sqlx::PgConnection;
@@ -214,4 +215,179 @@ async fn a_killed_replica_leaves_counters_consistent_once_its_leases_expire() {
     assert_eq!((report.org.used, report.org.reserved), (1_000, 0));
     assert_eq!(org_leased(&mut conn).await, 0);
     assert_leases_add_up(&mut conn).await;
+}
+
+/// Governors of their own, each on a store of its own, with maintenance running.
+async fn governors(db: &TestDb, n: usize) -> Vec<(Governor, Maintenance)> {
+    let mut opened = Vec::new();
+    for _ in 0..n {
+        let governor = Governor::open(replica(db).await).await.unwrap();
+        let maintenance = governor.spawn_maintenance();
+        opened.push((governor, maintenance));
+    }
+    opened
+}
+
+/// N requests spread over three replicas within a minute all pass; the
+/// next is refused by each, with the time until the first grant leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rate_limit_of_n_grants_exactly_n_across_replicas() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let first = replica(&db).await;
+    let key = acme(first.clone(), 10_000_000)
+        .await
+        .secret
+        .expose()
+        .to_owned();
+    operator(first)
+        .set_rate_limits("acme", LimitTarget::Org, RateLimits::requests(30))
+        .await
+        .unwrap();
+    let replicas = governors(&db, 3).await;
+    let started = Instant::now();
+    for i in 0..30 {
+        let governor = &replicas[i % 3].0;
+        let decision = governor.authorize(&key, "m", 1).await.unwrap();
+        let Decision::Allowed(allowed) = decision else {
+            panic!("request {} of 30 was refused: {decision:?}", i + 1);
+        };
+        governor
+            .settle(&allowed.reservation.unwrap(), 1)
+            .await
+            .unwrap();
+    }
+    for (governor, _) in &replicas {
+        let Decision::Denied(denied) = governor.authorize(&key, "m", 1).await.unwrap() else {
+            panic!("a 31st request was granted");
+        };
+        assert_eq!(denied.reason, DenyReason::RateLimited);
+        assert_eq!(denied.limit.as_ref().unwrap().used, 30);
+        // The first grant leaves the window 60 s after it was made.
+        let retry = denied.retry_after_secs().unwrap();
+        let elapsed = started.elapsed().as_secs();
+        assert!(
+            retry <= 60 && retry + elapsed + 1 >= 60,
+            "retry after {retry} s, {elapsed} s after the first grant"
+        );
+    }
+    for (_, maintenance) in replicas {
+        maintenance.shutdown().await.unwrap();
+    }
+}
+
+/// Tasks on three replicas racing for a rate limit get exactly all of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_racing_for_a_rate_limit_get_exactly_it() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let first = replica(&db).await;
+    let key = acme(first.clone(), 10_000_000)
+        .await
+        .secret
+        .expose()
+        .to_owned();
+    operator(first)
+        .set_rate_limits("acme", LimitTarget::Org, RateLimits::requests(40))
+        .await
+        .unwrap();
+    let replicas = governors(&db, 3).await;
+    let mut tasks = Vec::new();
+    for (governor, _) in replicas.iter().chain(&replicas).chain(&replicas) {
+        let (governor, key) = (governor.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut granted = 0;
+            // Until the window is spent: a refusal that waits for it, not
+            // one that only waited for another replica's credits.
+            for _ in 0..200 {
+                match governor.authorize(&key, "m", 1).await.unwrap() {
+                    Decision::Allowed(allowed) => {
+                        governor
+                            .settle(&allowed.reservation.unwrap(), 1)
+                            .await
+                            .unwrap();
+                        granted += 1;
+                    }
+                    Decision::Denied(denied) if denied.retry_after_secs() > Some(5) => break,
+                    Decision::Denied(_) => {}
+                }
+            }
+            granted
+        }));
+    }
+    let mut granted = 0;
+    for task in tasks {
+        granted += task.await.unwrap();
+    }
+    assert_eq!(granted, 40);
+    for (_, maintenance) in replicas {
+        maintenance.shutdown().await.unwrap();
+    }
+    let mut conn = db.connect().await;
+    let leased: i64 =
+        sqlx::query_scalar("SELECT COALESCE(SUM(credits), 0)::BIGINT FROM rate_leases")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(leased, 0, "every replica gave its credits back");
+}
+
+/// A key revoked through one governor is refused by another within a
+/// fraction of a second, by notice: that one reads the feed only every 30 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_reaches_another_replica_by_notice() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let first_store = replica(&db).await;
+    let created = acme(first_store.clone(), 10_000).await;
+    let key = created.secret.expose().to_owned();
+    let first = Governor::open(first_store.clone()).await.unwrap();
+    let admin = operator(first_store).with_governor(first.clone());
+    let config = GovernorConfig {
+        refresh_interval: Duration::from_secs(30),
+        ..GovernorConfig::default()
+    };
+    let other = Governor::builder(replica(&db).await)
+        .config(config)
+        .open()
+        .await
+        .unwrap();
+    let maintenance = other.spawn_maintenance();
+    // Once a change reaches `other`, it listens for notices.
+    admin.set_user_limit("a@b.io", Some(5_000)).await.unwrap();
+    let listening = Instant::now();
+    loop {
+        let Decision::Allowed(allowed) = other.check(&key, "m", 1).await.unwrap() else {
+            panic!("the key was refused before it was revoked");
+        };
+        if allowed.budget.user_limit == Some(5_000) {
+            break;
+        }
+        assert!(
+            listening.elapsed() < Duration::from_secs(10),
+            "no notice came"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    admin.revoke_key(created.key.id).await.unwrap();
+    let revoked = Instant::now();
+    let refused = loop {
+        if let Decision::Denied(denied) = other.check(&key, "m", 1).await.unwrap() {
+            break denied;
+        }
+        assert!(
+            revoked.elapsed() < Duration::from_secs(5),
+            "still allowed after 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    let took = revoked.elapsed();
+    assert_eq!(refused.reason, DenyReason::RevokedKey);
+    assert!(took < Duration::from_millis(500), "refused after {took:?}");
+    eprintln!("the other replica refused the revoked key after {took:?}");
+    maintenance.shutdown().await.unwrap();
 }

@@ -26,6 +26,7 @@ mod key;
 mod limits;
 mod migrate;
 mod org;
+mod rates;
 mod rows;
 mod schema;
 mod store;

@@ -34,6 +34,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "gitops",
         sql: include_str!("../migrations/0004_gitops.sql"),
     },
+    Migration {
+        version: 5,
+        name: "shared_rate_limits",
+        sql: include_str!("../migrations/0005_shared_rate_limits.sql"),
+    },
 ];
 
 const BOOKKEEPING: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -1,7 +1,7 @@
 //! Usage counters, budget leases, usage events and reports.
 
 use async_trait::async_trait;
-use ias_core::lease::{self, LeaseEntry, LeaseState, LeaseSync, UsageEvent};
+use ias_core::lease::{self, LeaseEntry, LeaseState, LeaseSync, Synced, UsageEvent};
 use ias_core::usage::{DailyUsage, ModelUsage, UserUsage};
 use ias_core::{
     BudgetState, Counter, Error, LimitScope, OrgId, Result, UsageReport, UsageStore, UserId,
@@ -9,6 +9,7 @@ use ias_core::{
 use rusqlite::{Connection, params};
 
 use crate::error::from_sqlite;
+use crate::rates;
 use crate::rows::millis;
 use crate::store::{SqliteStore, optional_row, write};
 
@@ -224,19 +225,75 @@ fn record_event(conn: &Connection, event: &UsageEvent) -> Result<()> {
     Ok(())
 }
 
-fn sync_leases(conn: &Connection, sync: &LeaseSync) -> Result<Vec<LeaseState>> {
-    let states = sync
+/// How long the number of a governor's last sync is kept after its last sync.
+const SYNC_MEMORY_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Whether `sync` was applied before (a retry); records its number either way.
+fn seen_before(conn: &Connection, sync: &LeaseSync) -> Result<bool> {
+    let seq = i64::try_from(sync.seq).unwrap_or(i64::MAX);
+    let now = millis(sync.now);
+    let seen: Option<i64> = optional_row(
+        conn,
+        "SELECT seq FROM lease_syncs WHERE holder = ?1",
+        [&sync.holder],
+        |row| row.get(0),
+    )?;
+    conn.prepare_cached(
+        "INSERT INTO lease_syncs (holder, seq, at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (holder) DO UPDATE SET seq = MAX(seq, excluded.seq), at = excluded.at",
+    )
+    .and_then(|mut stmt| stmt.execute(params![sync.holder, seq, now]))
+    .map_err(from_sqlite)?;
+    conn.prepare_cached("DELETE FROM lease_syncs WHERE at < ?1")
+        .and_then(|mut stmt| stmt.execute([now - SYNC_MEMORY_MS]))
+        .map_err(from_sqlite)?;
+    Ok(seen.is_some_and(|seen| seen >= seq))
+}
+
+/// A retry of an applied sync: the same scopes, asking and charging nothing.
+fn as_retry(sync: &LeaseSync) -> LeaseSync {
+    let mut retry = sync.clone();
+    retry.events.clear();
+    for entry in &mut retry.entries {
+        (entry.charge, entry.give_back, entry.want, entry.need) = (0, 0, 0, 0);
+    }
+    for entry in &mut retry.rates {
+        entry.charges.clear();
+        (entry.give_back, entry.want, entry.need) = (0, 0, 0);
+    }
+    retry
+}
+
+fn sync_leases(conn: &Connection, sync: &LeaseSync) -> Result<Synced> {
+    if seen_before(conn, sync)? {
+        return apply_sync(conn, &as_retry(sync));
+    }
+    apply_sync(conn, sync)
+}
+
+fn apply_sync(conn: &Connection, sync: &LeaseSync) -> Result<Synced> {
+    let budgets = sync
         .entries
         .iter()
         .map(|entry| sync_entry(conn, entry, sync))
         .collect::<Result<Vec<_>>>()?;
+    let rates = sync
+        .rates
+        .iter()
+        .map(|entry| rates::sync_rate(conn, entry, sync))
+        .collect::<Result<Vec<_>>>()?;
     conn.prepare_cached("UPDATE leases SET expires_at = ?2 WHERE holder = ?1")
         .and_then(|mut stmt| stmt.execute(params![sync.holder, millis(sync.lease_expires_at)]))
         .map_err(from_sqlite)?;
+    rates::renew(conn, sync)?;
     for event in &sync.events {
         record_event(conn, event)?;
     }
-    Ok(states)
+    Ok(Synced {
+        budgets,
+        rates,
+        recalled: rates::recalled(conn, sync)?,
+    })
 }
 
 fn daily_usage(
@@ -331,7 +388,7 @@ fn model_usage(
 
 #[async_trait]
 impl UsageStore for SqliteStore {
-    async fn sync_leases(&self, sync: &LeaseSync) -> Result<Vec<LeaseState>> {
+    async fn sync_leases(&self, sync: &LeaseSync) -> Result<Synced> {
         let sync = sync.clone();
         self.run(move |conn| write(conn, |tx| sync_leases(tx, &sync)))
             .await

@@ -1498,6 +1498,143 @@ async fn rate_denials_name_the_org_the_user_or_the_key() {
     }
 }
 
+/// Governors on one database file, each with a connection of its own as
+/// separate processes have, racing for one rate limit: exactly the limit
+/// is granted between them, and once the window is spent each refuses
+/// with the time until the first grant leaves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn governors_sharing_a_file_grant_a_rate_limit_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ias.db");
+    let clock = Arc::new(ManualClock::new(at("2026-05-10T12:00:00Z")));
+    let first = SqliteStore::open(&path).await.unwrap();
+    let admin = admin(&first, &clock);
+    admin.create_org("acme", 1_000_000, "UTC").await.unwrap();
+    admin.allow_model("acme", MODEL).await.unwrap();
+    admin
+        .create_user("acme", "u@acme.io", Role::Member, None)
+        .await
+        .unwrap();
+    let key = admin.create_key("u@acme.io", None).await.unwrap();
+    let key = key.secret.expose().to_owned();
+    admin
+        .set_rate_limits("acme", LimitTarget::Org, RateLimits::requests(25))
+        .await
+        .unwrap();
+    let config = GovernorConfig {
+        flush_interval: StdDuration::from_millis(50),
+        ..GovernorConfig::default()
+    };
+    let mut governors = Vec::new();
+    let mut maintenance = Vec::new();
+    for _ in 0..3 {
+        let store = SqliteStore::open(&path).await.unwrap();
+        let governor = Governor::builder(store)
+            .clock(clock.clone())
+            .config(config)
+            .open()
+            .await
+            .unwrap();
+        maintenance.push(governor.spawn_maintenance());
+        governors.push(governor);
+    }
+    let tasks: Vec<_> = governors
+        .iter()
+        .cycle()
+        .take(9)
+        .map(|governor| {
+            let (governor, key) = (governor.clone(), key.clone());
+            tokio::spawn(async move {
+                let mut granted = 0;
+                for _ in 0..100 {
+                    match governor.authorize(&key, MODEL, 1).await.unwrap() {
+                        Decision::Allowed(allowed) => {
+                            governor
+                                .settle(&allowed.reservation.unwrap(), 1)
+                                .await
+                                .unwrap();
+                            granted += 1;
+                        }
+                        // Spent: the wait is for the window, not for another governor.
+                        Decision::Denied(denied) if denied.retry_after_secs() == Some(60) => break,
+                        Decision::Denied(_) => {}
+                    }
+                }
+                granted
+            })
+        })
+        .collect();
+    let mut granted = 0;
+    for task in tasks {
+        granted += task.await.unwrap();
+    }
+    assert_eq!(granted, 25);
+    clock.advance(Duration::seconds(20));
+    for governor in &governors {
+        let refused = denied(governor.authorize(&key, MODEL, 1).await.unwrap());
+        assert_eq!(refused.reason, DenyReason::RateLimited);
+        assert_eq!(refused.retry_after_secs(), Some(40));
+        assert_eq!(refused.limit.unwrap().used, 25);
+    }
+    clock.advance(Duration::seconds(40));
+    for governor in &governors {
+        let again = allowed(governor.authorize(&key, MODEL, 1).await.unwrap());
+        governor
+            .settle(&again.reservation.unwrap(), 1)
+            .await
+            .unwrap();
+    }
+    for m in maintenance {
+        m.shutdown().await.unwrap();
+    }
+}
+
+/// A flood of requests against a spent limit is refused from memory: the
+/// store is asked again only after a second.
+#[tokio::test]
+async fn a_flood_against_a_spent_limit_costs_the_store_little() {
+    let t = One::new("UTC", 1_000, None, "2026-05-10T12:00:00Z").await;
+    t.admin
+        .set_rate_limits("acme", LimitTarget::Key(t.key_id), RateLimits::requests(3))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        t.spend(1, 1).await;
+    }
+    let before = t.governor.stats().syncs;
+    for _ in 0..100 {
+        let refused = denied(t.authorize(1).await);
+        assert_eq!(refused.reason, DenyReason::RateLimited);
+        assert_eq!(refused.retry_after_secs(), Some(60));
+    }
+    let asked = t.governor.stats().syncs - before;
+    assert!(asked <= 2, "{asked} syncs for 100 refusals");
+    t.clock.advance(Duration::milliseconds(1_100));
+    denied(t.authorize(1).await);
+    assert!(
+        t.governor.stats().syncs > before + asked,
+        "asked again later"
+    );
+
+    // The same for a spent budget.
+    t.admin
+        .set_rate_limits("acme", LimitTarget::Key(t.key_id), RateLimits::NONE)
+        .await
+        .unwrap();
+    t.spend(990, 990).await;
+    let before = t.governor.stats().syncs;
+    for _ in 0..100 {
+        assert_eq!(
+            denied(t.authorize(50).await).reason,
+            DenyReason::OrgBudgetExhausted
+        );
+    }
+    let asked = t.governor.stats().syncs - before;
+    assert!(asked <= 3, "{asked} syncs for 100 refusals");
+    // What is left still fits.
+    allowed(t.authorize(7).await);
+}
+
 /// A settle long after its grant left the rate window must not correct
 /// a newer grant of the same scope.
 #[tokio::test]

@@ -14,6 +14,8 @@
     reason = "test support, shared by several test binaries"
 )]
 
+pub mod proxy;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
