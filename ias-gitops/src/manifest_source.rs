@@ -19,10 +19,13 @@ use crate::source::GitSource;
 /// repository asks the remote once.
 const HEAD_REUSE: Duration = Duration::from_secs(5);
 
+/// What a remote head answer is kept under: URL, ref and credentials setting.
+type HeadKey = (String, String, String);
+
 /// Files from Git repositories, through a local cache of bare repositories.
 pub struct GitManifestSource {
     fetcher: AsyncFetcher,
-    heads: Mutex<HashMap<(String, String, String), (Instant, String)>>,
+    heads: Mutex<HashMap<HeadKey, (Instant, String)>>,
 }
 
 impl GitManifestSource {
@@ -50,13 +53,13 @@ impl GitManifestSource {
         }
     }
 
-    fn reused_head(&self, key: &(String, String, String)) -> Option<String> {
+    fn reused_head(&self, key: &HeadKey) -> Option<String> {
         let heads = self.heads.lock().ok()?;
         let (at, head) = heads.get(key)?;
         (at.elapsed() < HEAD_REUSE).then(|| head.clone())
     }
 
-    fn remember_head(&self, key: (String, String, String), head: &str) {
+    fn remember_head(&self, key: HeadKey, head: &str) {
         if let Ok(mut heads) = self.heads.lock() {
             heads.retain(|_, (at, _)| at.elapsed() < HEAD_REUSE);
             heads.insert(key, (Instant::now(), head.to_owned()));
