@@ -55,6 +55,11 @@ const FULL_DRIFT_CHECK_EVERY: u64 = 10;
 const FEED_PAGE: u32 = 5_000;
 const MAX_FEED_READ: usize = 50_000;
 
+/// Written users looked up one at a time (to find their organization) in
+/// one cycle; more marks every organization for a drift check instead,
+/// which then costs less than the lookups.
+const MAX_USER_LOOKUPS: usize = 2_000;
+
 /// A file fetched from a repository.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchedFile {
@@ -255,13 +260,16 @@ impl Reconciler {
                 }
             }
         }
-        let everything = read > MAX_FEED_READ;
-        for user in users {
-            if everything {
-                break;
-            }
-            if let Some(user) = self.store.user_by_id(user).await? {
-                touched.insert(user.org_id);
+        // Users are resolved to their organization one store call each: not
+        // at all when no organization is clean (nothing to forget), and past
+        // MAX_USER_LOOKUPS checking every organization costs less.
+        let everything = read > MAX_FEED_READ || users.len() > MAX_USER_LOOKUPS;
+        let any_clean = !self.lock_watch().clean.is_empty();
+        if any_clean && !everything {
+            for user in users {
+                if let Some(user) = self.store.user_by_id(user).await? {
+                    touched.insert(user.org_id);
+                }
             }
         }
         let mut watch = self.lock_watch();
@@ -346,15 +354,15 @@ impl Reconciler {
             reconciler: self,
             now,
         };
-        let (status, applied) = attempt.run(&state).instrument(span).await;
+        let (status, ended) = attempt.run(&state).instrument(span).await;
         let outcome = OrgOutcome {
             org_id: state.settings.org_id,
             org: state.settings.org_slug.clone(),
             status: status.status,
             reason: status.reason.clone(),
-            applied,
+            applied: ended == Ended::Applied,
         };
-        if !applied && worth_saving(&state.status, &status) {
+        if ended == Ended::Attempted && worth_saving(&state.status, &status) {
             let audit = self.status_audit(&state, &status);
             let saved = self
                 .store
@@ -403,19 +411,36 @@ impl Reconciler {
     }
 }
 
-/// One attempt's steps, each answering the status to store.
+/// How an attempt ended, which decides whether its status is saved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// Its status is saved, when it differs from the stored one.
+    Attempted,
+    /// It applied: the apply's transaction stored the status.
+    Applied,
+    /// Another reconciler holds the lease, or changed the sync state since
+    /// this attempt read it: this attempt's status is stale, and not saved.
+    Yielded,
+}
+
+/// One attempt's steps, each answering the status to store and how it ended.
 struct Attempt<'a> {
     reconciler: &'a Reconciler,
     now: DateTime<Utc>,
 }
 
 impl Attempt<'_> {
-    async fn run(&self, state: &GitopsState) -> (GitopsStatus, bool) {
+    async fn run(&self, state: &GitopsState) -> (GitopsStatus, Ended) {
         let mut status = state.status.clone();
         status.last_attempt_at = Some(self.now);
         let head = match self.reconciler.source.head(&state.settings).await {
             Ok(head) => head,
-            Err(err) => return (self.failed(status, "fetch_failed", &err.to_string()), false),
+            Err(err) => {
+                return (
+                    self.failed(status, "fetch_failed", &err.to_string()),
+                    Ended::Attempted,
+                );
+            }
         };
         status.last_fetched_commit = Some(head.clone());
         if state.status.last_applied_commit.as_deref() == Some(head.as_str()) {
@@ -430,21 +455,26 @@ impl Attempt<'_> {
         state: &GitopsState,
         mut status: GitopsStatus,
         head: &str,
-    ) -> (GitopsStatus, bool) {
+    ) -> (GitopsStatus, Ended) {
         let Some(inventory) = &state.inventory else {
             return self.apply_new_commit(state, status).await;
         };
         let org = state.settings.org_id;
         if self.reconciler.is_clean(org) && state.status.drift.is_empty() {
-            return (self.synced(state, status, head), false);
+            return (self.synced(state, status, head), Ended::Attempted);
         }
         let drift = match self.plan(state, &inventory.manifest, false).await {
             Ok(plan) => plan,
-            Err(err) => return (self.failed(status, "store_failed", &err.to_string()), false),
+            Err(err) => {
+                return (
+                    self.failed(status, "store_failed", &err.to_string()),
+                    Ended::Attempted,
+                );
+            }
         };
         if drift.is_empty() {
             self.reconciler.mark(org, true);
-            return (self.synced(state, status, head), false);
+            return (self.synced(state, status, head), Ended::Attempted);
         }
         self.reconciler.mark(org, false);
         if state.settings.drift == DriftPolicy::Heal && !state.settings.suspended {
@@ -472,18 +502,23 @@ impl Attempt<'_> {
         status.drift = drift.changes;
         status.consecutive_failures = 0;
         status.next_retry_at = None;
-        (status, false)
+        (status, Ended::Attempted)
     }
 
     async fn apply_new_commit(
         &self,
         state: &GitopsState,
         mut status: GitopsStatus,
-    ) -> (GitopsStatus, bool) {
+    ) -> (GitopsStatus, Ended) {
         let settings = &state.settings;
         let file = match self.reconciler.source.fetch(settings).await {
             Ok(file) => file,
-            Err(err) => return (self.failed(status, "fetch_failed", &err.to_string()), false),
+            Err(err) => {
+                return (
+                    self.failed(status, "fetch_failed", &err.to_string()),
+                    Ended::Attempted,
+                );
+            }
         };
         status.last_fetched_commit = Some(file.commit.clone());
         status.last_attempted_commit = Some(file.commit.clone());
@@ -491,17 +526,25 @@ impl Attempt<'_> {
             Ok(manifest) => manifest,
             Err(errors) => {
                 let message = format!("{}: {}", settings.path, errors.one_line());
-                return (self.failed(status, "invalid_file", &message), false);
+                return (
+                    self.failed(status, "invalid_file", &message),
+                    Ended::Attempted,
+                );
             }
         };
         let plan = match self.plan(state, &manifest, true).await {
             Ok(plan) => plan,
-            Err(err) => return (self.failed(status, "store_failed", &err.to_string()), false),
+            Err(err) => {
+                return (
+                    self.failed(status, "store_failed", &err.to_string()),
+                    Ended::Attempted,
+                );
+            }
         };
         if let Some(refused) = &plan.refused {
             return (
                 self.failed(status, "guard_refused", &refused.to_string()),
-                false,
+                Ended::Attempted,
             );
         }
         if settings.suspended {
@@ -512,7 +555,7 @@ impl Attempt<'_> {
                 plan.changes.len(),
                 short_commit(&file.commit)
             );
-            return (status, false);
+            return (status, Ended::Attempted);
         }
         self.apply(
             state,
@@ -533,7 +576,7 @@ impl Attempt<'_> {
         commit: &str,
         plan: &Plan,
         action: &'static str,
-    ) -> (GitopsStatus, bool) {
+    ) -> (GitopsStatus, Ended) {
         let reconciler = self.reconciler;
         let org = state.settings.org_id;
         let holder = reconciler.config.holder.as_str();
@@ -545,8 +588,32 @@ impl Attempt<'_> {
             .await
         {
             Ok(true) => {}
-            Ok(false) => return (state.status.clone(), false),
-            Err(err) => return (self.failed(status, "store_failed", &err.to_string()), false),
+            // Another reconciler is applying: its status is the one to keep.
+            Ok(false) => return (state.status.clone(), Ended::Yielded),
+            Err(err) => {
+                return (
+                    self.failed(status, "store_failed", &err.to_string()),
+                    Ended::Attempted,
+                );
+            }
+        }
+        // The plan was made from the sync state this attempt read before the
+        // lease. Another reconciler may have applied and given the lease back
+        // since; applying this plan too would apply the commit twice.
+        match reconciler.store.gitops_state(org).await {
+            Ok(Some(current)) if current == *state => {}
+            Ok(current) => {
+                self.give_back_lease(org, holder).await;
+                let current = current.map_or_else(|| state.status.clone(), |c| c.status);
+                return (current, Ended::Yielded);
+            }
+            Err(err) => {
+                self.give_back_lease(org, holder).await;
+                return (
+                    self.failed(status, "store_failed", &err.to_string()),
+                    Ended::Attempted,
+                );
+            }
         }
         let mut with_attempt = state.clone();
         with_attempt.status = status.clone();
@@ -561,12 +628,24 @@ impl Attempt<'_> {
             .admin
             .gitops_apply_plan(&with_attempt, planned)
             .await;
-        if let Err(err) = reconciler.store.gitops_release_lease(org, holder).await {
-            tracing::warn!(error = %err, "could not give back a gitops lease; it expires by itself");
-        }
+        self.give_back_lease(org, holder).await;
         match result {
-            Ok(applied) => (applied, true),
-            Err(err) => (self.failed(status, "apply_failed", &err.to_string()), false),
+            Ok(applied) => (applied, Ended::Applied),
+            Err(err) => (
+                self.failed(status, "apply_failed", &err.to_string()),
+                Ended::Attempted,
+            ),
+        }
+    }
+
+    async fn give_back_lease(&self, org: OrgId, holder: &str) {
+        if let Err(err) = self
+            .reconciler
+            .store
+            .gitops_release_lease(org, holder)
+            .await
+        {
+            tracing::warn!(error = %err, "could not give back a gitops lease; it expires by itself");
         }
     }
 

@@ -1,6 +1,7 @@
-//! Real repositories for the transport tests: an upstream bare repository
-//! fed by pushes from a working repository, served over `file://` or over
-//! git's smart HTTP protocol by `git http-backend` on loopback.
+//! Real repositories for the transport and reconcile tests: an upstream bare
+//! repository fed by pushes from a working repository, served over `file://`
+//! or over git's smart HTTP protocol by `git http-backend` on loopback; and
+//! test databases on PostgreSQL ([`postgres`]).
 
 #![allow(
     dead_code,
@@ -17,6 +18,8 @@ use std::thread;
 
 use git2::{IndexAddOption, Oid, Repository, RepositoryInitOptions, Signature};
 use tempfile::TempDir;
+
+pub mod postgres;
 
 /// The name of the served repository under the project root.
 pub const REPO_NAME: &str = "org.git";
@@ -59,13 +62,15 @@ impl Upstream {
         Signature::now("Test Author", "author@example.com").unwrap()
     }
 
-    /// Writes `content` to `path` in the working tree and returns the tree
-    /// of the index with it added.
-    fn stage(&self, path: &str, content: &[u8]) -> Oid {
+    /// Writes each `(path, content)` in the working tree and returns the
+    /// tree of the index with them added.
+    fn stage(&self, files: &[(&str, &[u8])]) -> Oid {
         let workdir = self.work.workdir().unwrap();
-        let file = workdir.join(path);
-        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-        std::fs::write(&file, content).unwrap();
+        for (path, content) in files {
+            let file = workdir.join(path);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(&file, content).unwrap();
+        }
         let mut index = self.work.index().unwrap();
         index.add_all(["*"], IndexAddOption::DEFAULT, None).unwrap();
         index.write().unwrap();
@@ -74,7 +79,13 @@ impl Upstream {
 
     /// Commits `content` at `path` on `main` (not pushed).
     pub fn commit(&self, path: &str, content: &[u8]) -> Oid {
-        let tree = self.work.find_tree(self.stage(path, content)).unwrap();
+        self.commit_files(&[(path, content)])
+    }
+
+    /// Commits every `(path, content)` on `main` in one commit (not pushed).
+    pub fn commit_files(&self, files: &[(&str, &[u8])]) -> Oid {
+        let path = files.first().map_or("nothing", |(path, _)| *path);
+        let tree = self.work.find_tree(self.stage(files)).unwrap();
         let parent = self.work.head().ok().map(|h| h.peel_to_commit().unwrap());
         let parents: Vec<_> = parent.iter().collect();
         let sig = Self::signature();
@@ -92,7 +103,12 @@ impl Upstream {
 
     /// Commits `content` at `path` on `main` and pushes `main`.
     pub fn commit_and_push(&self, path: &str, content: &[u8]) -> String {
-        let oid = self.commit(path, content);
+        self.commit_files_and_push(&[(path, content)])
+    }
+
+    /// Commits every `(path, content)` on `main` in one commit and pushes `main`.
+    pub fn commit_files_and_push(&self, files: &[(&str, &[u8])]) -> String {
+        let oid = self.commit_files(files);
         self.push("refs/heads/main:refs/heads/main");
         oid.to_string()
     }
@@ -101,7 +117,7 @@ impl Upstream {
     /// and force-pushes `main`: the old tip is no longer an ancestor.
     pub fn amend_and_force_push(&self, path: &str, content: &[u8]) -> String {
         let head = self.work.head().unwrap().peel_to_commit().unwrap();
-        let tree = self.work.find_tree(self.stage(path, content)).unwrap();
+        let tree = self.work.find_tree(self.stage(&[(path, content)])).unwrap();
         let parents: Vec<_> = head.parents().collect();
         let parents: Vec<_> = parents.iter().collect();
         let sig = Self::signature();
@@ -147,6 +163,20 @@ impl Upstream {
         self.push_to(&path, "refs/heads/main:refs/heads/main");
     }
 
+    /// Moves the upstream repository away: its URL then names nothing.
+    pub fn take_offline(&self) {
+        std::fs::rename(self.bare_path(), self.offline_path()).unwrap();
+    }
+
+    /// Puts the upstream repository back after [`Upstream::take_offline`].
+    pub fn bring_online(&self) {
+        std::fs::rename(self.offline_path(), self.bare_path()).unwrap();
+    }
+
+    fn offline_path(&self) -> PathBuf {
+        self.dir.path().join("offline.git")
+    }
+
     fn push_to(&self, bare: &Path, refspec: &str) {
         let mut remote = self.work.remote_anonymous(bare.to_str().unwrap()).unwrap();
         remote.push(&[refspec], None).unwrap();
@@ -170,7 +200,13 @@ impl GitHttpServer {
     /// Serves `project_root`; with a token, every request must carry HTTP
     /// basic auth `x-access-token:TOKEN`, else it gets a 401.
     pub fn start_with_token(project_root: &Path, token: Option<&str>) -> GitHttpServer {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::start_on(project_root, token, 0)
+    }
+
+    /// Like [`GitHttpServer::start_with_token`], on `port` (0: any free port),
+    /// such as the port of a server stopped before.
+    pub fn start_on(project_root: &Path, token: Option<&str>, port: u16) -> GitHttpServer {
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
         let port = listener.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -201,6 +237,11 @@ impl GitHttpServer {
             log,
             thread: Some(thread),
         }
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// The URL of the served repository.
@@ -458,4 +499,22 @@ fn base64(input: &[u8]) -> String {
 pub fn closed_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
+}
+
+/// Creates a bare repository at `path` whose `main` holds one commit with
+/// `content` at `file` (a top-level name), written straight into the object
+/// database; returns the commit id.
+pub fn bare_repo_with_file(path: &Path, file: &str, content: &[u8]) -> String {
+    let mut options = RepositoryInitOptions::new();
+    options.bare(true).initial_head("main");
+    let repo = Repository::init_opts(path, &options).unwrap();
+    let blob = repo.blob(content).unwrap();
+    let mut tree = repo.treebuilder(None).unwrap();
+    tree.insert(file, blob, 0o100644).unwrap();
+    let tree = repo.find_tree(tree.write().unwrap()).unwrap();
+    let sig = Signature::now("Test Author", "author@example.com").unwrap();
+    let commit = repo
+        .commit(Some("refs/heads/main"), &sig, &sig, "initial", &tree, &[])
+        .unwrap();
+    commit.to_string()
 }
