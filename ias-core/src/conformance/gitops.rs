@@ -602,11 +602,14 @@ pub async fn gitops_two_reconcilers_never_apply_together(store: Arc<dyn Store>) 
     );
     s.source
         .commit(REPO, &file(4_000_000, &["gpt-4o-mini"], TEAM));
-    let state = s.sync().await;
-    assert!(
-        state.status.last_applied_commit.is_none(),
-        "the lease holder is elsewhere"
+    let err = s.reconciler.sync_org(org.id).await.unwrap_err();
+    assert_eq!(
+        err.kind(),
+        "conflict",
+        "the lease holder is elsewhere: {err}"
     );
+    let state = s.admin.gitops_status("acme").await.unwrap();
+    assert!(state.status.last_applied_commit.is_none());
     assert!(s.admin.list_users("acme").await.unwrap().is_empty());
     store.gitops_release_lease(org.id, "other").await.unwrap();
 

@@ -132,6 +132,9 @@ pub struct OrgOutcome {
     pub reason: String,
     /// Whether this attempt applied changes.
     pub applied: bool,
+    /// Whether this attempt stood back: another reconciler held the
+    /// organization's lease or changed its state meanwhile.
+    pub yielded: bool,
 }
 
 /// Reconciles organizations with their repositories.
@@ -307,7 +310,14 @@ impl Reconciler {
             self.store.gitops_state(org).await?.ok_or_else(|| {
                 Error::not_found("gitops settings of organization", org.to_string())
             })?;
-        self.reconcile(state, true).await;
+        let outcome = self.reconcile(state, true).await;
+        if let Some(outcome) = outcome.filter(|o| o.yielded) {
+            return Err(Error::conflict(
+                "gitops lease of organization",
+                outcome.org,
+                "is held by another reconciler applying it now; try again in a minute",
+            ));
+        }
         self.store
             .gitops_state(org)
             .await?
@@ -361,6 +371,7 @@ impl Reconciler {
             status: status.status,
             reason: status.reason.clone(),
             applied: ended == Ended::Applied,
+            yielded: ended == Ended::Yielded,
         };
         if ended == Ended::Attempted && worth_saving(&state.status, &status) {
             let audit = self.status_audit(&state, &status);
