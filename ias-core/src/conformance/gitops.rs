@@ -156,13 +156,18 @@ fn cli_admin(store: &Arc<dyn Store>) -> Admin {
     )
 }
 
-async fn actions(store: &Arc<dyn Store>, action: &str) -> usize {
+/// The audit entries of `action`, newest first.
+async fn entries(store: &Arc<dyn Store>, action: &str) -> Vec<crate::audit::AuditEntry> {
     let filter = AuditFilter {
         action: Some(action.to_owned()),
         limit: 10_000,
         ..AuditFilter::default()
     };
-    store.search_audit(None, &filter).await.unwrap().len()
+    store.search_audit(None, &filter).await.unwrap()
+}
+
+async fn actions(store: &Arc<dyn Store>, action: &str) -> usize {
+    entries(store, action).await.len()
 }
 
 fn assert_status(state: &GitopsState, status: SyncStatus, reason: &str) {
@@ -208,17 +213,7 @@ pub async fn gitops_apply_creates_the_declared_state(store: Arc<dyn Store>) {
     assert_eq!(alice.managed_by, ManagedBy::Gitops);
     let bob = s.admin.user("bob@acme.io").await.unwrap();
     assert_eq!((bob.role, bob.monthly_token_limit), (Role::Member, None));
-    let applied = store
-        .search_audit(
-            None,
-            &AuditFilter {
-                action: Some("gitops.apply".into()),
-                limit: 100,
-                ..AuditFilter::default()
-            },
-        )
-        .await
-        .unwrap();
+    let applied = entries(&store, "gitops.apply").await;
     assert_eq!(applied.len(), 3, "one entry for the org and one per user");
     assert!(applied.iter().all(|e| e.record.source == Source::Gitops));
 }
@@ -466,17 +461,7 @@ pub async fn gitops_letter_case_is_no_change(store: Arc<dyn Store>) {
         .commit_and_sync(&file(4_000_000, &["GPT-4o-Mini"], &shouting))
         .await;
     assert_status(&state, SyncStatus::Synced, "synced");
-    let applied = store
-        .search_audit(
-            None,
-            &AuditFilter {
-                action: Some("gitops.apply".into()),
-                limit: 100,
-                ..AuditFilter::default()
-            },
-        )
-        .await
-        .unwrap();
+    let applied = entries(&store, "gitops.apply").await;
     assert_eq!(applied.len(), 3, "only the first apply wrote entries");
     assert_eq!(audit_count(&store).await, before);
 }
@@ -512,17 +497,7 @@ pub async fn gitops_api_writes_to_owned_fields_conflict(store: Arc<dyn Store>) {
 
     let forced = cli.clone().with_break_glass();
     forced.set_user_limit("bob@acme.io", Some(5)).await.unwrap();
-    let forced_entry = store
-        .search_audit(
-            None,
-            &AuditFilter {
-                action: Some("user.set_limit".into()),
-                limit: 1,
-                ..AuditFilter::default()
-            },
-        )
-        .await
-        .unwrap();
+    let forced_entry = entries(&store, "user.set_limit").await;
     let marked = &forced_entry[0].record.changes["break_glass"];
     assert_eq!(
         marked["repo_url"], REPO,
