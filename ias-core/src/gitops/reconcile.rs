@@ -306,11 +306,7 @@ impl Reconciler {
 
     /// Reconciles one organization now, whatever its back-off, and returns its state.
     pub async fn sync_org(&self, org: OrgId) -> Result<GitopsState> {
-        let state =
-            self.store.gitops_state(org).await?.ok_or_else(|| {
-                Error::not_found("gitops settings of organization", org.to_string())
-            })?;
-        let outcome = self.reconcile(state, true).await;
+        let outcome = self.reconcile(self.enabled(org).await?, true).await;
         if let Some(outcome) = outcome.filter(|o| o.yielded) {
             return Err(Error::conflict(
                 "gitops lease of organization",
@@ -318,6 +314,10 @@ impl Reconciler {
                 "is held by another reconciler applying it now; try again in a minute",
             ));
         }
+        self.enabled(org).await
+    }
+
+    async fn enabled(&self, org: OrgId) -> Result<GitopsState> {
         self.store
             .gitops_state(org)
             .await?
