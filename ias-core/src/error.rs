@@ -84,7 +84,8 @@ pub enum Error {
         reason: String,
     },
 
-    /// The operation is not supported by this build or backend.
+    /// The operation is not supported by this build or backend, such as
+    /// opening a database that a newer ias has migrated.
     #[error("unsupported: {0}")]
     Unsupported(String),
 

@@ -45,15 +45,16 @@ impl Migration {
 }
 
 /// Refuses a database whose newest applied version is above every one of `known`.
+///
+/// The error is [`Error::Unsupported`]: the database is sound, but was
+/// migrated by a newer ias, and this build must not write to it.
 pub fn refuse_newer(newest: i64, known: &[Migration], backend: &'static str) -> Result<()> {
     let known = known.last().map_or(0, |m| m.version);
     if newest > known {
-        return Err(Error::Store {
-            backend,
-            message: format!(
-                "database schema version {newest} is newer than this build of ias supports ({known})"
-            ),
-        });
+        return Err(Error::Unsupported(format!(
+            "{backend} database schema version {newest} is newer than this build of ias \
+             supports ({known}); upgrade ias to open it"
+        )));
     }
     Ok(())
 }
@@ -87,6 +88,7 @@ mod tests {
     fn a_newer_database_is_refused() {
         assert!(refuse_newer(1, &[FIRST], "test").is_ok());
         let err = refuse_newer(2, &[FIRST], "test").unwrap_err();
+        assert_eq!(err.kind(), "unsupported");
         assert!(err.to_string().contains("version 2 is newer"), "{err}");
     }
 }

@@ -1,7 +1,9 @@
 //! Users: create, read, list, set their monthly limits and reset passwords.
 
 use chrono::{DateTime, Utc};
-use ias_core::{Admin, Result, Role};
+use std::sync::Arc;
+
+use ias_core::{Admin, Result, Role, Store};
 use pyo3::prelude::*;
 
 use crate::governor::{Governor, UserArg};
@@ -77,6 +79,10 @@ async fn set_user_limit(admin: Admin, email: String, limit: Option<i64>) -> Resu
 
 async fn reset_password(admin: Admin, user: UserArg, password: String) -> Result<User> {
     Ok(admin.reset_password(user, &password).await?.into())
+}
+
+async fn verify_password(store: Arc<dyn Store>, user: UserArg, password: String) -> Result<bool> {
+    ias_core::verify_password(&*store, user, &password).await
 }
 
 #[pymethods]
@@ -179,5 +185,25 @@ impl Governor {
         new_password: String,
     ) -> PyResult<Bound<'py, PyAny>> {
         awaitable(py, reset_password(self.admin()?, user, new_password))
+    }
+
+    /// Whether `password` is the user's password (by id or email), as a login checks it.
+    ///
+    /// Checks no permission and writes no audit entry. An unknown user, or one with no
+    /// password, answers `False` after the same work as a wrong password.
+    fn verify_password(&self, py: Python<'_>, user: UserArg, password: String) -> PyResult<bool> {
+        let (store, _) = self.store_and_governor()?;
+        block_on(py, verify_password(store, user, password))
+    }
+
+    /// `verify_password` as an awaitable.
+    fn verify_password_async<'py>(
+        &self,
+        py: Python<'py>,
+        user: UserArg,
+        password: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (store, _) = self.store_and_governor()?;
+        awaitable(py, verify_password(store, user, password))
     }
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -92,17 +93,34 @@ def test_permission_denied(governor: ias.Governor, team: Team) -> None:
     assert err.target == "org:team-beta"
 
 
-def test_password_hashing_has_its_class() -> None:
-    # Hashing fails only if argon2 itself does (never for a valid password),
-    # so no real call raises it; the class and its place are checked here.
-    assert ias.PasswordHashingError.kind == "error"
-    assert issubclass(ias.PasswordHashingError, ias.IasError)
+def test_password_hashing(db_url: str, tmp_path: Path) -> None:
+    # A stored hash that is not a PHC string (damaged by hand, say) cannot be checked.
+    with ias.open(db_url) as governor:
+        governor.create_org(ORG, 100)
+        governor.create_user(ORG, MEMBER)
+        governor.reset_password(MEMBER, GOOD_PASSWORD)
+        assert governor.verify_password(MEMBER, GOOD_PASSWORD)
+    with sqlite3.connect(tmp_path / "ias.db") as db:
+        db.execute("UPDATE users SET password_hash = 'damaged' WHERE email = ?", (MEMBER,))
+    with ias.open(db_url) as governor:
+        with pytest.raises(ias.PasswordHashingError) as raised:
+            governor.verify_password(MEMBER, GOOD_PASSWORD)
+    err = raised.value
+    assert (err.kind, err.retryable) == ("password_hashing", False)
+    assert err.reason == "the stored password hash is not a PHC string"
+    assert "damaged" not in str(err) and GOOD_PASSWORD not in str(err)
 
 
-def test_unsupported_has_its_class() -> None:
-    # Every store of this build is available (PostgreSQL too), so no real
-    # call raises it; the class and its place are checked here.
-    assert issubclass(ias.UnsupportedError, ias.IasError)
+def test_unsupported(db_url: str, tmp_path: Path) -> None:
+    # A database migrated by a newer ias is refused rather than written to.
+    ias.open(db_url).close()
+    with sqlite3.connect(tmp_path / "ias.db") as db:
+        db.execute("INSERT INTO schema_migrations VALUES (999, 'future', 'x', 0)")
+    with pytest.raises(ias.UnsupportedError) as raised:
+        ias.open(db_url)
+    err = raised.value
+    assert (err.kind, err.retryable) == ("unsupported", False)
+    assert "schema version 999 is newer than this build of ias" in str(err)
 
 
 def test_unavailable(tmp_path: Path) -> None:

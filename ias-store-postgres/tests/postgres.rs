@@ -139,8 +139,9 @@ async fn a_newer_database_is_refused() {
         .execute(&mut db.connect().await)
         .await
         .unwrap();
-    let err = PostgresStore::open(db.url()).await.unwrap_err().to_string();
-    assert!(err.contains("newer than this build"), "{err}");
+    let err = PostgresStore::open(db.url()).await.unwrap_err();
+    assert_eq!(err.kind(), "unsupported", "{err}");
+    assert!(err.to_string().contains("newer than this build"), "{err}");
 }
 
 /// Replicas starting together migrate one at a time: one applies, the others find it done.

@@ -138,8 +138,9 @@ async fn a_newer_database_is_refused() {
     )
     .unwrap();
     drop(conn);
-    let err = SqliteStore::open(&path).await.unwrap_err().to_string();
-    assert!(err.contains("newer than this build"), "{err}");
+    let err = SqliteStore::open(&path).await.unwrap_err();
+    assert_eq!(err.kind(), "unsupported", "{err}");
+    assert!(err.to_string().contains("newer than this build"), "{err}");
 }
 
 #[tokio::test]

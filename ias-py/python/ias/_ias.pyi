@@ -276,6 +276,9 @@ class Governor:
     def reset_password(self, user: int | str, new_password: str) -> User:
         """Sets a user's password (by id or email); system admins only."""
     def reset_password_async(self, user: int | str, new_password: str) -> Awaitable[User]: ...
+    def verify_password(self, user: int | str, password: str) -> bool:
+        """Whether `password` is the user's password (by id or email), as a login checks it."""
+    def verify_password_async(self, user: int | str, password: str) -> Awaitable[bool]: ...
 
     # Keys
     def create_key(
