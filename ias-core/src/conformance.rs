@@ -94,6 +94,7 @@ macro_rules! conformance_suite {
             a_failed_sync_changes_nothing,
             a_retried_sync_counts_once,
             expired_leases_of_a_stopped_holder_are_taken_back,
+            syncs_renew_leases_past_half_their_life,
             concurrent_lease_requests_never_overspend,
             rate_limits_are_set_and_cleared,
             every_cached_write_is_in_the_change_feed,
@@ -643,6 +644,36 @@ pub async fn expired_leases_of_a_stopped_holder_are_taken_back(store: Arc<dyn St
     // A live holder's lease is never taken.
     let other = one(&store, "other", want(LimitScope::Org, f.org.0, 1)).await;
     assert_eq!(other.granted, 0);
+}
+
+/// A sync renews only its holder's leases past half their life; after it,
+/// every lease of the holder outlives the midpoint of its time and new expiry.
+pub async fn syncs_renew_leases_past_half_their_life(store: Arc<dyn Store>) {
+    let f = fixture(&store, 100, None).await;
+    let start = now();
+    let at = |holder: &str, secs: i64, entries: Vec<LeaseEntry>| {
+        let mut sync = sync(holder, entries, vec![]);
+        sync.now = start + Duration::seconds(secs);
+        sync.lease_expires_at = sync.now + Duration::seconds(30);
+        sync
+    };
+    let granted = |sync: LeaseSync| {
+        let store = Arc::clone(&store);
+        async move { store.sync_leases(&sync).await.unwrap().budgets[0].granted }
+    };
+    for holder in ["early", "late"] {
+        let entry = want(LimitScope::Org, f.org.0, 40);
+        assert_eq!(granted(at(holder, 0, vec![entry])).await, 40);
+    }
+    // At 10 s a lease expiring at 30 s is not due (due by 25 s); at 20 s it is (by 35 s).
+    store.sync_leases(&at("early", 10, vec![])).await.unwrap();
+    store.sync_leases(&at("late", 20, vec![])).await.unwrap();
+
+    // At 31 s the unrenewed lease has expired and is taken back; the renewed one holds.
+    let entry = want(LimitScope::Org, f.org.0, 60);
+    assert_eq!(granted(at("taker", 31, vec![entry])).await, 60);
+    let entry = want(LimitScope::Org, f.org.0, 1);
+    assert_eq!(granted(at("last", 31, vec![entry])).await, 0);
 }
 
 /// Many holders asking at once never hold more than the budget between them.

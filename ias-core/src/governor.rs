@@ -1062,8 +1062,9 @@ impl Governor {
         self.inner.syncs.fetch_add(1, Ordering::Relaxed);
         match self.inner.store.sync_leases(&sync).await {
             Ok(synced) => {
-                // Every lease of this holder was renewed until `now + lease_ttl`;
-                // grant from them only until half of that has passed.
+                // INVARIANT: after a sync, every lease of this holder expires
+                // after `now + lease_ttl / 2` (those due were renewed to
+                // `now + lease_ttl`): grant from them only until then.
                 let fence = now + lease_ttl / 2;
                 self.inner
                     .leases_valid_until_ms

@@ -10,9 +10,12 @@
 //! between them (except the documented overshoot of requests that use
 //! more than they estimated).
 //!
-//! A lease has an expiry that every call of its holder renews; a lease
-//! whose holder stopped (a crashed process) is taken back by the next
-//! holder that needs tokens of the same scope once it has expired.
+//! A lease has an expiry that its holder's calls renew once the lease is
+//! past half its life (a call renews what would expire by the midpoint of
+//! its time and the new expiry), so a holder with many leases does not
+//! rewrite them all on every call; a lease whose holder stopped (a crashed
+//! process) is taken back by the next holder that needs tokens of the same
+//! scope once it has expired.
 //!
 //! # Rate leases
 //!
@@ -121,7 +124,8 @@ pub struct LeaseSync {
     pub seq: u64,
     /// The time of the call: leases of other holders that expired before it may be taken back.
     pub now: DateTime<Utc>,
-    /// The new expiry of every lease this holder keeps.
+    /// The new expiry of the leases this call grants or renews; the holder's
+    /// leases expiring by the midpoint of `now` and this are renewed to it.
     pub lease_expires_at: DateTime<Utc>,
     /// Charges, give-backs and wants, per scope.
     pub entries: Vec<LeaseEntry>,

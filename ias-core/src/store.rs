@@ -136,8 +136,10 @@ pub trait UsageStore: Send + Sync {
     /// counters and this holder's lease, apply [`crate::lease::apply`],
     /// and write the result. Then, for each rate entry in order, apply the
     /// [rate lease rule](crate::lease#rate-leases) under the limit stored
-    /// for its scope and kind. Then renew every budget and rate lease of
-    /// the holder to `sync.lease_expires_at`, append `sync.events` and add
+    /// for its scope and kind. Then renew to `sync.lease_expires_at` each
+    /// budget and rate lease of the holder that expires by the midpoint of
+    /// `sync.now` and `sync.lease_expires_at` (so that every lease of the
+    /// holder outlives that midpoint), append `sync.events` and add
     /// each to its daily roll-up, and list the holder's other rate leases
     /// on scopes under demand. Answers one state per entry, in order.
     /// [`Error::NotFound`] if a budget scope's organization or user does

@@ -43,6 +43,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "shared_rate_limits",
         sql: include_str!("../migrations/0005_shared_rate_limits.sql"),
     },
+    Migration {
+        version: 6,
+        name: "lease_renewal",
+        sql: include_str!("../migrations/0006_lease_renewal.sql"),
+    },
 ];
 
 /// The advisory lock that serialises migrators: the bytes `ias:migr`.

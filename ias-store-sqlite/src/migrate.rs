@@ -39,6 +39,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "shared_rate_limits",
         sql: include_str!("../migrations/0005_shared_rate_limits.sql"),
     },
+    Migration {
+        version: 6,
+        name: "lease_renewal",
+        sql: include_str!("../migrations/0006_lease_renewal.sql"),
+    },
 ];
 
 const BOOKKEEPING: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (

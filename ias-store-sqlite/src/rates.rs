@@ -14,6 +14,7 @@ use rusqlite::{Connection, params};
 use crate::error::from_sqlite;
 use crate::rows::millis;
 use crate::store::optional_row;
+use crate::usage;
 
 /// A scope's counter row.
 #[derive(Debug, Default)]
@@ -299,12 +300,16 @@ pub(crate) fn sync_rate(
     })
 }
 
-/// Renews every rate lease of the holder.
+/// Renews the holder's rate leases past half their life (see [`usage::renew_by`]).
 pub(crate) fn renew(conn: &Connection, sync: &LeaseSync) -> Result<()> {
     run(
         conn,
-        "UPDATE rate_leases SET expires_at = ?2 WHERE holder = ?1",
-        params![sync.holder, millis(sync.lease_expires_at)],
+        "UPDATE rate_leases SET expires_at = ?2 WHERE holder = ?1 AND expires_at <= ?3",
+        params![
+            sync.holder,
+            millis(sync.lease_expires_at),
+            usage::renew_by(sync)
+        ],
     )
 }
 

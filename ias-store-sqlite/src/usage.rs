@@ -187,6 +187,27 @@ fn sync_entry(conn: &Connection, entry: &LeaseEntry, sync: &LeaseSync) -> Result
     Ok(state)
 }
 
+/// The midpoint of the sync's time and its new lease expiry, in milliseconds:
+/// a sync renews the holder's leases that would expire by then.
+pub(crate) fn renew_by(sync: &LeaseSync) -> i64 {
+    let now = millis(sync.now);
+    now + (millis(sync.lease_expires_at) - now) / 2
+}
+
+/// Renews the holder's budget leases past half their life (see [`renew_by`]).
+fn renew(conn: &Connection, sync: &LeaseSync) -> Result<()> {
+    conn.prepare_cached("UPDATE leases SET expires_at = ?2 WHERE holder = ?1 AND expires_at <= ?3")
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                sync.holder,
+                millis(sync.lease_expires_at),
+                renew_by(sync)
+            ])
+        })
+        .map_err(from_sqlite)?;
+    Ok(())
+}
+
 fn record_event(conn: &Connection, event: &UsageEvent) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO usage_events
@@ -282,9 +303,7 @@ fn apply_sync(conn: &Connection, sync: &LeaseSync) -> Result<Synced> {
         .iter()
         .map(|entry| rates::sync_rate(conn, entry, sync))
         .collect::<Result<Vec<_>>>()?;
-    conn.prepare_cached("UPDATE leases SET expires_at = ?2 WHERE holder = ?1")
-        .and_then(|mut stmt| stmt.execute(params![sync.holder, millis(sync.lease_expires_at)]))
-        .map_err(from_sqlite)?;
+    renew(conn, sync)?;
     rates::renew(conn, sync)?;
     for event in &sync.events {
         record_event(conn, event)?;
