@@ -1,8 +1,8 @@
 //! `ias-admin usage`: tokens used and reserved in the current budget period,
-//! or per day.
+//! or per day, and when a budget runs out at the current pace.
 
 use clap::{Args, Subcommand, ValueEnum};
-use ias_core::usage::{DailyUsage, ModelUsage, UserUsage};
+use ias_core::usage::{DailyUsage, Forecast, ModelUsage, UserUsage};
 use ias_core::{Error, UsageReport};
 use serde::Serialize;
 
@@ -16,6 +16,19 @@ use crate::values;
 pub enum UsageCommand {
     /// Show an organization's usage (or one user's) in the current period, or per day
     Show(ShowArgs),
+    /// Forecast when the budget (or a user's own limit) runs out at the current pace
+    Forecast(ForecastArgs),
+}
+
+/// Arguments of `usage forecast`.
+#[derive(Debug, Args)]
+pub struct ForecastArgs {
+    /// The organization's slug
+    #[arg(long)]
+    org: String,
+    /// Forecast this user's own monthly limit instead of the organization's budget
+    #[arg(long)]
+    email: Option<String>,
 }
 
 /// How `usage show` breaks usage down.
@@ -74,7 +87,46 @@ struct OrgUsage {
 pub async fn run(command: UsageCommand, ctx: &Context) -> CliResult<Report> {
     match command {
         UsageCommand::Show(args) => show(args, ctx).await,
+        UsageCommand::Forecast(args) => forecast(args, ctx).await,
     }
+}
+
+/// `usage forecast`: the pace of the last days, and when the limit runs out at it.
+async fn forecast(args: ForecastArgs, ctx: &Context) -> CliResult<Report> {
+    let admin = ctx.admin().await?;
+    let forecast = admin
+        .usage_forecast(&args.org, args.email.as_deref())
+        .await?;
+    Report::new(forecast_text(&forecast), &forecast)
+}
+
+fn forecast_text(f: &Forecast) -> String {
+    let runs_out = match (f.limit, f.exhausted_at) {
+        (None, _) => "no own limit (the organization's budget applies)".to_owned(),
+        (Some(_), Some(at)) => at.format("%Y-%m-%d %H:%M UTC").to_string(),
+        (Some(_), None) => "not before the reset at this pace".to_owned(),
+    };
+    output::fields(&[
+        ("period", f.period.clone()),
+        ("limit", output::limit(f.limit)),
+        ("used", f.used.to_string()),
+        ("reserved", f.reserved.to_string()),
+        (
+            "remaining",
+            f.remaining.map_or("-".to_owned(), |r| r.to_string()),
+        ),
+        (
+            "pace since",
+            f.pace_since.format("%Y-%m-%d %H:%M UTC").to_string(),
+        ),
+        ("tokens per day", f.tokens_per_day.to_string()),
+        ("projected", f.projected_tokens.to_string()),
+        ("runs out", runs_out),
+        (
+            "resets",
+            f.resets_at.format("%Y-%m-%d %H:%M UTC").to_string(),
+        ),
+    ])
 }
 
 async fn show(args: ShowArgs, ctx: &Context) -> CliResult<Report> {

@@ -5,11 +5,12 @@
 mod common;
 
 use common::Db;
+use serde_json::json;
 
 #[test]
 fn every_read_command_prints_json() {
     let (db, secret) = Db::with_team();
-    let reads: [&[&str]; 15] = [
+    let reads: [&[&str]; 16] = [
         &["org", "list"],
         &["org", "show", "--org", "team-alpha"],
         &["user", "list", "--org", "team-alpha"],
@@ -27,6 +28,7 @@ fn every_read_command_prints_json() {
         &["usage", "show", "--org", "team-alpha", "--by", "day"],
         &["usage", "show", "--org", "team-alpha", "--by", "model"],
         &["usage", "show", "--org", "team-alpha", "--by", "user"],
+        &["usage", "forecast", "--org", "team-alpha"],
         &["audit", "list"],
         &["audit", "list", "--org", "team-alpha", "--limit", "2"],
         &["limits", "show", "--org", "team-alpha"],
@@ -101,6 +103,46 @@ fn usage_counts_what_the_gateway_spent() {
     let (run, denied) = db.authorize(&secret, "gpt-4o-mini", "400");
     assert_eq!(run.code, 3, "{run:?}");
     assert_eq!(denied["limit"]["used"], 120);
+}
+
+#[test]
+fn usage_forecast_measures_the_pace_against_the_limit() {
+    let (db, secret) = Db::with_team();
+    db.spend(&secret, "gpt-4o-mini", 120);
+
+    let org = db.json(&["usage", "forecast", "--org", "team-alpha"]);
+    assert_eq!(
+        (&org["limit"], &org["used"], &org["remaining"]),
+        (&json!(1000), &json!(120), &json!(880))
+    );
+    // 120 tokens over at most 7 days and at least an hour.
+    let per_day = org["tokens_per_day"].as_i64().unwrap();
+    assert!((17..=2_880).contains(&per_day), "{org}");
+    assert!(org["projected_tokens"].as_i64().unwrap() >= 120, "{org}");
+    let resets: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(org["resets_at"].clone()).unwrap();
+    if let Some(at) = org["exhausted_at"].as_str() {
+        let at: chrono::DateTime<chrono::Utc> = at.parse().unwrap();
+        assert!(at > chrono::Utc::now() && at < resets, "{org}");
+    }
+
+    let bob = db.json(&[
+        "usage",
+        "forecast",
+        "--org",
+        "team-alpha",
+        "--email",
+        "bob@example.com",
+    ]);
+    assert_eq!(
+        (&bob["limit"], &bob["remaining"]),
+        (&json!(500), &json!(380))
+    );
+    let text = db.ok(&["usage", "forecast", "--org", "team-alpha"]).stdout;
+    assert!(
+        text.contains("tokens per day") && text.contains("880"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -31,6 +31,7 @@ use crate::usage::DailyUsage;
 use crate::usage::UsageReport;
 use crate::{password, policy, validate};
 
+mod forecast;
 mod gitops;
 
 pub(crate) use gitops::PlannedApply;

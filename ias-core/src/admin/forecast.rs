@@ -1,0 +1,52 @@
+//! Burn-rate forecasts of [`Admin`]: when a budget runs out at the current pace.
+
+use super::Admin;
+use crate::error::Result;
+use crate::period::MonthlyPeriod;
+use crate::usage::{Forecast, pace_start};
+
+impl Admin {
+    /// When the organization's budget (or, with `email`, the user's own
+    /// monthly limit) runs out at the pace of the last days; see [`Forecast`].
+    ///
+    /// Needs the same permission as [`Admin::usage`].
+    pub async fn usage_forecast(&self, org_slug: &str, email: Option<&str>) -> Result<Forecast> {
+        let (org, user) = self.usage_scope(org_slug, email).await?;
+        let now = self.clock.now();
+        let period = MonthlyPeriod::containing(now, org.timezone);
+        let report = self
+            .store
+            .usage_report(org.id, user.as_ref().map(|u| u.id), &period.key)
+            .await?;
+        let (limit, counter) = match &user {
+            None => (Some(report.monthly_token_budget), report.org),
+            Some(user) => {
+                let counter = report
+                    .users
+                    .iter()
+                    .find(|u| u.user_id == user.id)
+                    .map(|u| u.counter)
+                    .unwrap_or_default();
+                (user.monthly_token_limit, counter)
+            }
+        };
+        let since = pace_start(now, org.timezone, &period);
+        let day = |at: chrono::DateTime<chrono::Utc>| {
+            at.with_timezone(&org.timezone)
+                .format("%Y-%m-%d")
+                .to_string()
+        };
+        let daily = self
+            .store
+            .daily_usage(org.id, user.map(|u| u.id), &day(since), &day(now))
+            .await?;
+        Ok(Forecast::compute(
+            now,
+            org.timezone,
+            &period,
+            limit,
+            counter,
+            &daily,
+        ))
+    }
+}
