@@ -32,6 +32,7 @@ use crate::usage::UsageReport;
 use crate::{password, policy, validate};
 
 mod gitops;
+mod seed;
 
 pub(crate) use gitops::PlannedApply;
 
