@@ -16,6 +16,7 @@ use crate::limits::LimitsCommand;
 use crate::model::ModelCommand;
 use crate::org::OrgCommand;
 use crate::output::Format;
+use crate::seed::SeedArgs;
 use crate::usage::UsageCommand;
 use crate::user::UserCommand;
 
@@ -80,6 +81,9 @@ pub enum Command {
     /// Check whether a key may call a model, without spending anything
     #[command(after_help = EXIT_CODES_HELP)]
     Authorize(AuthorizeArgs),
+    /// Fill a database with generated test data: organizations, users, keys and usage
+    #[command(after_help = EXIT_CODES_HELP)]
+    Seed(SeedArgs),
 }
 
 /// What every command needs: where the database is, opened only when needed.

@@ -18,6 +18,7 @@ mod model;
 mod org;
 mod output;
 mod password_input;
+mod seed;
 mod usage;
 mod user;
 mod values;
@@ -71,6 +72,7 @@ async fn dispatch(command: Command, ctx: &Context) -> CliResult<Report> {
         Command::Audit(command) => audit::run(command, ctx).await,
         Command::Gitops(command) => gitops::run(command, ctx).await,
         Command::Authorize(args) => authorize::run(args, ctx).await,
+        Command::Seed(args) => seed::run(args, ctx).await,
     }
 }
 

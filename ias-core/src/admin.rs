@@ -33,6 +33,7 @@ use crate::{password, policy, validate};
 
 mod forecast;
 mod gitops;
+mod seed;
 
 pub(crate) use gitops::PlannedApply;
 

@@ -26,6 +26,7 @@ mod gitops;
 mod passwords;
 mod rates;
 mod rbac;
+mod seed;
 
 pub use audit_log::{
     audit_entries_are_filtered, audit_entries_can_be_appended_alone,
@@ -54,6 +55,11 @@ pub use rates::{
     rate_leases_grant_at_most_what_is_left, stopped_holders_rate_leases_return_a_minute_late,
 };
 pub use rbac::{MATRIX, escalations_are_denied_and_audited, permission_matrix_holds};
+pub use seed::{
+    a_failed_seed_writes_nothing, a_running_governor_follows_a_seed,
+    seeding_fills_an_empty_store_in_one_audited_write,
+    seeding_refuses_a_store_with_data_unless_allowed,
+};
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -114,6 +120,10 @@ macro_rules! conformance_suite {
             audit_entries_can_be_appended_alone,
             audit_entries_are_filtered,
             the_audit_chain_reads_oldest_first,
+            seeding_fills_an_empty_store_in_one_audited_write,
+            seeding_refuses_a_store_with_data_unless_allowed,
+            a_failed_seed_writes_nothing,
+            a_running_governor_follows_a_seed,
             permission_matrix_holds,
             escalations_are_denied_and_audited,
             password_hashes_are_stored_with_their_audit_entry,

@@ -29,11 +29,21 @@ pub struct KeySecret(String);
 impl KeySecret {
     /// Generates a new random secret from the operating system's generator.
     pub fn generate() -> Self {
-        let mut rng = rand::rng();
-        let random: String = (0..KEY_RANDOM_LEN)
-            .map(|_| char::from(BASE62[rng.random_range(0..BASE62.len())]))
-            .collect();
-        KeySecret(format!("{KEY_PREFIX}{random}"))
+        KeySecret::from_rng(&mut rand::rng())
+    }
+
+    /// A secret drawn from `rng`, in the same format as [`KeySecret::generate`].
+    ///
+    /// Only as secret as `rng`: a generator seeded with a known value (as
+    /// `ias-admin seed --seed` does) makes keys anyone can recompute, fit
+    /// for test data only.
+    pub fn from_rng<R: Rng + ?Sized>(rng: &mut R) -> Self {
+        let mut text = String::with_capacity(KEY_PREFIX.len() + KEY_RANDOM_LEN);
+        text.push_str(KEY_PREFIX);
+        text.extend(
+            (0..KEY_RANDOM_LEN).map(|_| char::from(BASE62[rng.random_range(0..BASE62.len())])),
+        );
+        KeySecret(text)
     }
 
     /// The secret text.

@@ -46,6 +46,7 @@ pub mod period;
 pub mod policy;
 pub mod rate;
 pub mod rbac;
+pub mod seed;
 pub mod snapshot;
 pub mod store;
 pub mod url;
@@ -75,6 +76,7 @@ pub use password::{HashedPassword, verify_password};
 pub use period::MonthlyPeriod;
 pub use rate::RateLimits;
 pub use rbac::{Access, Grant, GrantCache, Permission, Scope, Target};
+pub use seed::{SeedPlan, SeedStore};
 pub use store::{
     AuditStore, CacheStore, GitopsStore, KeyStore, OrgStore, RateLimitStore, SchemaStore, Store,
     UsageStore, UserStore,

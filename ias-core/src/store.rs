@@ -30,6 +30,7 @@ use crate::lease::{LeaseSync, Synced};
 use crate::password::HashedPassword;
 use crate::rate::RateLimits;
 use crate::rbac::Grant;
+use crate::seed::SeedStore;
 use crate::snapshot::{Change, KeyRecord, OrgPolicy, UserPolicy};
 use crate::usage::{DailyUsage, UsageReport};
 
@@ -366,6 +367,7 @@ pub trait Store:
     + AuditStore
     + SchemaStore
     + GitopsStore
+    + SeedStore
 {
 }
 
@@ -379,5 +381,6 @@ impl<T> Store for T where
         + AuditStore
         + SchemaStore
         + GitopsStore
+        + SeedStore
 {
 }

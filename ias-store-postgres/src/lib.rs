@@ -47,6 +47,7 @@ mod org;
 mod rates;
 mod rows;
 mod schema;
+mod seed;
 mod store;
 mod usage;
 mod user;

@@ -29,6 +29,7 @@ mod org;
 mod rates;
 mod rows;
 mod schema;
+mod seed;
 mod store;
 mod usage;
 mod user;
