@@ -43,6 +43,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "shared_rate_limits",
         sql: include_str!("../migrations/0005_shared_rate_limits.sql"),
     },
+    Migration {
+        version: 7,
+        name: "scale_indexes",
+        sql: include_str!("../migrations/0007_scale_indexes.sql"),
+    },
 ];
 
 /// The advisory lock that serialises migrators: the bytes `ias:migr`.

@@ -39,6 +39,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "shared_rate_limits",
         sql: include_str!("../migrations/0005_shared_rate_limits.sql"),
     },
+    Migration {
+        version: 7,
+        name: "scale_indexes",
+        sql: include_str!("../migrations/0007_scale_indexes.sql"),
+    },
 ];
 
 const BOOKKEEPING: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
