@@ -30,8 +30,10 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use ias_core::gitops::NewGitopsSettings;
 use ias_core::gitops::reconcile::{Reconciler, ReconcilerConfig};
+use ias_core::page::PageRequest;
 use ias_core::{
     Actor, Admin, Decision, Governor, LimitTarget, ManualClock, Organization, Role, Source, Store,
+    User,
 };
 use ias_gitops::GitManifestSource;
 
@@ -184,8 +186,28 @@ fn millis(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1e3)
 }
 
+/// Every organization, read a page of 1,000 at a time.
 async fn all_orgs(admin: &Admin) -> Vec<Organization> {
-    admin.list_orgs().await.unwrap()
+    let mut orgs = Vec::new();
+    let mut request = Some(PageRequest::first(1_000));
+    while let Some(page) = request {
+        let got = admin.list_orgs(&page).await.unwrap();
+        request = page.next(&got);
+        orgs.extend(got.items);
+    }
+    orgs
+}
+
+/// An organization's users, read a page of 1,000 at a time.
+async fn all_users(admin: &Admin, org: &str) -> Vec<User> {
+    let mut users = Vec::new();
+    let mut request = Some(PageRequest::first(1_000));
+    while let Some(page) = request {
+        let got = admin.list_users(org, &page).await.unwrap();
+        request = page.next(&got);
+        users.extend(got.items);
+    }
+    users
 }
 
 /// Runs `call` `ADMIN_CALLS` times on random organizations; each call times
@@ -220,29 +242,35 @@ async fn time<T>(work: impl Future<Output = T>) -> Duration {
 }
 
 async fn admin_reads(admin: &Admin, orgs: &[Organization]) {
+    let page = PageRequest::first(100);
+    let page = &page;
     timed(orgs, "list_orgs", |_| {
-        time(async { admin.list_orgs().await.unwrap() })
+        time(async { admin.list_orgs(page).await.unwrap() })
     })
     .await;
     timed(orgs, "list_users", |org| async move {
-        time(async { admin.list_users(&org.slug).await.unwrap() }).await
+        time(async { admin.list_users(&org.slug, page).await.unwrap() }).await
     })
     .await;
     timed(orgs, "list_keys", |org| async move {
-        let users = admin.list_users(&org.slug).await.unwrap();
+        let users = admin.list_users(&org.slug, page).await.unwrap().items;
         let email = &users[users.len() / 2].email;
-        time(async { admin.list_keys(email).await.unwrap() }).await
+        time(async { admin.list_keys(email, page).await.unwrap() }).await
     })
     .await;
     timed(orgs, "usage", |org| async move {
-        time(async { admin.usage(&org.slug, None).await.unwrap() }).await
+        time(async { admin.usage(&org.slug, None, page).await.unwrap() }).await
     })
     .await;
 }
 
 /// Every organization's file, written from what the database holds.
 async fn manifest(admin: &Admin, org: &Organization) -> String {
-    let models = admin.list_models(&org.slug).await.unwrap();
+    let models = admin
+        .list_models(&org.slug, &PageRequest::first(1_000))
+        .await
+        .unwrap()
+        .items;
     let limits = admin
         .rate_limits(&org.slug, LimitTarget::Org)
         .await
@@ -264,7 +292,7 @@ async fn manifest(admin: &Admin, org: &Organization) -> String {
         text.push_str(&format!("  - \"{model}\"\n"));
     }
     text.push_str("users:\n");
-    for user in admin.list_users(&org.slug).await.unwrap() {
+    for user in all_users(admin, &org.slug).await {
         let role = match user.role {
             Role::OrgAdmin => "org_admin",
             Role::Member => "member",

@@ -7,12 +7,13 @@ use crate::cli::Context;
 use crate::error::CliResult;
 use crate::exit::{EXIT_CODES_HELP, Exit};
 use crate::output::{self, Report};
+use crate::paging::{self, PageArgs};
 use crate::values;
 
 /// Audit commands.
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// List the newest audit entries, of one organization or of all
+    /// List audit entries, newest first, a page at a time, of one organization or of all
     List(ListArgs),
     /// Check the hash chain and name the first entry changed or removed (exit 1)
     #[command(long_about = VERIFY_ABOUT, after_help = EXIT_CODES_HELP)]
@@ -41,9 +42,9 @@ pub struct ListArgs {
     /// Only entries with this action, such as `key.create` or `key.create.denied`
     #[arg(long)]
     action: Option<String>,
-    /// How many entries to show, newest first (1 to 10000)
-    #[arg(long, default_value = "50", allow_hyphen_values = true)]
-    limit: String,
+    /// Pages go from the newest entries to older ones
+    #[command(flatten)]
+    page: PageArgs,
 }
 
 /// Arguments of `audit verify`.
@@ -66,13 +67,13 @@ async fn list(args: ListArgs, ctx: &Context) -> CliResult<Report> {
     let filter = AuditFilter {
         since: args.since.as_deref().map(values::since).transpose()?,
         action: args.action,
-        limit: values::count("limit", &args.limit)?,
     };
+    let page = args.page.request()?;
     let admin = ctx.admin().await?;
-    let entries = admin.audit_log(args.org.as_deref(), &filter).await?;
-    let rows: Vec<Vec<String>> = entries.iter().map(row).collect();
+    let entries = admin.audit_log(args.org.as_deref(), &filter, &page).await?;
+    let rows: Vec<Vec<String>> = entries.items.iter().map(row).collect();
     let headers = ["ID", "AT", "ACTOR", "SOURCE", "ACTION", "TARGET", "CHANGES"];
-    Report::new(output::table(&headers, &rows), &entries)
+    paging::report(output::table(&headers, &rows), &entries)
 }
 
 fn row(entry: &AuditEntry) -> Vec<String> {

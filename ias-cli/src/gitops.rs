@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Args, Subcommand};
+use ias_core::Page;
 use ias_core::gitops::manifest;
 use ias_core::gitops::reconcile::{ManifestSource, Reconciler, ReconcilerConfig};
 use ias_core::gitops::settings::{DEFAULT_MAX_REMOVAL_PERCENT, DEFAULT_PATH, DEFAULT_REF};
@@ -25,6 +26,7 @@ use crate::cli::Context;
 use crate::error::{CliError, CliResult};
 use crate::exit::{Exit, GITOPS_EXIT_CODES_HELP};
 use crate::output::{self, Report};
+use crate::paging::{self, PageArgs};
 
 /// GitOps commands.
 #[derive(Debug, Subcommand)]
@@ -126,9 +128,11 @@ pub struct SyncArgs {
 /// Arguments of `gitops status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// One organization's slug; every organization with GitOps when absent
+    /// One organization's slug; every organization with GitOps when absent, by id, a page at a time
     #[arg(long)]
     org: Option<String>,
+    #[command(flatten)]
+    page: PageArgs,
 }
 
 /// Arguments of `gitops plan`.
@@ -264,23 +268,28 @@ async fn sync(args: SyncArgs, ctx: &Context) -> CliResult<Report> {
 }
 
 async fn status(args: StatusArgs, ctx: &Context) -> CliResult<Report> {
+    let page = args.page.request()?;
     let admin = ctx.admin().await?;
     let states = match &args.org {
-        Some(org) => vec![admin.gitops_status(org).await?],
-        None => admin.gitops_statuses().await?,
+        Some(org) => Page {
+            items: vec![admin.gitops_status(org).await?],
+            next_after: None,
+        },
+        None => admin.gitops_statuses(&page).await?,
     };
-    let synced = states.iter().all(|s| s.status.status == SyncStatus::Synced);
-    let text = match (&args.org, states.as_slice()) {
+    let shown = &states.items;
+    let synced = shown.iter().all(|s| s.status.status == SyncStatus::Synced);
+    let text = match (&args.org, shown.as_slice()) {
         (Some(_), [state]) => state_text(state),
-        (_, []) => "GitOps is enabled for no organization".to_owned(),
-        _ => status_table(&states),
+        (_, []) if args.page.is_first() => "GitOps is enabled for no organization".to_owned(),
+        _ => status_table(shown),
     };
-    let exit = if synced && !states.is_empty() {
+    let exit = if synced && !shown.is_empty() {
         Exit::Success
     } else {
         Exit::Failure
     };
-    Ok(Report::new(text, &states)?.with_exit(exit))
+    Ok(paging::report(text, &states)?.with_exit(exit))
 }
 
 fn status_table(states: &[GitopsState]) -> String {

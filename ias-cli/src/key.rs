@@ -5,12 +5,13 @@
 
 use chrono::Utc;
 use clap::{Args, Subcommand};
-use ias_core::{ApiKey, CreatedKey, KeyStatus};
+use ias_core::{ApiKey, CreatedKey, KeyStatus, Page};
 use serde::Serialize;
 
 use crate::cli::Context;
 use crate::error::CliResult;
 use crate::output::{self, Report};
+use crate::paging::{self, PageArgs};
 use crate::values;
 
 /// Key commands.
@@ -18,7 +19,7 @@ use crate::values;
 pub enum KeyCommand {
     /// Create a key for a user and print its secret once
     Create(CreateArgs),
-    /// List a user's keys (never their secrets)
+    /// List a user's keys (never their secrets), newest first, a page at a time
     List(ListArgs),
     /// Revoke a key; it is refused from then on
     Revoke(RevokeArgs),
@@ -41,6 +42,8 @@ pub struct ListArgs {
     /// The owner's email
     #[arg(long)]
     email: String,
+    #[command(flatten)]
+    page: PageArgs,
 }
 
 /// Arguments of `key revoke`.
@@ -117,11 +120,15 @@ fn created_text(created: &CreatedKey, email: &str) -> String {
 }
 
 async fn list(args: ListArgs, ctx: &Context) -> CliResult<Report> {
-    let keys = ctx.admin().await?.list_keys(&args.email).await?;
-    let views: Vec<KeyView<'_>> = keys.iter().map(KeyView::of).collect();
-    let rows: Vec<Vec<String>> = views.iter().map(row).collect();
+    let page = args.page.request()?;
+    let keys = ctx.admin().await?.list_keys(&args.email, &page).await?;
+    let views = Page {
+        items: keys.items.iter().map(KeyView::of).collect::<Vec<_>>(),
+        next_after: keys.next_after.clone(),
+    };
+    let rows: Vec<Vec<String>> = views.items.iter().map(row).collect();
     let headers = ["ID", "PREFIX", "STATUS", "CREATED", "EXPIRES", "REVOKED"];
-    Report::new(output::table(&headers, &rows), &views)
+    paging::report(output::table(&headers, &rows), &views)
 }
 
 fn row(view: &KeyView<'_>) -> Vec<String> {

@@ -17,6 +17,7 @@ mod limits;
 mod model;
 mod org;
 mod output;
+mod paging;
 mod password_input;
 mod seed;
 mod usage;
@@ -80,7 +81,11 @@ async fn dispatch(command: Command, ctx: &Context) -> CliResult<Report> {
 fn finish(format: Format, result: CliResult<Report>) -> Exit {
     let err = match result {
         Ok(report) => match report.write(format, &mut io::stdout().lock()) {
-            Ok(()) => return report.exit(),
+            Ok(()) => {
+                // Nothing is left to tell if stderr itself is gone.
+                let _ = report.write_notice(format, &mut io::stderr().lock());
+                return report.exit();
+            }
             Err(err) if err.kind() == io::ErrorKind::BrokenPipe => return report.exit(),
             Err(err) => CliError::Io(format!("cannot write the result: {err}")),
         },

@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::cli::Context;
 use crate::error::CliResult;
 use crate::output::Report;
+use crate::paging::{self, PageArgs};
 
 /// Model commands.
 #[derive(Debug, Subcommand)]
@@ -18,7 +19,7 @@ pub enum ModelCommand {
     Allow(ChangeArgs),
     /// Remove a model name or pattern from an organization's allowed list
     Deny(ChangeArgs),
-    /// List an organization's allowed models
+    /// List an organization's allowed models, by name, a page at a time
     List(ListArgs),
 }
 
@@ -39,6 +40,8 @@ pub struct ListArgs {
     /// The organization's slug
     #[arg(long)]
     org: String,
+    #[command(flatten)]
+    page: PageArgs,
 }
 
 /// A change in the allowed list, with the organization it applies to.
@@ -90,11 +93,12 @@ fn change_text(org: &str, change: &ModelChange, allow: bool) -> String {
 }
 
 async fn list(args: ListArgs, ctx: &Context) -> CliResult<Report> {
-    let models = ctx.admin().await?.list_models(&args.org).await?;
-    let text = if models.is_empty() {
+    let page = args.page.request()?;
+    let models = ctx.admin().await?.list_models(&args.org, &page).await?;
+    let text = if models.items.is_empty() && args.page.is_first() {
         format!("organization `{}` may call no model", args.org)
     } else {
-        models.join("\n")
+        models.items.join("\n")
     };
-    Report::new(text, &models)
+    paging::report(text, &models)
 }

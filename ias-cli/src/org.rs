@@ -1,12 +1,14 @@
 //! `ias-admin org`: create, list and show organizations.
 
 use clap::{Args, Subcommand};
-use ias_core::Organization;
+use ias_core::page::MAX_PAGE_LIMIT;
+use ias_core::{Admin, Organization, PageRequest};
 use serde::Serialize;
 
 use crate::cli::Context;
 use crate::error::CliResult;
 use crate::output::{self, Report};
+use crate::paging::{self, PageArgs};
 use crate::values;
 
 /// Organization commands.
@@ -14,8 +16,8 @@ use crate::values;
 pub enum OrgCommand {
     /// Create an organization with a monthly token budget
     Create(CreateArgs),
-    /// List every organization
-    List,
+    /// List the organizations, by id, a page at a time
+    List(ListArgs),
     /// Show one organization and its allowed models
     Show(ShowArgs),
 }
@@ -34,7 +36,15 @@ pub struct CreateArgs {
     timezone: String,
 }
 
+/// Arguments of `org list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    page: PageArgs,
+}
+
 /// Arguments of `org show`.
+
 #[derive(Debug, Args)]
 pub struct ShowArgs {
     /// The organization's slug
@@ -54,7 +64,7 @@ struct OrgDetail<'a> {
 pub async fn run(command: OrgCommand, ctx: &Context) -> CliResult<Report> {
     match command {
         OrgCommand::Create(args) => create(args, ctx).await,
-        OrgCommand::List => list(ctx).await,
+        OrgCommand::List(args) => list(args, ctx).await,
         OrgCommand::Show(args) => show(args, ctx).await,
     }
 }
@@ -73,9 +83,10 @@ async fn create(args: CreateArgs, ctx: &Context) -> CliResult<Report> {
     Report::new(text, &org)
 }
 
-async fn list(ctx: &Context) -> CliResult<Report> {
-    let orgs = ctx.admin().await?.list_orgs().await?;
-    let rows: Vec<Vec<String>> = orgs.iter().map(row).collect();
+async fn list(args: ListArgs, ctx: &Context) -> CliResult<Report> {
+    let page = args.page.request()?;
+    let orgs = ctx.admin().await?.list_orgs(&page).await?;
+    let rows: Vec<Vec<String>> = orgs.items.iter().map(row).collect();
     let headers = [
         "SLUG",
         "ID",
@@ -84,7 +95,7 @@ async fn list(ctx: &Context) -> CliResult<Report> {
         "MANAGED_BY",
         "CREATED",
     ];
-    Report::new(output::table(&headers, &rows), &orgs)
+    paging::report(output::table(&headers, &rows), &orgs)
 }
 
 fn row(org: &Organization) -> Vec<String> {
@@ -101,12 +112,27 @@ fn row(org: &Organization) -> Vec<String> {
 async fn show(args: ShowArgs, ctx: &Context) -> CliResult<Report> {
     let admin = ctx.admin().await?;
     let org = admin.org(&args.org).await?;
-    let models = admin.list_models(&org.slug).await?;
+    let models = every_model(&admin, &org.slug).await?;
     let detail = OrgDetail {
         org: &org,
         allowed_models: &models,
     };
     Report::new(show_text(&detail), &detail)
+}
+
+/// Every allowed model of an organization, read a page at a time.
+async fn every_model(admin: &Admin, slug: &str) -> CliResult<Vec<String>> {
+    let mut request = PageRequest::first(MAX_PAGE_LIMIT);
+    let mut models = Vec::new();
+    loop {
+        let page = admin.list_models(slug, &request).await?;
+        let next = request.next(&page);
+        models.extend(page.items);
+        match next {
+            Some(following) => request = following,
+            None => return Ok(models),
+        }
+    }
 }
 
 fn show_text(detail: &OrgDetail<'_>) -> String {

@@ -23,6 +23,7 @@ pub struct Report {
     text: String,
     json: serde_json::Value,
     exit: Exit,
+    notice: Option<String>,
 }
 
 impl Report {
@@ -34,7 +35,23 @@ impl Report {
             text: text.into(),
             json,
             exit: Exit::Success,
+            notice: None,
         })
+    }
+
+    /// The same result with a line for stderr after the text, such as where
+    /// the next page starts; JSON carries it in its data instead.
+    pub fn with_notice(mut self, notice: String) -> Self {
+        self.notice = Some(notice);
+        self
+    }
+
+    /// Writes the notice, if any, on its own line (text output only).
+    pub fn write_notice(&self, format: Format, out: &mut impl Write) -> io::Result<()> {
+        match (&self.notice, format) {
+            (Some(notice), Format::Text) => writeln!(out, "{}", one_line(notice)),
+            _ => Ok(()),
+        }
     }
 
     /// The same result, ending with `exit` instead of success.

@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::cli::Context;
 use crate::error::CliResult;
 use crate::output::{self, Report};
+use crate::paging::{self, PageArgs};
 use crate::values;
 
 /// Usage commands.
@@ -60,6 +61,9 @@ pub struct ShowArgs {
     /// With --by day: the last day (default: today, in the org's zone)
     #[arg(long, value_name = "YYYY-MM-DD", allow_hyphen_values = true)]
     to: Option<String>,
+    /// Pages of users (by id), or with --by day of days and models (by day, then model)
+    #[command(flatten)]
+    page: PageArgs,
 }
 
 /// A usage report with the organization's budget beside its counter.
@@ -72,6 +76,8 @@ struct UsageView<'a> {
     users: Option<&'a [UserUsage]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     models: Option<&'a [ModelUsage]>,
+    /// Where the next page of users starts; `None` on the last page or without users.
+    next_after: Option<&'a str>,
 }
 
 /// The organization's counter and budget.
@@ -138,13 +144,19 @@ async fn show(args: ShowArgs, ctx: &Context) -> CliResult<Report> {
             return Err(Error::invalid(field, value, "only applies with `--by day`").into());
         }
     }
+    let page = args.page.request()?;
     let admin = ctx.admin().await?;
-    let report = admin.usage(&args.org, args.email.as_deref()).await?;
+    let report = admin.usage(&args.org, args.email.as_deref(), &page).await?;
     let view = view(&args.org, &report, args.by);
-    Report::new(text(&view), &view)
+    let shown = Report::new(text(&view), &view)?;
+    Ok(match view.next_after {
+        Some(cursor) => shown.with_notice(paging::next_page_notice(cursor)),
+        None => shown,
+    })
 }
 
 fn view<'a>(org_slug: &'a str, report: &'a UsageReport, by: Option<By>) -> UsageView<'a> {
+    let users_shown = by != Some(By::Model);
     UsageView {
         org_slug,
         period: &report.period,
@@ -154,8 +166,9 @@ fn view<'a>(org_slug: &'a str, report: &'a UsageReport, by: Option<By>) -> Usage
             monthly_token_budget: report.monthly_token_budget,
             remaining: report.remaining(),
         },
-        users: (by != Some(By::Model)).then_some(report.users.as_slice()),
+        users: users_shown.then_some(report.users.as_slice()),
         models: (by != Some(By::User)).then_some(report.models.as_slice()),
+        next_after: report.next_after.as_deref().filter(|_| users_shown),
     }
 }
 
@@ -190,19 +203,16 @@ async fn daily(args: ShowArgs, ctx: &Context) -> CliResult<Report> {
         return Err(Error::invalid("to", to.to_string(), reason).into());
     }
     let (from, to) = (from.map(|d| d.to_string()), to.map(|d| d.to_string()));
+    let page = args.page.request()?;
 
     let admin = ctx.admin().await?;
+    let (from, to) = (from.as_deref(), to.as_deref());
     let days = admin
-        .daily_usage(
-            &args.org,
-            args.email.as_deref(),
-            from.as_deref(),
-            to.as_deref(),
-        )
+        .daily_usage(&args.org, args.email.as_deref(), from, to, &page)
         .await?;
-    let rows: Vec<Vec<String>> = days.iter().map(day_row).collect();
+    let rows: Vec<Vec<String>> = days.items.iter().map(day_row).collect();
     let text = output::table(&["DAY", "MODEL", "TOKENS", "REQUESTS"], &rows);
-    Report::new(text, &days)
+    paging::report(text, &days)
 }
 
 fn day_row(day: &DailyUsage) -> Vec<String> {

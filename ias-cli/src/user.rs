@@ -8,6 +8,7 @@ use crate::cli::Context;
 use crate::error::CliResult;
 use crate::exit::EXIT_CODES_HELP;
 use crate::output::{self, Report};
+use crate::paging::{self, PageArgs};
 use crate::password_input::{self, PasswordSource};
 use crate::values;
 
@@ -16,7 +17,7 @@ use crate::values;
 pub enum UserCommand {
     /// Add a user to an organization
     Create(CreateArgs),
-    /// List the users of an organization
+    /// List the users of an organization, by id, a page at a time
     List(ListArgs),
     /// Set or remove a user's own monthly token limit
     SetLimit(SetLimitArgs),
@@ -66,6 +67,8 @@ pub struct ListArgs {
     /// The organization's slug
     #[arg(long)]
     org: String,
+    #[command(flatten)]
+    page: PageArgs,
 }
 
 /// Arguments of `user set-limit`.
@@ -144,8 +147,9 @@ async fn create(args: CreateArgs, ctx: &Context) -> CliResult<Report> {
 }
 
 async fn list(args: ListArgs, ctx: &Context) -> CliResult<Report> {
-    let users = ctx.admin().await?.list_users(&args.org).await?;
-    let rows: Vec<Vec<String>> = users.iter().map(row).collect();
+    let page = args.page.request()?;
+    let users = ctx.admin().await?.list_users(&args.org, &page).await?;
+    let rows: Vec<Vec<String>> = users.items.iter().map(row).collect();
     let headers = [
         "EMAIL",
         "ID",
@@ -154,7 +158,7 @@ async fn list(args: ListArgs, ctx: &Context) -> CliResult<Report> {
         "MANAGED_BY",
         "CREATED",
     ];
-    Report::new(output::table(&headers, &rows), &users)
+    paging::report(output::table(&headers, &rows), &users)
 }
 
 fn row(user: &User) -> Vec<String> {

@@ -64,17 +64,6 @@ pub fn lifetime(text: &str) -> CliResult<chrono::Duration> {
     Ok(ias_core::admin::parse_lifetime(text)?)
 }
 
-/// The largest number of entries a list may ask for.
-pub const MAX_COUNT: u32 = 10_000;
-
-/// Parses how many entries to show: 1 to [`MAX_COUNT`].
-pub fn count(field: &'static str, text: &str) -> CliResult<u32> {
-    match text.trim().parse::<u32>() {
-        Ok(n) if (1..=MAX_COUNT).contains(&n) => Ok(n),
-        _ => Err(Error::invalid(field, text, "must be a whole number from 1 to 10000").into()),
-    }
-}
-
 /// Parses a point in time: RFC 3339 (`2026-12-01T08:00:00Z`) or a date, read as midnight UTC.
 pub fn since(text: &str) -> CliResult<DateTime<Utc>> {
     let trimmed = text.trim();

@@ -30,7 +30,7 @@ fn verify(db: &Db, extra: &[&str]) -> (Run, Value) {
 fn audit_list_filters_by_org_time_and_action() {
     let (db, _) = Db::with_team();
     db.create_org("team-beta", 5);
-    let keys = db.json(&[
+    let keys = db.items(&[
         "audit",
         "list",
         "--org",
@@ -38,16 +38,16 @@ fn audit_list_filters_by_org_time_and_action() {
         "--action",
         "key.create",
     ]);
-    assert_eq!(keys.as_array().unwrap().len(), 1);
+    assert_eq!(keys.len(), 1);
     assert_eq!(keys[0]["changes"]["owner"]["after"], "bob@example.com");
-    let orgs = db.json(&["audit", "list", "--action", "org.create"]);
-    assert_eq!(orgs.as_array().unwrap().len(), 2);
-    let beta = db.json(&["audit", "list", "--org", "team-beta"]);
-    assert_eq!(beta.as_array().unwrap().len(), 1);
-    let all = db.json(&["audit", "list", "--since", "2000-01-01"]);
-    assert_eq!(all.as_array().unwrap().len(), 5);
+    let orgs = db.items(&["audit", "list", "--action", "org.create"]);
+    assert_eq!(orgs.len(), 2);
+    let beta = db.items(&["audit", "list", "--org", "team-beta"]);
+    assert_eq!(beta.len(), 1);
+    let all = db.items(&["audit", "list", "--since", "2000-01-01"]);
+    assert_eq!(all.len(), 5);
     let future = db.json(&["audit", "list", "--since", "2999-01-01T00:00:00Z"]);
-    assert_eq!(future, serde_json::json!([]));
+    assert_eq!(future, serde_json::json!({"items": [], "next_after": null}));
 
     let bad_since = db.run(&["audit", "list", "--since", "last week"]);
     assert_eq!(bad_since.code, 2, "{bad_since:?}");

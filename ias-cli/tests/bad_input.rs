@@ -371,12 +371,61 @@ fn usage_by_day_rejects_bad_days_and_misplaced_ranges() {
     assert_eq!(run.code, USAGE, "{run:?}");
 }
 
+/// Every list command, as it is run on the team of [`Db::with_team`].
+const LISTS: [&[&str]; 8] = [
+    &["org", "list"],
+    &["user", "list", "--org", "team-alpha"],
+    &["key", "list", "--email", "bob@example.com"],
+    &["model", "list", "--org", "team-alpha"],
+    &["audit", "list"],
+    &["usage", "show", "--org", "team-alpha"],
+    &["usage", "show", "--org", "team-alpha", "--by", "day"],
+    &["gitops", "status"],
+];
+
 #[test]
-fn audit_list_rejects_bad_limits() {
+fn every_list_rejects_bad_limits() {
     let (db, _) = Db::with_team();
-    for limit in ["0", "-1", "x", "10001"] {
-        let args = ["audit", "list", "--limit", limit];
-        db.refused(&args, None, USAGE, &["limit", &format!("`{limit}`")]);
+    for list in LISTS {
+        for limit in ["0", "-1", "x", "1001", "10000", ""] {
+            let args = [list, &["--limit", limit]].concat();
+            let run = db.run(&args);
+            let needles = ["invalid limit", &format!("`{limit}`"), "from 1 to 1000"];
+            assert_one_line_error(&run, USAGE, &needles, &args);
+        }
+    }
+    let json = db.run(&["audit", "list", "--limit", "0", "--output", "json"]);
+    assert_eq!(json.code, USAGE);
+    assert!(json.stdout.is_empty(), "{json:?}");
+    assert!(
+        json.stderr.contains(r#""kind":"invalid_input""#),
+        "{json:?}"
+    );
+}
+
+#[test]
+fn every_list_rejects_cursors_of_the_wrong_shape() {
+    let (db, _) = Db::with_team();
+    let by_id = ["x", "0", "-3", "1.5", "", " 7"];
+    let cases: [(&[&str], &[&str]); 8] = [
+        (LISTS[0], &by_id),
+        (LISTS[1], &by_id),
+        (LISTS[2], &by_id),
+        (LISTS[3], &["", "a\u{7}b"]),
+        (LISTS[4], &by_id),
+        (LISTS[5], &by_id),
+        (
+            LISTS[6],
+            &["2026-12-01", "yesterday/gpt-4o", "2026-12-01/", ""],
+        ),
+        (LISTS[7], &by_id),
+    ];
+    for (list, cursors) in cases {
+        for cursor in cursors {
+            let args = [list, &["--after", cursor]].concat();
+            let run = db.run(&args);
+            assert_one_line_error(&run, USAGE, &["invalid after"], &args);
+        }
     }
 }
 

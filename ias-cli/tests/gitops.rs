@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Db, Run, assert_one_line_error, fields, run_with_env};
+use common::{Db, Run, assert_one_line_error, fields, page_of, run_with_env};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -199,17 +199,19 @@ impl Gitops {
     }
 
     fn emails(&self) -> Vec<String> {
-        let users = self.db.json(&["user", "list", "--org", ORG]);
+        let users = self.db.items(&["user", "list", "--org", ORG]);
         users
-            .as_array()
-            .unwrap()
             .iter()
             .map(|u| u["email"].as_str().unwrap().to_owned())
             .collect()
     }
 
+    /// The organization's state, from `gitops status --org`.
     fn status(&self) -> Value {
-        self.json(&["gitops", "status", "--org", ORG], 0)
+        let page = self.json(&["gitops", "status", "--org", ORG], 0);
+        let (mut states, next) = page_of(&page, &["gitops", "status"]);
+        assert_eq!((states.len(), next), (1, None), "{page}");
+        states.remove(0)
     }
 }
 
@@ -437,12 +439,13 @@ fn enable_prints_the_settings_and_takes_the_org_over() {
          heal, removal guard 50%"
     )));
     let state = g.json(&["gitops", "status", "--org", ORG], 1);
-    let settings = &state[0]["settings"];
+    let state = &state["items"][0];
+    let settings = &state["settings"];
     assert_eq!(settings["repo_url"], url.as_str());
     assert_eq!(settings["prune"], true);
     assert_eq!(settings["drift"], "heal");
     assert_eq!(settings["max_removal_percent"], 50);
-    assert_eq!(state[0]["status"]["reason"], "never_synced");
+    assert_eq!(state["status"]["reason"], "never_synced");
 }
 
 // --- plan -------------------------------------------------------------------
@@ -614,8 +617,7 @@ fn sync_applies_the_file_and_prints_the_state() {
     assert_eq!(state["inventory"]["commit"], commit.as_str());
 
     // The apply is audited as coming from GitOps.
-    let audit = g.db.json(&["audit", "list", "--action", "gitops.apply"]);
-    let entries = audit.as_array().unwrap();
+    let entries = g.db.items(&["audit", "list", "--action", "gitops.apply"]);
     assert!(!entries.is_empty());
     assert!(entries.iter().all(|e| e["source"] == "gitops"));
 }
@@ -700,13 +702,24 @@ fn status_exits_0_only_when_every_org_shown_is_synced() {
     assert_eq!(run.code, 1, "{run:?}");
 
     let states = g.json(&["gitops", "status"], 1);
-    let slugs: Vec<&str> = states
+    let slugs: Vec<&str> = states["items"]
         .as_array()
         .unwrap()
         .iter()
         .map(|s| s["settings"]["org_slug"].as_str().unwrap())
         .collect();
     assert_eq!(slugs, [ORG, "team-beta"]);
+
+    // A page at a time: the first page names where the second starts.
+    let first = g.run(&["gitops", "status", "--limit", "1"]);
+    assert_eq!(first.stdout.lines().count(), 2, "{first:?}");
+    assert!(first.stdout.contains("team-alpha"), "{first:?}");
+    let alpha = &states["items"][0]["settings"]["org_id"];
+    assert_eq!(first.stderr, format!("next page: --after {alpha}\n"));
+    let after = alpha.to_string();
+    let second = g.json(&["gitops", "status", "--limit", "1", "--after", &after], 1);
+    assert_eq!(second["items"][0]["settings"]["org_slug"], "team-beta");
+    assert_eq!(second["next_after"], Value::Null);
 
     g.ok(&["gitops", "sync", "--org", "team-beta"]);
     g.ok(&["gitops", "status"]);
@@ -718,7 +731,8 @@ fn status_with_no_org_enabled_exits_1() {
     let run = g.run(&["gitops", "status"]);
     assert_eq!(run.code, 1, "{run:?}");
     assert_eq!(run.stdout.trim(), "GitOps is enabled for no organization");
-    assert_eq!(g.json(&["gitops", "status"], 1), Value::Array(Vec::new()));
+    let none = serde_json::json!({"items": [], "next_after": null});
+    assert_eq!(g.json(&["gitops", "status"], 1), none);
 }
 
 #[test]
@@ -804,8 +818,8 @@ fn drift_shows_a_break_glass_change_and_exits_2() {
     let run = g.run(&["gitops", "status", "--org", ORG]);
     assert_eq!(run.code, 1, "{run:?}");
     assert_eq!(fields(&run.stdout)["status"], "out_of_sync (break_glass)");
-    let audit = g.db.json(&["audit", "list", "--action", "user.set_limit"]);
-    assert_eq!(audit.as_array().unwrap().len(), 1);
+    let audit = g.db.items(&["audit", "list", "--action", "user.set_limit"]);
+    assert_eq!(audit.len(), 1);
 
     // Errors are 1 here too.
     let run = g.run(&["gitops", "drift", "--org", "Not_A_Slug"]);
@@ -867,9 +881,7 @@ fn a_suspended_org_is_reported_on_and_not_applied_until_resumed() {
     assert_eq!(g.org_budget(), 4000);
 
     let actions: Vec<String> =
-        g.db.json(&["audit", "list", "--org", ORG])
-            .as_array()
-            .unwrap()
+        g.db.items(&["audit", "list", "--org", ORG])
             .iter()
             .map(|e| e["action"].as_str().unwrap().to_owned())
             .collect();
@@ -935,10 +947,7 @@ fn run_applies_a_new_commit_within_seconds_and_stops_on_sigterm() {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(
-        g.status()[0]["status"]["last_applied_commit"],
-        next.as_str()
-    );
+    assert_eq!(g.status()["status"]["last_applied_commit"], next.as_str());
 
     let pid = child.id().to_string();
     let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();

@@ -44,7 +44,7 @@ fn every_read_command_prints_json() {
     ];
     for args in reads {
         let value = db.json(args);
-        assert!(value.is_array() || value.is_object(), "{args:?}: {value}");
+        assert!(value.is_object(), "{args:?}: {value}");
     }
     let (run, decision) = db.authorize(&secret, "gpt-4o-mini", "1");
     assert_eq!(run.code, 0);
@@ -55,22 +55,22 @@ fn every_read_command_prints_json() {
 fn the_output_flag_may_come_first() {
     let (db, _) = Db::with_team();
     let run = db.ok(&["--output", "json", "org", "list"]);
-    assert_eq!(run.json()[0]["slug"], "team-alpha");
+    assert_eq!(run.json()["items"][0]["slug"], "team-alpha");
 }
 
 #[test]
-fn lists_are_arrays_of_the_core_types() {
+fn lists_are_pages_of_the_core_types() {
     let (db, _) = Db::with_team();
-    let orgs = db.json(&["org", "list"]);
+    let orgs = db.items(&["org", "list"]);
     assert_eq!(orgs[0]["monthly_token_budget"], 1000);
     assert_eq!(orgs[0]["timezone"], "UTC");
     assert_eq!(orgs[0]["managed_by"], "api");
     let show = db.json(&["org", "show", "--org", "team-alpha"]);
     assert_eq!(show["allowed_models"], serde_json::json!(["gpt-4o-mini"]));
-    let users = db.json(&["user", "list", "--org", "team-alpha"]);
+    let users = db.items(&["user", "list", "--org", "team-alpha"]);
     assert_eq!(users[0]["email"], "bob@example.com");
     assert_eq!(users[0]["role"], "member");
-    let keys = db.json(&["key", "list", "--email", "bob@example.com"]);
+    let keys = db.items(&["key", "list", "--email", "bob@example.com"]);
     for field in [
         "id",
         "prefix",
@@ -79,10 +79,11 @@ fn lists_are_arrays_of_the_core_types() {
         "expires_at",
         "revoked_at",
     ] {
-        assert!(keys[0].get(field).is_some(), "{field}: {keys}");
+        assert!(keys[0].get(field).is_some(), "{field}: {keys:?}");
     }
     let models = db.json(&["model", "list", "--org", "team-alpha"]);
-    assert_eq!(models, serde_json::json!(["gpt-4o-mini"]));
+    let page = serde_json::json!({"items": ["gpt-4o-mini"], "next_after": null});
+    assert_eq!(models, page);
 }
 
 #[test]
@@ -97,6 +98,7 @@ fn usage_counts_what_the_gateway_spent() {
     assert_eq!(usage["users"][0]["requests"], 1);
     assert_eq!(usage["models"][0]["model"], "gpt-4o-mini");
     assert_eq!(usage["models"][0]["tokens"], 120);
+    assert_eq!(usage["next_after"], serde_json::Value::Null);
 
     let text = db.ok(&["usage", "show", "--org", "team-alpha"]).stdout;
     assert!(text.contains("120 used"), "{text}");
@@ -173,7 +175,7 @@ fn usage_by_day_lists_what_was_settled_per_day_and_model() {
     let after = chrono::Utc::now().format("%Y-%m-%d").to_string();
 
     let days = db.json(&["usage", "show", "--org", "team-alpha", "--by", "day"]);
-    let rows = days.as_array().unwrap();
+    let rows = days["items"].as_array().unwrap();
     let mut seen: Vec<(String, i64, i64)> = rows
         .iter()
         .map(|row| {
@@ -227,7 +229,8 @@ fn usage_by_day_lists_what_was_settled_per_day_and_model() {
         "--to",
         "2001-01-31",
     ];
-    assert_eq!(db.json(&long_ago), serde_json::json!([]));
+    let none = serde_json::json!({"items": [], "next_after": null});
+    assert_eq!(db.json(&long_ago), none);
 }
 
 #[test]

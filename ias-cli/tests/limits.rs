@@ -85,7 +85,7 @@ fn setting_the_same_values_changes_nothing_and_audits_nothing() {
     let target = ["--org", "team-alpha", "--email", "bob@example.com"];
     assert_eq!(set(&db, &target, &["--rpm", "7"])["changed"], true);
     let audit = db.json(&["audit", "list"]);
-    assert_eq!(audit[0]["action"], "limits.set");
+    assert_eq!(audit["items"][0]["action"], "limits.set");
 
     let again = set(&db, &target, &["--rpm", "7"]);
     assert_eq!(again["changed"], false);

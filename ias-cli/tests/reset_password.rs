@@ -56,8 +56,8 @@ fn a_password_from_stdin_replaces_the_old_one() {
     assert!(is_bobs(&db, OTHER));
     assert!(!is_bobs(&db, PASSWORD));
 
-    let entries = db.json(&["audit", "list", "--action", "user.reset_password"]);
-    assert_eq!(entries.as_array().unwrap().len(), 2);
+    let entries = db.items(&["audit", "list", "--action", "user.reset_password"]);
+    assert_eq!(entries.len(), 2);
     assert_eq!(entries[0]["source"], "cli");
     assert_eq!(entries[0]["changes"]["password"]["after"], "[redacted]");
 }

@@ -18,17 +18,18 @@ use crate::audit::{
 use crate::budget::LimitScope;
 use crate::clock::{Clock, SystemClock};
 use crate::domain::{
-    ApiKey, KeyId, NewApiKey, NewOrganization, NewUser, OrgId, Organization, Role, User, UserRef,
+    ApiKey, KeyId, NewApiKey, NewOrganization, NewUser, OrgId, Organization, Role, User, UserId,
+    UserRef,
 };
 use crate::error::{Error, Result};
 use crate::governor::Governor;
 use crate::key::KeySecret;
+use crate::page::{Page, PageRequest};
 use crate::period::MonthlyPeriod;
 use crate::rate::RateLimits;
 use crate::rbac::{self, Access, Grant, GrantCache, Permission, Target};
 use crate::store::Store;
-use crate::usage::DailyUsage;
-use crate::usage::UsageReport;
+use crate::usage::{DailyUsage, DayModel, UsageReport};
 use crate::{password, policy, validate};
 
 mod forecast;
@@ -164,21 +165,22 @@ impl Admin {
         Ok(org)
     }
 
-    /// Every organization the actor may read; the others are left out, not refused.
-    pub async fn list_orgs(&self) -> Result<Vec<Organization>> {
-        let orgs = self.store.list_orgs().await?;
+    /// A page of the organizations the actor may read, by id; the others are
+    /// left out, not refused, so a page may hold fewer than `page.limit`.
+    pub async fn list_orgs(&self, page: &PageRequest) -> Result<Page<Organization>> {
+        let fetch = page.fetch()?;
+        let after = page.after_id()?.map(OrgId);
+        let orgs = self.store.list_orgs(after, fetch).await?;
         let grants = self.grants().await?;
-        Ok(orgs
-            .into_iter()
-            .filter(|org| {
-                rbac::is_permitted(
-                    &self.actor,
-                    &grants,
-                    Permission::OrgRead,
-                    Target::org(org.id),
-                )
-            })
-            .collect())
+        let orgs = Page::from_rows(orgs, page.limit, |org| org.id.to_string());
+        Ok(orgs.retain(|org| {
+            rbac::is_permitted(
+                &self.actor,
+                &grants,
+                Permission::OrgRead,
+                Target::org(org.id),
+            )
+        }))
     }
 
     /// Creates a user in an organization.
@@ -229,13 +231,18 @@ impl Admin {
         Ok(user)
     }
 
-    /// The users of an organization.
-    pub async fn list_users(&self, org_slug: &str) -> Result<Vec<User>> {
+    /// A page of the users of an organization, by id (users GitOps removed are left out).
+    pub async fn list_users(&self, org_slug: &str, page: &PageRequest) -> Result<Page<User>> {
+        let fetch = page.fetch()?;
+        let after = page.after_id()?.map(UserId);
         let org = self.find_org(org_slug).await?;
         let attempt = self.attempt("user.list", Some(org.id), org_label(&org));
         self.require(Permission::UserRead, Target::org(org.id), &attempt)
             .await?;
-        self.store.list_users(org.id).await
+        let users = self.store.list_users(org.id, after, fetch).await?;
+        Ok(Page::from_rows(users, page.limit, |user| {
+            user.id.to_string()
+        }))
     }
 
     /// Sets a user's own monthly token limit; `None` leaves only the org budget.
@@ -327,13 +334,16 @@ impl Admin {
         Ok(CreatedKey { key, secret })
     }
 
-    /// A user's keys (never their secrets).
-    pub async fn list_keys(&self, email: &str) -> Result<Vec<ApiKey>> {
+    /// A page of a user's keys (never their secrets), newest first.
+    pub async fn list_keys(&self, email: &str, page: &PageRequest) -> Result<Page<ApiKey>> {
+        let fetch = page.fetch()?;
+        let before = page.after_id()?.map(KeyId);
         let user = self.find_user(email).await?;
         let attempt = self.attempt("key.list", Some(user.org_id), user_label(&user));
         self.require(Permission::KeyRead, Target::user(&user), &attempt)
             .await?;
-        self.store.list_keys(user.id).await
+        let keys = self.store.list_keys(user.id, before, fetch).await?;
+        Ok(Page::from_rows(keys, page.limit, |key| key.id.to_string()))
     }
 
     /// Revokes a key; it is refused from then on.
@@ -367,30 +377,52 @@ impl Admin {
         self.set_model(org_slug, model, false).await
     }
 
-    /// An organization's allowed model patterns.
-    pub async fn list_models(&self, org_slug: &str) -> Result<Vec<String>> {
+    /// A page of an organization's allowed model patterns, sorted.
+    pub async fn list_models(&self, org_slug: &str, page: &PageRequest) -> Result<Page<String>> {
+        let fetch = page.fetch()?;
+        let after = page.after_text()?;
         let org = self.find_org(org_slug).await?;
         let attempt = self.attempt("model.list", Some(org.id), org_label(&org));
         self.require(Permission::ModelRead, Target::org(org.id), &attempt)
             .await?;
-        self.store.allowed_models(org.id).await
+        let models = self.store.allowed_models(org.id, after, fetch).await?;
+        Ok(Page::from_rows(models, page.limit, String::clone))
     }
 
-    /// Usage of an organization, or of one of its users, in the current period.
-    pub async fn usage(&self, org_slug: &str, email: Option<&str>) -> Result<UsageReport> {
+    /// Usage of an organization, or of one of its users, in the current
+    /// period, with one page of its users (by id).
+    pub async fn usage(
+        &self,
+        org_slug: &str,
+        email: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<UsageReport> {
+        let fetch = page.fetch()?;
+        let after = page.after_id()?.map(UserId);
         let (org, user) = self.usage_scope(org_slug, email).await?;
         let period = MonthlyPeriod::containing(self.clock.now(), org.timezone);
-        self.store
-            .usage_report(org.id, user.map(|u| u.id), &period.key)
-            .await
+        let user = user.map(|u| u.id);
+        let mut report = self
+            .store
+            .usage_report(org.id, user, &period.key, after, fetch)
+            .await?;
+        let users = std::mem::take(&mut report.users);
+        let users = Page::from_rows(users, page.limit, |u| u.user_id.to_string());
+        report.users = users.items;
+        report.next_after = users.next_after;
+        Ok(report)
     }
 
-    /// The newest audit entries matching `filter`, of one organization or of all.
+    /// A page of the audit entries matching `filter`, newest first, of one
+    /// organization or of all; the next page holds older entries.
     pub async fn audit_log(
         &self,
         org_slug: Option<&str>,
         filter: &AuditFilter,
-    ) -> Result<Vec<AuditEntry>> {
+        page: &PageRequest,
+    ) -> Result<Page<AuditEntry>> {
+        let fetch = page.fetch()?;
+        let before = page.after_id()?;
         let filter = AuditFilter {
             action: filter
                 .action
@@ -410,7 +442,13 @@ impl Admin {
         let attempt = self.attempt("audit.list", org.as_ref().map(|o| o.id), label);
         self.require(Permission::AuditRead, target, &attempt)
             .await?;
-        self.store.search_audit(org.map(|o| o.id), &filter).await
+        let entries = self
+            .store
+            .search_audit(org.map(|o| o.id), &filter, before, fetch)
+            .await?;
+        Ok(Page::from_rows(entries, page.limit, |entry| {
+            entry.id.to_string()
+        }))
     }
 
     /// Walks the whole audit chain and names the first entry changed or removed.
@@ -493,14 +531,18 @@ impl Admin {
         self.store.rate_limits(scope, id).await
     }
 
-    /// Usage per local day and model, for the current month so far (or `from..=to`).
+    /// A page of usage per local day and model, by day then model, for the
+    /// current month so far (or `from..=to`).
     pub async fn daily_usage(
         &self,
         org_slug: &str,
         email: Option<&str>,
         from: Option<&str>,
         to: Option<&str>,
-    ) -> Result<Vec<DailyUsage>> {
+        page: &PageRequest,
+    ) -> Result<Page<DailyUsage>> {
+        let fetch = page.fetch()?;
+        let after = page.after.as_deref().map(DayModel::parse).transpose()?;
         let (org, user) = self.usage_scope(org_slug, email).await?;
         let now = self.clock.now();
         let period = MonthlyPeriod::containing(now, org.timezone);
@@ -515,9 +557,12 @@ impl Admin {
             .to_string();
         let from = day_arg("from", from)?.unwrap_or(first);
         let to = day_arg("to", to)?.unwrap_or(today);
-        self.store
-            .daily_usage(org.id, user.map(|u| u.id), &from, &to)
-            .await
+        let user = user.map(|u| u.id);
+        let rows = self
+            .store
+            .daily_usage(org.id, user, &from, &to, after.as_ref(), fetch)
+            .await?;
+        Ok(Page::from_rows(rows, page.limit, DailyUsage::cursor))
     }
 
     async fn set_model(&self, org_slug: &str, model: &str, allowed: bool) -> Result<ModelChange> {

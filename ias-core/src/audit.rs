@@ -233,25 +233,13 @@ pub fn denial(attempt: &AuditRecord, missing: Permission) -> AuditRecord {
     }
 }
 
-/// Which audit entries to list, newest first.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Which audit entries to list (newest first, a page at a time: see [`crate::page`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditFilter {
     /// Only entries at or after this time.
     pub since: Option<DateTime<Utc>>,
     /// Only entries with exactly this action, such as `key.create` or `key.create.denied`.
     pub action: Option<String>,
-    /// At most this many entries.
-    pub limit: u32,
-}
-
-impl Default for AuditFilter {
-    fn default() -> Self {
-        AuditFilter {
-            since: None,
-            action: None,
-            limit: 50,
-        }
-    }
 }
 
 /// `{"field": {"before": before, "after": after}}` for one changed field.

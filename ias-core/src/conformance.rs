@@ -23,6 +23,7 @@
 
 mod audit_log;
 mod gitops;
+mod pages;
 mod passwords;
 mod rates;
 mod rbac;
@@ -43,6 +44,12 @@ pub use gitops::{
     gitops_emptying_the_users_is_refused, gitops_letter_case_is_no_change,
     gitops_mass_removal_is_refused, gitops_prune_spares_users_git_did_not_add,
     gitops_settings_changes_take_effect, gitops_two_reconcilers_never_apply_together,
+};
+pub use pages::{
+    allowed_models_are_paged_by_name, audit_entries_are_paged_newest_first,
+    bad_pages_are_invalid_input, daily_usage_is_paged_by_day_and_model,
+    gitops_states_are_paged_by_org, keys_are_paged_newest_first, orgs_are_paged_by_id,
+    removed_users_never_appear_in_pages, users_are_paged_by_id,
 };
 pub use passwords::{
     a_reset_replaces_the_password, a_weak_password_lists_every_broken_rule,
@@ -71,6 +78,7 @@ use crate::budget::LimitScope;
 use crate::domain::{KeyId, OrgId, Role, UserId};
 use crate::error::Error;
 use crate::lease::{LeaseEntry, LeaseState, LeaseSync, UsageEvent};
+use crate::page::PageRequest;
 use crate::rate::RateLimits;
 use crate::rbac::builtin_grants;
 use crate::snapshot::ChangeEntity;
@@ -124,6 +132,15 @@ macro_rules! conformance_suite {
             seeding_refuses_a_store_with_data_unless_allowed,
             a_failed_seed_writes_nothing,
             a_running_governor_follows_a_seed,
+            orgs_are_paged_by_id,
+            users_are_paged_by_id,
+            removed_users_never_appear_in_pages,
+            keys_are_paged_newest_first,
+            audit_entries_are_paged_newest_first,
+            allowed_models_are_paged_by_name,
+            daily_usage_is_paged_by_day_and_model,
+            gitops_states_are_paged_by_org,
+            bad_pages_are_invalid_input,
             permission_matrix_holds,
             escalations_are_denied_and_audited,
             password_hashes_are_stored_with_their_audit_entry,
@@ -290,10 +307,10 @@ pub async fn fresh_schema_is_migrated_and_seeded(store: Arc<dyn Store>) {
     let seeded: HashSet<_> = store.all_grants().await.unwrap().into_iter().collect();
     let expected: HashSet<_> = builtin_grants().into_iter().collect();
     assert_eq!(seeded, expected);
-    assert!(store.list_orgs().await.unwrap().is_empty());
+    assert!(store.list_orgs(None, 10).await.unwrap().is_empty());
 }
 
-/// Orgs are created with their fields, listed by slug, and slugs are unique.
+/// Orgs are created with their fields, listed by id, and slugs are unique.
 pub async fn orgs_are_created_listed_and_unique(store: Arc<dyn Store>) {
     let admin = admin(&store);
     let zeta = admin.create_org("zeta", 10, "Europe/Berlin").await.unwrap();
@@ -301,13 +318,13 @@ pub async fn orgs_are_created_listed_and_unique(store: Arc<dyn Store>) {
     assert_eq!(zeta.timezone, chrono_tz::Europe::Berlin);
     assert_eq!(zeta.monthly_token_budget, 10);
     let slugs: Vec<_> = store
-        .list_orgs()
+        .list_orgs(None, 10)
         .await
         .unwrap()
         .into_iter()
         .map(|o| o.slug)
         .collect();
-    assert_eq!(slugs, ["alpha", "zeta"]);
+    assert_eq!(slugs, ["zeta", "alpha"]);
     let found = store.org_by_slug("zeta").await.unwrap().unwrap();
     assert_eq!(found, zeta);
     let entries = store.list_audit(Some(zeta.id), 10).await.unwrap();
@@ -338,7 +355,7 @@ pub async fn a_failed_write_leaves_no_trace(store: Arc<dyn Store>) {
     assert_eq!(audit_count(&store).await, before);
     let org = store.org_by_slug("acme").await.unwrap().unwrap();
     assert_eq!(org.monthly_token_budget, 10);
-    assert_eq!(store.list_users(org.id).await.unwrap().len(), 1);
+    assert_eq!(store.list_users(org.id, None, 10).await.unwrap().len(), 1);
 }
 
 /// Emails are unique across organizations, whatever their letter case.
@@ -410,9 +427,10 @@ pub async fn keys_are_loaded_for_the_cache_by_id(store: Arc<dyn Store>) {
     assert_eq!(record.rate_limits, limits);
     assert!(store.key_record(KeyId(9_999)).await.unwrap().is_none());
     let ids: Vec<_> = admin
-        .list_keys("u@acme.io")
+        .list_keys("u@acme.io", &PageRequest::default())
         .await
         .unwrap()
+        .items
         .iter()
         .map(|k| k.id)
         .collect();
@@ -492,7 +510,7 @@ pub async fn allowing_models_is_idempotent(store: Arc<dyn Store>) {
     assert_eq!(audit_count(&store).await, before);
     admin.allow_model("acme", "anthropic/*").await.unwrap();
     assert_eq!(
-        store.allowed_models(org.id).await.unwrap(),
+        store.allowed_models(org.id, None, 10).await.unwrap(),
         ["anthropic/*", "gpt-4o-mini"]
     );
     assert!(
@@ -509,7 +527,10 @@ pub async fn allowing_models_is_idempotent(store: Arc<dyn Store>) {
             .unwrap()
             .changed
     );
-    assert_eq!(store.allowed_models(org.id).await.unwrap(), ["anthropic/*"]);
+    assert_eq!(
+        store.allowed_models(org.id, None, 10).await.unwrap(),
+        ["anthropic/*"]
+    );
 }
 
 /// A lease grants at most what is left of the limit, across holders.
@@ -591,7 +612,10 @@ pub async fn a_failed_sync_changes_nothing(store: Arc<dyn Store>) {
     assert!(failed.is_err());
     let state = store.budget_state(f.org, f.user, PERIOD).await.unwrap();
     assert_eq!((state.org.used, state.org.reserved), (0, 0));
-    let report = store.usage_report(f.org, None, PERIOD).await.unwrap();
+    let report = store
+        .usage_report(f.org, None, PERIOD, None, 1000)
+        .await
+        .unwrap();
     assert!(report.models.is_empty());
 }
 
@@ -634,7 +658,10 @@ pub async fn a_retried_sync_counts_once(store: Arc<dyn Store>) {
     assert_eq!((b.used, b.held, b.lease, b.granted), (10, 100, 100, 0));
     let r = retried.rates[0];
     assert_eq!((r.used, r.held, r.lease, r.granted), (5, 50, 50, 0));
-    let report = store.usage_report(f.org, None, PERIOD).await.unwrap();
+    let report = store
+        .usage_report(f.org, None, PERIOD, None, 1000)
+        .await
+        .unwrap();
     assert_eq!(report.org.used, 10);
     assert_eq!(report.models.iter().map(|m| m.requests).sum::<i64>(), 1);
     let mut next = first.clone();
@@ -829,7 +856,10 @@ pub async fn usage_reports_by_user_model_and_day(store: Arc<dyn Store>) {
         .await
         .unwrap();
 
-    let report = store.usage_report(f.org, None, PERIOD).await.unwrap();
+    let report = store
+        .usage_report(f.org, None, PERIOD, None, 1000)
+        .await
+        .unwrap();
     assert_eq!((report.org.used, report.org.reserved), (12, 0));
     assert_eq!(
         (report.monthly_token_budget, report.remaining()),
@@ -850,7 +880,7 @@ pub async fn usage_reports_by_user_model_and_day(store: Arc<dyn Store>) {
     assert_eq!(models, [("claude", 5, 2), ("gpt-4o-mini", 7, 1)]);
 
     let days = store
-        .daily_usage(f.org, None, "2026-12-01", "2026-12-31")
+        .daily_usage(f.org, None, "2026-12-01", "2026-12-31", None, 100)
         .await
         .unwrap();
     let days: Vec<_> = days
@@ -865,19 +895,19 @@ pub async fn usage_reports_by_user_model_and_day(store: Arc<dyn Store>) {
         ]
     );
     let first_day = store
-        .daily_usage(f.org, None, "2026-12-01", "2026-12-01")
+        .daily_usage(f.org, None, "2026-12-01", "2026-12-01", None, 100)
         .await
         .unwrap();
     assert_eq!(first_day.len(), 1);
     let only_other = store
-        .usage_report(f.org, Some(other.id), PERIOD)
+        .usage_report(f.org, Some(other.id), PERIOD, None, 1000)
         .await
         .unwrap();
     assert_eq!(only_other.users.len(), 1);
     assert!(only_other.models.is_empty());
     assert!(
         store
-            .daily_usage(f.org, Some(other.id), "2026-12-01", "2026-12-31")
+            .daily_usage(f.org, Some(other.id), "2026-12-01", "2026-12-31", None, 100)
             .await
             .unwrap()
             .is_empty()
@@ -937,7 +967,7 @@ pub async fn governor_allows_reserves_and_settles(store: Arc<dyn Store>) {
     assert_eq!((state.org.used, state.org.reserved), (80, 0));
     assert!(governor.settle(&reservation, 80).await.is_err());
     let report = store
-        .usage_report(reservation.org_id, None, &reservation.period)
+        .usage_report(reservation.org_id, None, &reservation.period, None, 1000)
         .await
         .unwrap();
     assert_eq!(

@@ -41,6 +41,7 @@ pub mod key;
 pub mod lease;
 mod ledger;
 pub mod migration;
+pub mod page;
 pub mod password;
 pub mod period;
 pub mod policy;
@@ -72,6 +73,7 @@ pub use governor::{
     GovernorConfig, GovernorStats, LimitDetail, LimitKind, Maintenance, Principal, Reservation,
 };
 pub use key::{KeyHash, KeySecret};
+pub use page::{Page, PageRequest};
 pub use password::{HashedPassword, verify_password};
 pub use period::MonthlyPeriod;
 pub use rate::RateLimits;

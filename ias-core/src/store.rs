@@ -14,6 +14,11 @@
 //!   locking problems, worth a retry) or [`Error::Store`] (everything else).
 //! - Unique violations become [`Error::Conflict`]; missing referenced rows
 //!   become [`Error::NotFound`].
+//! - A list reads one page by key: up to `limit` rows after the key `after`
+//!   (or below `before`, for lists newest first), in key order, through an
+//!   index, never by offset. Hosts read pages through [`crate::Admin`],
+//!   which asks for one row more than the page to know whether another
+//!   follows (see [`crate::page`]).
 
 use std::time::Duration;
 
@@ -32,7 +37,7 @@ use crate::rate::RateLimits;
 use crate::rbac::Grant;
 use crate::seed::SeedStore;
 use crate::snapshot::{Change, KeyRecord, OrgPolicy, UserPolicy};
-use crate::usage::{DailyUsage, UsageReport};
+use crate::usage::{DailyUsage, DayModel, UsageReport};
 
 #[allow(unused_imports, reason = "linked from the module docs")]
 use crate::error::Error;
@@ -47,8 +52,8 @@ pub trait OrgStore: Send + Sync {
     /// The organization with this slug, if any.
     async fn org_by_slug(&self, slug: &str) -> Result<Option<Organization>>;
 
-    /// Every organization, ordered by slug.
-    async fn list_orgs(&self) -> Result<Vec<Organization>>;
+    /// Up to `limit` organizations with ids above `after`, by id.
+    async fn list_orgs(&self, after: Option<OrgId>, limit: u32) -> Result<Vec<Organization>>;
 
     /// Adds (`allowed`) or removes an allowed-model pattern, already normalised.
     ///
@@ -62,8 +67,14 @@ pub trait OrgStore: Send + Sync {
         audit: &AuditRecord,
     ) -> Result<bool>;
 
-    /// The organization's allowed-model patterns, sorted.
-    async fn allowed_models(&self, org: OrgId) -> Result<Vec<String>>;
+    /// Up to `limit` of the organization's allowed-model patterns that sort
+    /// after `after`, sorted.
+    async fn allowed_models(
+        &self,
+        org: OrgId,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>>;
 }
 
 /// Users.
@@ -79,8 +90,11 @@ pub trait UserStore: Send + Sync {
     /// The user with this id, if any.
     async fn user_by_id(&self, id: UserId) -> Result<Option<User>>;
 
-    /// The organization's users, ordered by email.
-    async fn list_users(&self, org: OrgId) -> Result<Vec<User>>;
+    /// Up to `limit` of the organization's users with ids above `after`, by id.
+    ///
+    /// Users that GitOps removed from the organization (`removed_at` set)
+    /// are never listed.
+    async fn list_users(&self, org: OrgId, after: Option<UserId>, limit: u32) -> Result<Vec<User>>;
 
     /// Sets a user's own monthly limit (`None`: only the org budget applies).
     async fn set_user_limit(
@@ -111,8 +125,13 @@ pub trait KeyStore: Send + Sync {
     /// The key with this id, if any.
     async fn key_by_id(&self, id: KeyId) -> Result<Option<ApiKey>>;
 
-    /// The user's keys, newest first.
-    async fn list_keys(&self, user: UserId) -> Result<Vec<ApiKey>>;
+    /// Up to `limit` of the user's keys with ids below `before`, newest first.
+    async fn list_keys(
+        &self,
+        user: UserId,
+        before: Option<KeyId>,
+        limit: u32,
+    ) -> Result<Vec<ApiKey>>;
 
     /// Marks a key revoked at `at`; [`Error::Conflict`] if it already is.
     async fn revoke_key(&self, id: KeyId, at: DateTime<Utc>, audit: &AuditRecord)
@@ -152,21 +171,28 @@ pub trait UsageStore: Send + Sync {
     /// `reserved` is what leases hold, by every holder.
     async fn budget_state(&self, org: OrgId, user: UserId, period: &str) -> Result<BudgetState>;
 
-    /// Usage of an organization in `period`, for all its users or one.
+    /// Usage of an organization in `period`, for all its users or one;
+    /// `users` holds up to `limit` of them with ids above `after`, by id,
+    /// and `next_after` is left `None`.
     async fn usage_report(
         &self,
         org: OrgId,
         user: Option<UserId>,
         period: &str,
+        after: Option<UserId>,
+        limit: u32,
     ) -> Result<UsageReport>;
 
-    /// Usage per local day and model, for days `from..=to` (`YYYY-MM-DD`), oldest first.
+    /// Usage per local day and model, for days `from..=to` (`YYYY-MM-DD`),
+    /// by day then model: up to `limit` rows after `after` (a day and a model).
     async fn daily_usage(
         &self,
         org: OrgId,
         user: Option<UserId>,
         from: &str,
         to: &str,
+        after: Option<&DayModel>,
+        limit: u32,
     ) -> Result<Vec<DailyUsage>>;
 }
 
@@ -244,11 +270,14 @@ pub trait AuditStore: Send + Sync {
     /// Its `target_id` is `None`.
     async fn append_audit(&self, audit: &AuditRecord) -> Result<AuditEntry>;
 
-    /// The newest entries matching `filter`, newest first, of one organization or of all.
+    /// Up to `limit` entries matching `filter` with ids below `before`,
+    /// newest first, of one organization or of all.
     async fn search_audit(
         &self,
         org: Option<OrgId>,
         filter: &AuditFilter,
+        before: Option<i64>,
+        limit: u32,
     ) -> Result<Vec<AuditEntry>>;
 
     /// Up to `limit` entries with an id above `after`, oldest first, for verifying the chain.
@@ -260,11 +289,8 @@ pub trait AuditStore: Send + Sync {
 
     /// The newest `limit` entries, newest first, of one organization or of all.
     async fn list_audit(&self, org: Option<OrgId>, limit: u32) -> Result<Vec<AuditEntry>> {
-        let filter = AuditFilter {
-            limit,
-            ..AuditFilter::default()
-        };
-        self.search_audit(org, &filter).await
+        self.search_audit(org, &AuditFilter::default(), None, limit)
+            .await
     }
 }
 
@@ -301,8 +327,9 @@ pub trait GitopsStore: Send + Sync {
     /// The organization's GitOps state; `None` when GitOps is not enabled.
     async fn gitops_state(&self, org: OrgId) -> Result<Option<GitopsState>>;
 
-    /// The state of every organization with GitOps enabled, by organization id.
-    async fn gitops_states(&self) -> Result<Vec<GitopsState>>;
+    /// Up to `limit` states of organizations with GitOps enabled whose ids
+    /// are above `after`, by organization id.
+    async fn gitops_states(&self, after: Option<OrgId>, limit: u32) -> Result<Vec<GitopsState>>;
 
     /// Stores the status after an attempt, with `audit` when one is given.
     ///

@@ -17,10 +17,12 @@ pub struct UsageReport {
     pub monthly_token_budget: i64,
     /// The organization's counter.
     pub org: Counter,
-    /// Per user, for the users the report covers, by email.
+    /// Per user, for the users the report covers: one page of them, by id.
     pub users: Vec<UserUsage>,
     /// Per model, from the recorded usage events.
     pub models: Vec<ModelUsage>,
+    /// The cursor of the next page of `users` (a user id); `None` on the last page.
+    pub next_after: Option<String>,
 }
 
 impl UsageReport {
@@ -140,6 +142,46 @@ impl Forecast {
             projected_tokens: counter.used.saturating_add((per_ms * left_ms) as i64),
             exhausted_at: remaining.and_then(|left| exhausted_at(now, period, left, per_ms)),
             resets_at: period.resets_at,
+        }
+    }
+}
+
+impl DailyUsage {
+    /// This row's key in the list, as a cursor: `DAY/MODEL`, such as `2026-12-03/gpt-4o-mini`.
+    pub fn cursor(&self) -> String {
+        format!("{}/{}", self.day, self.model)
+    }
+}
+
+/// A day and a model: where a page of daily usage starts (after this row).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayModel {
+    /// The day, `YYYY-MM-DD`.
+    pub day: String,
+    /// The model name.
+    pub model: String,
+}
+
+impl DayModel {
+    /// Reads a cursor written by [`DailyUsage::cursor`]: `DAY/MODEL`.
+    ///
+    /// [`crate::Error::InvalidInput`] naming `after` when it is not a date,
+    /// a `/` and a model name.
+    pub fn parse(cursor: &str) -> crate::Result<DayModel> {
+        let reason = "expected `DAY/MODEL` such as `2026-12-03/gpt-4o-mini`";
+        let text = crate::page::checked_text(cursor)?;
+        let (day, model) = text
+            .split_once('/')
+            .ok_or_else(|| crate::page::bad_cursor(cursor, reason))?;
+        let parsed = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").ok();
+        match parsed {
+            Some(date) if !model.is_empty() && date.format("%Y-%m-%d").to_string() == day => {
+                Ok(DayModel {
+                    day: day.to_owned(),
+                    model: model.to_owned(),
+                })
+            }
+            _ => Err(crate::page::bad_cursor(cursor, reason)),
         }
     }
 }
@@ -266,5 +308,31 @@ mod tests {
         };
         let f = Forecast::compute(now, tz, &period, Some(1), counter, &[]);
         assert_eq!(f.pace_since, at("2026-06-08T15:00:00Z"));
+    }
+
+    #[test]
+    fn daily_cursors_name_a_day_and_a_model() {
+        let row = DailyUsage {
+            day: "2026-12-03".into(),
+            model: "openai/gpt-4o".into(),
+            tokens: 1,
+            requests: 1,
+        };
+        let key = DayModel::parse(&row.cursor()).unwrap();
+        assert_eq!(
+            (key.day.as_str(), key.model.as_str()),
+            ("2026-12-03", "openai/gpt-4o")
+        );
+        for bad in [
+            "2026-12-03",
+            "2026-12-03/",
+            "2026-13-01/x",
+            "2026-1-3/x",
+            "/x",
+            "",
+        ] {
+            let err = DayModel::parse(bad).unwrap_err().to_string();
+            assert!(err.starts_with("invalid after `"), "{bad:?}: {err}");
+        }
     }
 }

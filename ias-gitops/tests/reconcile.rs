@@ -19,8 +19,8 @@ use ias_core::gitops::manifest;
 use ias_core::gitops::reconcile::{ManifestSource, Reconciler, ReconcilerConfig};
 use ias_core::gitops::{ChangeOp, GitopsState, NewGitopsSettings, SyncStatus};
 use ias_core::{
-    Actor, Admin, AuditEntry, AuditFilter, Decision, Governor, LimitTarget, ManagedBy, Role,
-    Source, Store,
+    Actor, Admin, AuditEntry, AuditFilter, Decision, Governor, LimitTarget, ManagedBy, PageRequest,
+    Role, Source, Store,
 };
 use ias_gitops::{GitManifestSource, check_settings};
 use ias_store_postgres::PostgresStore;
@@ -305,13 +305,27 @@ impl Setup {
                 .rate_limits("acme", LimitTarget::Org)
                 .await
                 .unwrap(),
-            models: self.admin.list_models("acme").await.unwrap(),
-            users: self.admin.list_users("acme").await.unwrap(),
+            models: self
+                .admin
+                .list_models("acme", &PageRequest::default())
+                .await
+                .unwrap()
+                .items,
+            users: self
+                .admin
+                .list_users("acme", &PageRequest::default())
+                .await
+                .unwrap()
+                .items,
         }
     }
 
     async fn used_by(&self, email: &str) -> i64 {
-        let report = self.admin.usage("acme", Some(email)).await.unwrap();
+        let report = self
+            .admin
+            .usage("acme", Some(email), &PageRequest::default())
+            .await
+            .unwrap();
         report.users[0].counter.used
     }
 }
@@ -331,10 +345,10 @@ struct Governed {
 async fn entries(store: &Arc<dyn Store>, action: &str) -> Vec<AuditEntry> {
     let filter = AuditFilter {
         action: Some(action.to_owned()),
-        limit: 100_000,
         ..AuditFilter::default()
     };
-    store.search_audit(None, &filter).await.unwrap()
+    let found = store.search_audit(None, &filter, None, 100_000).await;
+    found.unwrap()
 }
 
 /// The `gitops.apply` entries of one commit.
@@ -351,7 +365,7 @@ async fn audit_len(store: &Arc<dyn Store>) -> usize {
 /// The whole audit log and every organization's sync state, as JSON text.
 async fn recorded_text(store: &Arc<dyn Store>) -> String {
     let audit = store.list_audit(None, 100_000).await.unwrap();
-    let states = store.gitops_states().await.unwrap();
+    let states = store.gitops_states(None, 1_000).await.unwrap();
     format!(
         "{}\n{}",
         serde_json::to_string(&audit).unwrap(),
@@ -474,7 +488,15 @@ async fn a_commit_that_empties_the_users_is_refused(transport: Transport) {
     );
     assert_applied(&state, &good);
     assert_eq!(s.governed().await, before);
-    assert_eq!(s.admin.list_users("acme").await.unwrap().len(), 2);
+    assert_eq!(
+        s.admin
+            .list_users("acme", &PageRequest::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
 }
 
 /// A file with invalid values applies nothing and lists every error.
@@ -646,9 +668,10 @@ async fn a_mass_removal_needs_a_raised_guard(transport: Transport) {
     assert_applied(&state, &commit);
     let emails: Vec<String> = s
         .admin
-        .list_users("acme")
+        .list_users("acme", &PageRequest::default())
         .await
         .unwrap()
+        .items
         .into_iter()
         .map(|u| u.email)
         .collect();
@@ -661,7 +684,15 @@ async fn a_mass_removal_needs_a_raised_guard(transport: Transport) {
         removed.removed_at.is_some(),
         "the user stays for the record"
     );
-    assert_eq!(s.admin.list_keys("m01@acme.io").await.unwrap().len(), 1);
+    assert_eq!(
+        s.admin
+            .list_keys("m01@acme.io", &PageRequest::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
     assert!(
         !key_works(&s.store, &key).await,
         "a removed user's key stops"
@@ -712,7 +743,12 @@ async fn a_role_change_keeps_keys_and_usage(transport: Transport) {
         s.admin.user("bob@acme.io").await.unwrap().role,
         Role::OrgAdmin
     );
-    let keys = s.admin.list_keys("bob@acme.io").await.unwrap();
+    let keys = s
+        .admin
+        .list_keys("bob@acme.io", &PageRequest::default())
+        .await
+        .unwrap()
+        .items;
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0].id, key.key.id);
     assert!(keys[0].revoked_at.is_none());
@@ -777,13 +813,14 @@ async fn users_created_before_enable_are_never_pruned(transport: Transport) {
     assert_status(&state, SyncStatus::Synced, "synced");
     let emails: Vec<String> = s
         .admin
-        .list_users("acme")
+        .list_users("acme", &PageRequest::default())
         .await
         .unwrap()
+        .items
         .into_iter()
         .map(|u| u.email)
         .collect();
-    assert_eq!(emails, ["alice@acme.io", "early@acme.io"], "bob pruned");
+    assert_eq!(emails, ["early@acme.io", "alice@acme.io"], "bob pruned");
     let early = s.admin.user("early@acme.io").await.unwrap();
     assert_eq!(
         (
@@ -869,7 +906,12 @@ async fn a_restart_with_an_unchanged_file_changes_nothing(transport: Transport) 
     let key = spend(&s, "bob@acme.io", 600).await;
     let before = s.governed().await;
     let audit = audit_len(&s.store).await;
-    let keys = s.admin.list_keys("bob@acme.io").await.unwrap();
+    let keys = s
+        .admin
+        .list_keys("bob@acme.io", &PageRequest::default())
+        .await
+        .unwrap()
+        .items;
 
     let restarted = s.reconciler("replica-restarted");
     for _ in 0..2 {
@@ -880,7 +922,14 @@ async fn a_restart_with_an_unchanged_file_changes_nothing(transport: Transport) 
     }
     assert_eq!(audit_len(&s.store).await, audit, "no audit entry");
     assert_eq!(s.governed().await, before);
-    assert_eq!(s.admin.list_keys("bob@acme.io").await.unwrap(), keys);
+    assert_eq!(
+        s.admin
+            .list_keys("bob@acme.io", &PageRequest::default())
+            .await
+            .unwrap()
+            .items,
+        keys
+    );
     assert_eq!(s.used_by("bob@acme.io").await, 600);
     assert!(key_works(&s.store, &key).await);
     let state = s.admin.gitops_status("acme").await.unwrap();
@@ -1126,9 +1175,10 @@ async fn two_reconcilers_apply_each_commit_once(
     }
 
     let slugs: BTreeMap<_, _> = admin
-        .list_orgs()
+        .list_orgs(&PageRequest::default())
         .await
         .unwrap()
+        .items
         .into_iter()
         .map(|o| (o.id, o.slug))
         .collect();

@@ -124,7 +124,7 @@ fn an_env_token_syncs_and_a_wrong_one_is_a_fetch_failure_without_the_token() {
 
     let recorded = runtime.block_on(async {
         let audit = store.list_audit(None, 10_000).await.unwrap();
-        let states = store.gitops_states().await.unwrap();
+        let states = store.gitops_states(None, 1_000).await.unwrap();
         serde_json::to_string(&(audit, states)).unwrap()
     });
     assert!(

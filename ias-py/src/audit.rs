@@ -7,6 +7,7 @@ use pyo3::types::{PyDict, PyList};
 use serde_json::Value;
 
 use crate::governor::Governor;
+use crate::page::{self, Paged};
 use crate::runtime::{awaitable, block_on};
 
 /// One entry of the append-only, hash-chained audit log.
@@ -224,12 +225,11 @@ async fn audit_log(
     admin: Admin,
     org: Option<String>,
     filter: AuditFilter,
-) -> Result<Vec<AuditEntry>> {
-    let entries = admin.audit_log(org.as_deref(), &filter).await?;
-    Ok(entries
-        .into_iter()
-        .map(|entry| AuditEntry { entry })
-        .collect())
+    (limit, after): (i64, Option<String>),
+) -> Result<Paged<AuditEntry>> {
+    let page = page::request(limit, after)?;
+    let entries = admin.audit_log(org.as_deref(), &filter, &page).await?;
+    Ok(Paged::of(entries, |entry| AuditEntry { entry }))
 }
 
 async fn verify_audit(admin: Admin, anchor: Option<AuditHead>) -> Result<AuditVerification> {
@@ -240,48 +240,46 @@ async fn verify_audit(admin: Admin, anchor: Option<AuditHead>) -> Result<AuditVe
     Ok(admin.verify_audit(anchor).await?.into())
 }
 
-fn filter(since: Option<DateTime<FixedOffset>>, action: Option<String>, limit: u32) -> AuditFilter {
+fn filter(since: Option<DateTime<FixedOffset>>, action: Option<String>) -> AuditFilter {
     AuditFilter {
         since: since.map(|at| at.with_timezone(&Utc)),
         action,
-        limit,
     }
 }
 
 #[pymethods]
 impl Governor {
-    /// The newest audit entries, of one organization or of all, newest first.
+    /// A page of audit entries, of one organization or of all, newest
+    /// first: the next page holds older entries.
     ///
     /// `since` is a time-zone-aware `datetime`; `action` such as `key.create`.
-    #[pyo3(signature = (org = None, *, since = None, action = None, limit = 50))]
+    #[pyo3(signature = (org = None, *, since = None, action = None, limit = 100, after = None))]
     fn audit_log(
         &self,
         py: Python<'_>,
         org: Option<String>,
         since: Option<DateTime<FixedOffset>>,
         action: Option<String>,
-        limit: u32,
-    ) -> PyResult<Vec<AuditEntry>> {
-        block_on(
-            py,
-            audit_log(self.admin()?, org, filter(since, action, limit)),
-        )
+        limit: i64,
+        after: Option<String>,
+    ) -> PyResult<Paged<AuditEntry>> {
+        let filter = filter(since, action);
+        block_on(py, audit_log(self.admin()?, org, filter, (limit, after)))
     }
 
     /// `audit_log` as an awaitable.
-    #[pyo3(signature = (org = None, *, since = None, action = None, limit = 50))]
+    #[pyo3(signature = (org = None, *, since = None, action = None, limit = 100, after = None))]
     fn audit_log_async<'py>(
         &self,
         py: Python<'py>,
         org: Option<String>,
         since: Option<DateTime<FixedOffset>>,
         action: Option<String>,
-        limit: u32,
+        limit: i64,
+        after: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        awaitable(
-            py,
-            audit_log(self.admin()?, org, filter(since, action, limit)),
-        )
+        let filter = filter(since, action);
+        awaitable(py, audit_log(self.admin()?, org, filter, (limit, after)))
     }
 
     /// Walks the whole audit chain and names the first entry changed or removed.

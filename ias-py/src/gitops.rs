@@ -18,6 +18,7 @@ use pyo3::prelude::*;
 
 use crate::audit::json_to_py;
 use crate::governor::Governor;
+use crate::page::{self, Paged};
 use crate::runtime::{awaitable, block_on};
 
 /// Where an organization's file lives and how it is applied.
@@ -390,13 +391,13 @@ fn py_optional(value: Option<&str>) -> String {
     value.map_or_else(|| "None".to_owned(), |v| format!("{v:?}"))
 }
 
-/// One state, or every state the actor may read (`gitops_status` without an org).
+/// One state, or a page of the states the actor may read (`gitops_status` without an org).
 #[derive(IntoPyObject)]
 pub enum States {
     /// One organization's state.
     One(GitopsState),
-    /// Several organizations' states.
-    All(Vec<GitopsState>),
+    /// A page of organizations' states.
+    All(Paged<GitopsState>),
 }
 
 /// A source of files over Git, new for each call so that it never answers a stale head.
@@ -457,17 +458,19 @@ async fn gitops_suspend(admin: Admin, org: String, suspended: bool) -> Result<bo
     admin.gitops_suspend(&org, suspended).await
 }
 
-async fn gitops_status(admin: Admin, org: Option<String>) -> Result<States> {
+async fn gitops_status(
+    admin: Admin,
+    org: Option<String>,
+    limit: i64,
+    after: Option<String>,
+) -> Result<States> {
+    let page = page::request(limit, after)?;
     Ok(match org {
         Some(org) => States::One(admin.gitops_status(&org).await?.into()),
-        None => States::All(
-            admin
-                .gitops_statuses()
-                .await?
-                .into_iter()
-                .map(GitopsState::from)
-                .collect(),
-        ),
+        None => States::All(Paged::of(
+            admin.gitops_statuses(&page).await?,
+            GitopsState::from,
+        )),
     })
 }
 
@@ -668,20 +671,29 @@ impl Governor {
         awaitable(py, gitops_suspend(self.admin()?, org, false))
     }
 
-    /// One organization's GitOps state, or a list of every one the actor may read.
-    #[pyo3(signature = (org = None))]
-    fn gitops_status(&self, py: Python<'_>, org: Option<String>) -> PyResult<States> {
-        block_on(py, gitops_status(self.admin()?, org))
+    /// One organization's GitOps state, or a page of every one the actor may
+    /// read, by organization id.
+    #[pyo3(signature = (org = None, *, limit = 100, after = None))]
+    fn gitops_status(
+        &self,
+        py: Python<'_>,
+        org: Option<String>,
+        limit: i64,
+        after: Option<String>,
+    ) -> PyResult<States> {
+        block_on(py, gitops_status(self.admin()?, org, limit, after))
     }
 
     /// `gitops_status` as an awaitable.
-    #[pyo3(signature = (org = None))]
+    #[pyo3(signature = (org = None, *, limit = 100, after = None))]
     fn gitops_status_async<'py>(
         &self,
         py: Python<'py>,
         org: Option<String>,
+        limit: i64,
+        after: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        awaitable(py, gitops_status(self.admin()?, org))
+        awaitable(py, gitops_status(self.admin()?, org, limit, after))
     }
 
     /// What the file at the ref (or the local `file`) would change; writes nothing.

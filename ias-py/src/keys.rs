@@ -5,6 +5,7 @@ use ias_core::{Admin, KeyId, Result};
 use pyo3::prelude::*;
 
 use crate::governor::Governor;
+use crate::page::{self, Paged};
 use crate::runtime::{awaitable, block_on};
 
 /// The stored, non-secret half of an API key.
@@ -96,9 +97,15 @@ async fn create_key(
     })
 }
 
-async fn list_keys(admin: Admin, email: String) -> Result<Vec<ApiKey>> {
-    let keys = admin.list_keys(&email).await?;
-    Ok(keys.into_iter().map(ApiKey::from).collect())
+async fn list_keys(
+    admin: Admin,
+    email: String,
+    limit: i64,
+    after: Option<String>,
+) -> Result<Paged<ApiKey>> {
+    let page = page::request(limit, after)?;
+    let keys = admin.list_keys(&email, &page).await?;
+    Ok(Paged::of(keys, ApiKey::from))
 }
 
 async fn revoke_key(admin: Admin, key_id: i64) -> Result<ApiKey> {
@@ -129,14 +136,28 @@ impl Governor {
         awaitable(py, create_key(self.admin()?, email, expires_in))
     }
 
-    /// A user's keys, never their secrets.
-    fn list_keys(&self, py: Python<'_>, email: String) -> PyResult<Vec<ApiKey>> {
-        block_on(py, list_keys(self.admin()?, email))
+    /// A page of a user's keys, newest first, never their secrets.
+    #[pyo3(signature = (email, *, limit = 100, after = None))]
+    fn list_keys(
+        &self,
+        py: Python<'_>,
+        email: String,
+        limit: i64,
+        after: Option<String>,
+    ) -> PyResult<Paged<ApiKey>> {
+        block_on(py, list_keys(self.admin()?, email, limit, after))
     }
 
     /// `list_keys` as an awaitable.
-    fn list_keys_async<'py>(&self, py: Python<'py>, email: String) -> PyResult<Bound<'py, PyAny>> {
-        awaitable(py, list_keys(self.admin()?, email))
+    #[pyo3(signature = (email, *, limit = 100, after = None))]
+    fn list_keys_async<'py>(
+        &self,
+        py: Python<'py>,
+        email: String,
+        limit: i64,
+        after: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, list_keys(self.admin()?, email, limit, after))
     }
 
     /// Revokes a key by id; it is refused from then on.

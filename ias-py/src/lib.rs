@@ -28,6 +28,7 @@ mod keys;
 mod limits;
 mod models;
 mod orgs;
+mod page;
 mod runtime;
 mod usage;
 mod users;
@@ -48,6 +49,7 @@ fn ias_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<decision::Reservation>()?;
     m.add_class::<decision::Settlement>()?;
     m.add_class::<decision::Principal>()?;
+    m.add_class::<page::Page>()?;
     m.add_class::<orgs::Organization>()?;
     m.add_class::<users::User>()?;
     m.add_class::<keys::ApiKey>()?;

@@ -4,6 +4,7 @@ use ias_core::{Admin, Result};
 use pyo3::prelude::*;
 
 use crate::governor::Governor;
+use crate::page::{self, Paged};
 use crate::runtime::{awaitable, block_on};
 
 /// A change in an organization's allowed models.
@@ -35,8 +36,15 @@ async fn set_model(admin: Admin, org: String, model: String, allowed: bool) -> R
     })
 }
 
-async fn list_models(admin: Admin, org: String) -> Result<Vec<String>> {
-    admin.list_models(&org).await
+async fn list_models(
+    admin: Admin,
+    org: String,
+    limit: i64,
+    after: Option<String>,
+) -> Result<Paged<String>> {
+    let page = page::request(limit, after)?;
+    let models = admin.list_models(&org, &page).await?;
+    Ok(Paged::of(models, |model| model))
 }
 
 #[pymethods]
@@ -71,13 +79,27 @@ impl Governor {
         awaitable(py, set_model(self.admin()?, org, model, false))
     }
 
-    /// An organization's allowed model names and patterns.
-    fn list_models(&self, py: Python<'_>, org: String) -> PyResult<Vec<String>> {
-        block_on(py, list_models(self.admin()?, org))
+    /// A page of an organization's allowed model names and patterns, sorted.
+    #[pyo3(signature = (org, *, limit = 100, after = None))]
+    fn list_models(
+        &self,
+        py: Python<'_>,
+        org: String,
+        limit: i64,
+        after: Option<String>,
+    ) -> PyResult<Paged<String>> {
+        block_on(py, list_models(self.admin()?, org, limit, after))
     }
 
     /// `list_models` as an awaitable.
-    fn list_models_async<'py>(&self, py: Python<'py>, org: String) -> PyResult<Bound<'py, PyAny>> {
-        awaitable(py, list_models(self.admin()?, org))
+    #[pyo3(signature = (org, *, limit = 100, after = None))]
+    fn list_models_async<'py>(
+        &self,
+        py: Python<'py>,
+        org: String,
+        limit: i64,
+        after: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, list_models(self.admin()?, org, limit, after))
     }
 }

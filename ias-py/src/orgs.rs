@@ -5,6 +5,7 @@ use ias_core::{Admin, Result};
 use pyo3::prelude::*;
 
 use crate::governor::Governor;
+use crate::page::{self, Paged};
 use crate::runtime::{awaitable, block_on};
 
 /// An organization: the unit that owns a monthly token budget.
@@ -62,9 +63,10 @@ async fn org(admin: Admin, slug: String) -> Result<Organization> {
     Ok(admin.org(&slug).await?.into())
 }
 
-async fn list_orgs(admin: Admin) -> Result<Vec<Organization>> {
-    let orgs = admin.list_orgs().await?;
-    Ok(orgs.into_iter().map(Organization::from).collect())
+async fn list_orgs(admin: Admin, limit: i64, after: Option<String>) -> Result<Paged<Organization>> {
+    let page = page::request(limit, after)?;
+    let orgs = admin.list_orgs(&page).await?;
+    Ok(Paged::of(orgs, Organization::from))
 }
 
 #[pymethods]
@@ -115,13 +117,28 @@ impl Governor {
         awaitable(py, org(self.admin()?, slug))
     }
 
-    /// Every organization the actor may read.
-    fn list_orgs(&self, py: Python<'_>) -> PyResult<Vec<Organization>> {
-        block_on(py, list_orgs(self.admin()?))
+    /// A page of the organizations the actor may read, by id.
+    ///
+    /// The others are left out, so a page may hold fewer than `limit`
+    /// (even none) before the last: read on while `next_after` is set.
+    #[pyo3(signature = (*, limit = 100, after = None))]
+    fn list_orgs(
+        &self,
+        py: Python<'_>,
+        limit: i64,
+        after: Option<String>,
+    ) -> PyResult<Paged<Organization>> {
+        block_on(py, list_orgs(self.admin()?, limit, after))
     }
 
     /// `list_orgs` as an awaitable.
-    fn list_orgs_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        awaitable(py, list_orgs(self.admin()?))
+    #[pyo3(signature = (*, limit = 100, after = None))]
+    fn list_orgs_async<'py>(
+        &self,
+        py: Python<'py>,
+        limit: i64,
+        after: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, list_orgs(self.admin()?, limit, after))
     }
 }

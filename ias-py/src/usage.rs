@@ -5,6 +5,7 @@ use ias_core::{Admin, Result};
 use pyo3::prelude::*;
 
 use crate::governor::Governor;
+use crate::page::{self, Paged};
 use crate::runtime::{awaitable, block_on};
 
 /// Usage of an organization (or one of its users) in the current period.
@@ -20,10 +21,12 @@ pub struct UsageReport {
     reserved: i64,
     /// Tokens of the budget neither used nor reserved.
     remaining: i64,
-    /// Per user, for the users the report covers.
+    /// Per user, for the users the report covers: one page of them, by id.
     users: Vec<UserUsage>,
     /// Per model.
     models: Vec<ModelUsage>,
+    /// Where the next page of users starts (give it as `after=`); `None` on the last.
+    next_after: Option<String>,
 }
 
 /// One user's usage in a period.
@@ -101,6 +104,7 @@ impl From<ias_core::UsageReport> for UsageReport {
             remaining,
             users,
             models,
+            next_after: report.next_after,
         }
     }
 }
@@ -161,52 +165,75 @@ impl Day {
     }
 }
 
-async fn usage(admin: Admin, org: String, email: Option<String>) -> Result<UsageReport> {
-    Ok(admin.usage(&org, email.as_deref()).await?.into())
+/// Which page: `limit=` and `after=`.
+type PageArgs = (i64, Option<String>);
+
+async fn usage(
+    admin: Admin,
+    org: String,
+    email: Option<String>,
+    (limit, after): PageArgs,
+) -> Result<UsageReport> {
+    let page = page::request(limit, after)?;
+    Ok(admin.usage(&org, email.as_deref(), &page).await?.into())
 }
 
 async fn daily_usage(
     admin: Admin,
     org: String,
     email: Option<String>,
-    start: Option<String>,
-    end: Option<String>,
-) -> Result<Vec<DailyUsage>> {
+    (start, end): (Option<String>, Option<String>),
+    (limit, after): PageArgs,
+) -> Result<Paged<DailyUsage>> {
+    let page = page::request(limit, after)?;
+    let (start, end) = (start.as_deref(), end.as_deref());
     let days = admin
-        .daily_usage(&org, email.as_deref(), start.as_deref(), end.as_deref())
+        .daily_usage(&org, email.as_deref(), start, end, &page)
         .await?;
-    Ok(days
-        .into_iter()
-        .map(|d| DailyUsage {
-            day: d.day,
-            model: d.model,
-            tokens: d.tokens,
-            requests: d.requests,
-        })
-        .collect())
+    Ok(Paged::of(days, |d| DailyUsage {
+        day: d.day,
+        model: d.model,
+        tokens: d.tokens,
+        requests: d.requests,
+    }))
 }
 
 #[pymethods]
 impl Governor {
-    /// Usage of an organization, or of one of its users, in the current period.
-    #[pyo3(signature = (org, email = None))]
-    fn usage(&self, py: Python<'_>, org: String, email: Option<String>) -> PyResult<UsageReport> {
-        block_on(py, usage(self.admin()?, org, email))
+    /// Usage of an organization, or of one of its users, in the current
+    /// period, with one page of its users (by id).
+    #[pyo3(signature = (org, email = None, *, limit = 100, after = None))]
+    fn usage(
+        &self,
+        py: Python<'_>,
+        org: String,
+        email: Option<String>,
+        limit: i64,
+        after: Option<String>,
+    ) -> PyResult<UsageReport> {
+        block_on(py, usage(self.admin()?, org, email, (limit, after)))
     }
 
     /// `usage` as an awaitable.
-    #[pyo3(signature = (org, email = None))]
+    #[pyo3(signature = (org, email = None, *, limit = 100, after = None))]
     fn usage_async<'py>(
         &self,
         py: Python<'py>,
         org: String,
         email: Option<String>,
+        limit: i64,
+        after: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        awaitable(py, usage(self.admin()?, org, email))
+        awaitable(py, usage(self.admin()?, org, email, (limit, after)))
     }
 
-    /// Usage per local day and model, from `start` to `end` (default: this month so far).
-    #[pyo3(signature = (org, email = None, *, start = None, end = None))]
+    /// A page of usage per local day and model, by day then model, from
+    /// `start` to `end` (default: this month so far).
+    #[pyo3(signature = (org, email = None, *, start = None, end = None, limit = 100, after = None))]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the Python signature's keyword arguments"
+    )]
     fn daily_usage(
         &self,
         py: Python<'_>,
@@ -214,13 +241,20 @@ impl Governor {
         email: Option<String>,
         start: Option<Day>,
         end: Option<Day>,
-    ) -> PyResult<Vec<DailyUsage>> {
-        let (start, end) = (start.map(Day::into_text), end.map(Day::into_text));
-        block_on(py, daily_usage(self.admin()?, org, email, start, end))
+        limit: i64,
+        after: Option<String>,
+    ) -> PyResult<Paged<DailyUsage>> {
+        let days = (start.map(Day::into_text), end.map(Day::into_text));
+        let work = daily_usage(self.admin()?, org, email, days, (limit, after));
+        block_on(py, work)
     }
 
     /// `daily_usage` as an awaitable.
-    #[pyo3(signature = (org, email = None, *, start = None, end = None))]
+    #[pyo3(signature = (org, email = None, *, start = None, end = None, limit = 100, after = None))]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the Python signature's keyword arguments"
+    )]
     fn daily_usage_async<'py>(
         &self,
         py: Python<'py>,
@@ -228,8 +262,13 @@ impl Governor {
         email: Option<String>,
         start: Option<Day>,
         end: Option<Day>,
+        limit: i64,
+        after: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let (start, end) = (start.map(Day::into_text), end.map(Day::into_text));
-        awaitable(py, daily_usage(self.admin()?, org, email, start, end))
+        let days = (start.map(Day::into_text), end.map(Day::into_text));
+        awaitable(
+            py,
+            daily_usage(self.admin()?, org, email, days, (limit, after)),
+        )
     }
 }

@@ -7,6 +7,7 @@ use ias_core::{Admin, Result, Role, Store};
 use pyo3::prelude::*;
 
 use crate::governor::{Governor, UserArg};
+use crate::page::{self, Paged};
 use crate::runtime::{awaitable, block_on};
 
 /// A person or service account that belongs to one organization.
@@ -68,9 +69,15 @@ async fn user(admin: Admin, email: String) -> Result<User> {
     Ok(admin.user(&email).await?.into())
 }
 
-async fn list_users(admin: Admin, org: String) -> Result<Vec<User>> {
-    let users = admin.list_users(&org).await?;
-    Ok(users.into_iter().map(User::from).collect())
+async fn list_users(
+    admin: Admin,
+    org: String,
+    limit: i64,
+    after: Option<String>,
+) -> Result<Paged<User>> {
+    let page = page::request(limit, after)?;
+    let users = admin.list_users(&org, &page).await?;
+    Ok(Paged::of(users, User::from))
 }
 
 async fn set_user_limit(admin: Admin, email: String, limit: Option<i64>) -> Result<User> {
@@ -131,14 +138,28 @@ impl Governor {
         awaitable(py, user(self.admin()?, email))
     }
 
-    /// The users of an organization.
-    fn list_users(&self, py: Python<'_>, org: String) -> PyResult<Vec<User>> {
-        block_on(py, list_users(self.admin()?, org))
+    /// A page of the users of an organization, by id.
+    #[pyo3(signature = (org, *, limit = 100, after = None))]
+    fn list_users(
+        &self,
+        py: Python<'_>,
+        org: String,
+        limit: i64,
+        after: Option<String>,
+    ) -> PyResult<Paged<User>> {
+        block_on(py, list_users(self.admin()?, org, limit, after))
     }
 
     /// `list_users` as an awaitable.
-    fn list_users_async<'py>(&self, py: Python<'py>, org: String) -> PyResult<Bound<'py, PyAny>> {
-        awaitable(py, list_users(self.admin()?, org))
+    #[pyo3(signature = (org, *, limit = 100, after = None))]
+    fn list_users_async<'py>(
+        &self,
+        py: Python<'py>,
+        org: String,
+        limit: i64,
+        after: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, list_users(self.admin()?, org, limit, after))
     }
 
     /// Sets a user's own monthly token limit; `None` leaves only the org budget.

@@ -60,14 +60,15 @@ def test_python_then_cli(admin_bin: Path, db_url: str) -> None:
         allowed = cli(admin_bin, db_url, "authorize", "--key", "-", "--model", MODEL, "--tokens", "100", stdin=created.secret)
         assert allowed["decision"] == "allowed"
         keys = cli(admin_bin, db_url, "key", "list", "--email", EMAIL)
-        assert [k["id"] for k in keys] == [key_id]
+        assert [k["id"] for k in keys["items"]] == [key_id]
+        assert keys["next_after"] is None
         cli(admin_bin, db_url, "key", "revoke", "--key-id", str(key_id))
         governor.refresh()
         assert governor.authorize(created.secret, MODEL, 10).reason == "revoked_key"
 
     # Both hosts append to one audit chain, which stays intact.
     audit = cli(admin_bin, db_url, "audit", "list", "--org", ORG)
-    sources = {entry["source"] for entry in audit}
+    sources = {entry["source"] for entry in audit["items"]}
     assert sources == {"library", "cli"}
     verified = cli(admin_bin, db_url, "audit", "verify")
     assert verified["broken"] is None

@@ -149,6 +149,7 @@ def test_enable_sync_and_status(governor: ias.Governor, repo: Repo, org: str) ->
     assert isinstance(one, ias.GitopsState) and one.synced
     every = governor.gitops_status()
     assert [s.org for s in every] == [ORG]
+    assert isinstance(every, ias.Page) and every.next_after is None
     applies = governor.audit_log(org, action="gitops.apply")
     assert applies and all(e.source == "gitops" for e in applies)
 

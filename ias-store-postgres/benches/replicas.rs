@@ -32,7 +32,9 @@ use std::time::{Duration, Instant};
 
 use common::TestDb;
 use common::proxy::Proxy;
-use ias_core::{Actor, Admin, Decision, Governor, LimitTarget, RateLimits, Role, Source, Store};
+use ias_core::{
+    Actor, Admin, Decision, Governor, LimitTarget, PageRequest, RateLimits, Role, Source, Store,
+};
 use ias_store_postgres::PostgresStore;
 
 const ORGS: usize = 8;
@@ -252,7 +254,8 @@ fn print(title: &str, runs: &[Run]) {
 /// Checks the spent budget and the rate limit after a load, then resets both.
 async fn check_and_reset(db: &TestDb, store: &Arc<dyn Store>, limited_granted: u64) -> (i64, u64) {
     let admin = Admin::new(store.clone(), Actor::local_operator(), Source::Library);
-    let report = admin.usage("org-0", None).await.unwrap();
+    let page = PageRequest::default();
+    let report = admin.usage("org-0", None, &page).await.unwrap();
     let used = report.org.used;
     // Requests use less than they estimate, so no overshoot is allowed either.
     assert!(

@@ -48,6 +48,23 @@ fn key_record(row: &PgRow) -> sqlx::Result<KeyRecord> {
     })
 }
 
+/// A page of keys for the cache: ids above `$1`, at most `$2`.
+pub fn key_page_sql() -> String {
+    key_sql("WHERE k.id > $1 ORDER BY k.id LIMIT $2")
+}
+
+/// A page of users for the cache: ids above `$1`, at most `$2`.
+pub fn user_page_sql() -> String {
+    user_sql("WHERE u.id > $1 ORDER BY u.id LIMIT $2")
+}
+
+/// The newest position of the change feed.
+pub const CHANGE_SEQ: &str = "SELECT COALESCE(MAX(seq), 0) FROM changes";
+
+/// Up to `$2` changes after position `$1`, oldest first.
+pub const CHANGES_SINCE: &str =
+    "SELECT seq, entity, entity_id FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2";
+
 fn key_sql(filter: &str) -> String {
     format!(
         "SELECT {KEY_RECORD_COLUMNS} FROM api_keys k
@@ -125,18 +142,16 @@ async fn every_org_rate_limit(conn: &mut PgConnection) -> Result<HashMap<i64, Ra
 #[async_trait]
 impl CacheStore for PostgresStore {
     async fn change_seq(&self) -> Result<i64> {
-        let query = sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM changes");
+        let query = sqlx::query(CHANGE_SEQ);
         let mut hot = self.hot().await?;
         let seq = optional(hot.conn()?, query, |row| row.try_get(0)).await;
         Ok(hot.check(seq)?.unwrap_or_default())
     }
 
     async fn changes_since(&self, after: i64, limit: u32) -> Result<Vec<Change>> {
-        let query = sqlx::query(
-            "SELECT seq, entity, entity_id FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2",
-        )
-        .bind(after)
-        .bind(i64::from(limit));
+        let query = sqlx::query(CHANGES_SINCE)
+            .bind(after)
+            .bind(i64::from(limit));
         let mut hot = self.hot().await?;
         let rows = all(hot.conn()?, query, change).await;
         let rows = hot.check(rows)?;
@@ -165,7 +180,7 @@ impl CacheStore for PostgresStore {
     }
 
     async fn user_policies(&self, after: Option<UserId>, limit: u32) -> Result<Vec<UserPolicy>> {
-        let sql = user_sql("WHERE u.id > $1 ORDER BY u.id LIMIT $2");
+        let sql = user_page_sql();
         let query = sqlx::query(&sql)
             .bind(after.map_or(0, |id| id.0))
             .bind(i64::from(limit));
@@ -173,7 +188,7 @@ impl CacheStore for PostgresStore {
     }
 
     async fn key_records(&self, after: Option<KeyId>, limit: u32) -> Result<Vec<KeyRecord>> {
-        let sql = key_sql("WHERE k.id > $1 ORDER BY k.id LIMIT $2");
+        let sql = key_page_sql();
         let query = sqlx::query(&sql)
             .bind(after.map_or(0, |id| id.0))
             .bind(i64::from(limit));

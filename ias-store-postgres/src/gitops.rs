@@ -56,6 +56,11 @@ fn state_sql(filter: &str) -> String {
     )
 }
 
+/// A page of GitOps states: organization ids above `$1`, at most `$2`.
+pub fn list_states_sql() -> String {
+    state_sql("WHERE s.org_id > $1 ORDER BY s.org_id LIMIT $2")
+}
+
 /// The status columns `$2`…`$13` of [`bind_status`], for an `UPDATE` of the row `org_id = $1`.
 const STATUS_SET: &str = "status = $2, reason = $3, message = $4, last_fetched_commit = $5, \
      last_attempted_commit = $6, last_attempt_at = $7, last_success_at = $8, \
@@ -276,9 +281,12 @@ impl GitopsStore for PostgresStore {
         state_of(&mut *self.conn().await?, org).await
     }
 
-    async fn gitops_states(&self) -> Result<Vec<GitopsState>> {
-        let sql = state_sql("ORDER BY s.org_id");
-        all(&mut *self.conn().await?, sqlx::query(&sql), state).await
+    async fn gitops_states(&self, after: Option<OrgId>, limit: u32) -> Result<Vec<GitopsState>> {
+        let sql = list_states_sql();
+        let query = sqlx::query(&sql)
+            .bind(after.map_or(0, |id| id.0))
+            .bind(i64::from(limit));
+        all(&mut *self.conn().await?, query, state).await
     }
 
     async fn gitops_save_status(

@@ -10,8 +10,21 @@ use crate::error::unique_or;
 use crate::rows::{self, KEY_COLUMNS, millis};
 use crate::store::{PostgresStore, all, commit, execute, optional};
 
+/// The statement of [`KeyStore::key_by_id`].
+pub fn by_id_sql() -> String {
+    format!("SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.id = $1")
+}
+
+/// A page of a user's (`$1`) keys, newest first: ids below `$2`, at most `$3`.
+pub fn list_sql() -> String {
+    format!(
+        "SELECT {KEY_COLUMNS} FROM api_keys k
+         WHERE k.user_id = $1 AND k.id < $2 ORDER BY k.id DESC LIMIT $3"
+    )
+}
+
 async fn by_id(conn: &mut PgConnection, id: KeyId) -> Result<Option<ApiKey>> {
-    let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.id = $1");
+    let sql = by_id_sql();
     optional(conn, sqlx::query(&sql).bind(id.0), |row| rows::key(row, 0)).await
 }
 
@@ -50,10 +63,17 @@ impl KeyStore for PostgresStore {
         by_id(&mut *self.conn().await?, id).await
     }
 
-    async fn list_keys(&self, user: UserId) -> Result<Vec<ApiKey>> {
-        let sql =
-            format!("SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.user_id = $1 ORDER BY k.id DESC");
-        let query = sqlx::query(&sql).bind(user.0);
+    async fn list_keys(
+        &self,
+        user: UserId,
+        before: Option<KeyId>,
+        limit: u32,
+    ) -> Result<Vec<ApiKey>> {
+        let sql = list_sql();
+        let query = sqlx::query(&sql)
+            .bind(user.0)
+            .bind(before.map_or(i64::MAX, |id| id.0))
+            .bind(i64::from(limit));
         all(&mut *self.conn().await?, query, |row| rows::key(row, 0)).await
     }
 

@@ -44,6 +44,8 @@ mod limits;
 mod migrate;
 mod notices;
 mod org;
+#[doc(hidden)]
+pub mod queries;
 mod rates;
 mod rows;
 mod schema;

@@ -48,6 +48,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "lease_renewal",
         sql: include_str!("../migrations/0006_lease_renewal.sql"),
     },
+    Migration {
+        version: 7,
+        name: "scale_indexes",
+        sql: include_str!("../migrations/0007_scale_indexes.sql"),
+    },
 ];
 
 /// The advisory lock that serialises migrators: the bytes `ias:migr`.

@@ -14,6 +14,20 @@ pub(crate) async fn by_id(conn: &mut PgConnection, id: OrgId) -> Result<Option<O
     optional(conn, sqlx::query(&sql).bind(id.0), |row| rows::org(row, 0)).await
 }
 
+/// The statement of [`OrgStore::org_by_slug`].
+pub fn by_slug_sql() -> String {
+    format!("SELECT {ORG_COLUMNS} FROM organizations o WHERE o.slug = $1")
+}
+
+/// A page of organizations: ids above `$1`, at most `$2`.
+pub fn list_sql() -> String {
+    format!("SELECT {ORG_COLUMNS} FROM organizations o WHERE o.id > $1 ORDER BY o.id LIMIT $2")
+}
+
+/// A page of an organization's (`$1`) allowed models: names after `$2`, at most `$3`.
+pub const LIST_MODELS: &str = "SELECT model FROM org_allowed_models
+     WHERE org_id = $1 AND model > $2 ORDER BY model LIMIT $3";
+
 pub(crate) async fn allowed_models(conn: &mut PgConnection, org: OrgId) -> Result<Vec<String>> {
     let query =
         sqlx::query("SELECT model FROM org_allowed_models WHERE org_id = $1 ORDER BY model")
@@ -58,17 +72,17 @@ impl OrgStore for PostgresStore {
     }
 
     async fn org_by_slug(&self, slug: &str) -> Result<Option<Organization>> {
-        let sql = format!("SELECT {ORG_COLUMNS} FROM organizations o WHERE o.slug = $1");
+        let sql = by_slug_sql();
         let query = sqlx::query(&sql).bind(slug);
         optional(&mut *self.conn().await?, query, |row| rows::org(row, 0)).await
     }
 
-    async fn list_orgs(&self) -> Result<Vec<Organization>> {
-        let sql = format!("SELECT {ORG_COLUMNS} FROM organizations o ORDER BY o.slug");
-        all(&mut *self.conn().await?, sqlx::query(&sql), |row| {
-            rows::org(row, 0)
-        })
-        .await
+    async fn list_orgs(&self, after: Option<OrgId>, limit: u32) -> Result<Vec<Organization>> {
+        let sql = list_sql();
+        let query = sqlx::query(&sql)
+            .bind(after.map_or(0, |id| id.0))
+            .bind(i64::from(limit));
+        all(&mut *self.conn().await?, query, |row| rows::org(row, 0)).await
     }
 
     async fn set_model_allowed(
@@ -103,7 +117,17 @@ impl OrgStore for PostgresStore {
         Ok(changed)
     }
 
-    async fn allowed_models(&self, org: OrgId) -> Result<Vec<String>> {
-        allowed_models(&mut *self.conn().await?, org).await
+    async fn allowed_models(
+        &self,
+        org: OrgId,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>> {
+        // Every model name sorts after the empty string.
+        let query = sqlx::query(LIST_MODELS)
+            .bind(org.0)
+            .bind(after.unwrap_or_default())
+            .bind(i64::from(limit));
+        all(&mut *self.conn().await?, query, |row| row.try_get(0)).await
     }
 }

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use ias_core::lease::{LeaseState, LeaseSync, Synced, UsageEvent};
-use ias_core::usage::{DailyUsage, ModelUsage, UserUsage};
+use ias_core::usage::{DailyUsage, DayModel, ModelUsage, UserUsage};
 use ias_core::{BudgetState, Counter, Error, OrgId, Result, UsageReport, UsageStore, UserId};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
@@ -22,14 +22,64 @@ use crate::store::{PgQuery, PostgresStore, all, optional};
 
 const ORG: &str = "org";
 const USER: &str = "user";
-async fn counter(conn: &mut PgConnection, scope: &str, id: i64, period: &str) -> Result<Counter> {
-    let query = sqlx::query(
-        "SELECT used_tokens, reserved_tokens FROM usage_counters
-         WHERE scope = $1 AND scope_id = $2 AND period = $3",
+
+/// One scope's (`$1`, `$2`) counter in period `$3`.
+pub const COUNTER: &str = "SELECT used_tokens, reserved_tokens FROM usage_counters
+     WHERE scope = $1 AND scope_id = $2 AND period = $3";
+
+/// A user's (`$1`) own limit, when it belongs to organization `$2`.
+pub const USER_LIMIT: &str = "SELECT monthly_token_limit FROM users WHERE id = $1 AND org_id = $2";
+
+/// A page of an organization's (`$1`) usage per day and model, for days
+/// `$2..=$3`, after the day and model `($4, $5)`, at most `$6` rows.
+pub const ORG_DAYS: &str =
+    "SELECT day, model, SUM(tokens)::BIGINT, SUM(requests)::BIGINT FROM usage_daily
+     WHERE org_id = $1 AND day >= $2 AND day <= $3 AND (day, model) > ($4, $5)
+     GROUP BY day, model ORDER BY day, model LIMIT $6";
+
+/// The same for one user (`$7`), read through the user's index.
+pub const USER_DAYS: &str =
+    "SELECT day, model, SUM(tokens)::BIGINT, SUM(requests)::BIGINT FROM usage_daily
+     WHERE user_id = $7 AND org_id = $1 AND day >= $2 AND day <= $3
+       AND (day, model) > ($4, $5)
+     GROUP BY day, model ORDER BY day, model LIMIT $6";
+
+/// Users of organization `$1` with their use in period `$2`, chosen by `filter`.
+fn user_usage_sql(filter: &str) -> String {
+    format!(
+        "SELECT u.id, u.email, u.monthly_token_limit,
+                COALESCE(c.used_tokens, 0), COALESCE(c.reserved_tokens, 0),
+                (SELECT COUNT(*) FROM usage_events e WHERE e.user_id = u.id AND e.period = $2)
+         FROM users u
+         LEFT JOIN usage_counters c
+           ON c.scope = 'user' AND c.scope_id = u.id AND c.period = $2
+         WHERE u.org_id = $1 AND {filter}"
     )
-    .bind(scope)
-    .bind(id)
-    .bind(period);
+}
+
+/// A page of an organization's users with their use: ids above `$3`, at most `$4`.
+pub fn users_usage_sql() -> String {
+    user_usage_sql("u.id > $3 ORDER BY u.id LIMIT $4")
+}
+
+/// One user (`$3`) of an organization with its use.
+pub fn one_user_usage_sql() -> String {
+    user_usage_sql("u.id = $3")
+}
+
+/// An organization's (`$1`) use per model in period `$2`.
+pub const MODEL_USAGE: &str = "SELECT model, SUM(tokens)::BIGINT, COUNT(*) FROM usage_events
+     WHERE org_id = $1 AND period = $2
+     GROUP BY model ORDER BY model";
+
+/// One user's (`$3`, of organization `$1`) use per model in period `$2`,
+/// read through the user's index.
+pub const USER_MODEL_USAGE: &str = "SELECT model, SUM(tokens)::BIGINT, COUNT(*) FROM usage_events
+     WHERE user_id = $3 AND period = $2 AND org_id = $1
+     GROUP BY model ORDER BY model";
+
+async fn counter(conn: &mut PgConnection, scope: &str, id: i64, period: &str) -> Result<Counter> {
+    let query = sqlx::query(COUNTER).bind(scope).bind(id).bind(period);
     let counter = optional(conn, query, |row| {
         Ok(Counter {
             used: row.try_get(0)?,
@@ -55,9 +105,7 @@ async fn state(
     period: &str,
 ) -> Result<BudgetState> {
     let org_limit = org_budget(conn, org).await?;
-    let query = sqlx::query("SELECT monthly_token_limit FROM users WHERE id = $1 AND org_id = $2")
-        .bind(user.0)
-        .bind(org.0);
+    let query = sqlx::query(USER_LIMIT).bind(user.0).bind(org.0);
     let user_limit: Option<i64> = optional(conn, query, |row| row.try_get(0))
         .await?
         .ok_or_else(|| Error::not_found("user", user.to_string()))?;
@@ -214,22 +262,36 @@ async fn sync_leases(conn: &mut PgConnection, sync: &LeaseSync) -> Result<Synced
     Ok(synced)
 }
 
-async fn daily_usage(
-    conn: &mut PgConnection,
+/// One page of daily usage to read.
+struct Days<'a> {
     org: OrgId,
     user: Option<UserId>,
-    from: &str,
-    to: &str,
-) -> Result<Vec<DailyUsage>> {
-    let query = sqlx::query(
-        "SELECT day, model, SUM(tokens)::BIGINT, SUM(requests)::BIGINT FROM usage_daily
-         WHERE org_id = $1 AND day >= $2 AND day <= $3 AND ($4::BIGINT IS NULL OR user_id = $4)
-         GROUP BY day, model ORDER BY day, model",
-    )
-    .bind(org.0)
-    .bind(from)
-    .bind(to)
-    .bind(user.map(|u| u.0));
+    from: &'a str,
+    to: &'a str,
+    after: Option<&'a DayModel>,
+    limit: u32,
+}
+
+async fn daily_usage(conn: &mut PgConnection, days: Days<'_>) -> Result<Vec<DailyUsage>> {
+    let sql = if days.user.is_some() {
+        USER_DAYS
+    } else {
+        ORG_DAYS
+    };
+    // Empty strings sort before every day: the first page.
+    let (day, model) = days
+        .after
+        .map_or(("", ""), |a| (a.day.as_str(), a.model.as_str()));
+    let mut query = sqlx::query(sql)
+        .bind(days.org.0)
+        .bind(days.from)
+        .bind(days.to)
+        .bind(day)
+        .bind(model)
+        .bind(i64::from(days.limit));
+    if let Some(user) = days.user {
+        query = query.bind(user.0);
+    }
     all(conn, query, |row| {
         Ok(DailyUsage {
             day: row.try_get(0)?,
@@ -241,25 +303,25 @@ async fn daily_usage(
     .await
 }
 
+/// One user's use, or a page of the organization's users: ids above
+/// `after`, at most `limit`, by id.
 async fn user_usage(
     conn: &mut PgConnection,
     org: OrgId,
     user: Option<UserId>,
     period: &str,
+    after: Option<UserId>,
+    limit: u32,
 ) -> Result<Vec<UserUsage>> {
-    let query = sqlx::query(
-        "SELECT u.id, u.email, u.monthly_token_limit,
-                COALESCE(c.used_tokens, 0), COALESCE(c.reserved_tokens, 0),
-                (SELECT COUNT(*) FROM usage_events e WHERE e.user_id = u.id AND e.period = $2)
-         FROM users u
-         LEFT JOIN usage_counters c
-           ON c.scope = 'user' AND c.scope_id = u.id AND c.period = $2
-         WHERE u.org_id = $1 AND ($3::BIGINT IS NULL OR u.id = $3)
-         ORDER BY u.email",
-    )
-    .bind(org.0)
-    .bind(period)
-    .bind(user.map(|u| u.0));
+    let sql = match user {
+        Some(_) => one_user_usage_sql(),
+        None => users_usage_sql(),
+    };
+    let query = sqlx::query(&sql).bind(org.0).bind(period);
+    let query = match user {
+        Some(user) => query.bind(user.0),
+        None => query.bind(after.map_or(0, |a| a.0)).bind(i64::from(limit)),
+    };
     all(conn, query, |row| {
         Ok(UserUsage {
             user_id: UserId(row.try_get(0)?),
@@ -281,14 +343,13 @@ async fn model_usage(
     user: Option<UserId>,
     period: &str,
 ) -> Result<Vec<ModelUsage>> {
-    let query = sqlx::query(
-        "SELECT model, SUM(tokens)::BIGINT, COUNT(*) FROM usage_events
-         WHERE org_id = $1 AND period = $2 AND ($3::BIGINT IS NULL OR user_id = $3)
-         GROUP BY model ORDER BY model",
-    )
-    .bind(org.0)
-    .bind(period)
-    .bind(user.map(|u| u.0));
+    let query = match user {
+        Some(user) => sqlx::query(USER_MODEL_USAGE)
+            .bind(org.0)
+            .bind(period)
+            .bind(user.0),
+        None => sqlx::query(MODEL_USAGE).bind(org.0).bind(period),
+    };
     all(conn, query, |row| {
         Ok(ModelUsage {
             model: row.try_get(0)?,
@@ -316,14 +377,17 @@ impl UsageStore for PostgresStore {
         org: OrgId,
         user: Option<UserId>,
         period: &str,
+        after: Option<UserId>,
+        limit: u32,
     ) -> Result<UsageReport> {
         let mut conn = self.conn().await?;
         Ok(UsageReport {
             monthly_token_budget: org_budget(&mut conn, org).await?,
             org: counter(&mut conn, ORG, org.0, period).await?,
-            users: user_usage(&mut conn, org, user, period).await?,
+            users: user_usage(&mut conn, org, user, period, after, limit).await?,
             models: model_usage(&mut conn, org, user, period).await?,
             period: period.to_owned(),
+            next_after: None,
         })
     }
 
@@ -333,7 +397,17 @@ impl UsageStore for PostgresStore {
         user: Option<UserId>,
         from: &str,
         to: &str,
+        after: Option<&DayModel>,
+        limit: u32,
     ) -> Result<Vec<DailyUsage>> {
-        daily_usage(&mut *self.conn().await?, org, user, from, to).await
+        let days = Days {
+            org,
+            user,
+            from,
+            to,
+            after,
+            limit,
+        };
+        daily_usage(&mut *self.conn().await?, days).await
     }
 }

@@ -11,8 +11,27 @@ use crate::error::unique_or;
 use crate::rows::{self, USER_COLUMNS, millis};
 use crate::store::{PgQuery, PostgresStore, all, commit, execute, optional};
 
+/// The statement of [`UserStore::user_by_id`].
+pub fn by_id_sql() -> String {
+    format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1")
+}
+
+/// The statement of [`UserStore::user_by_email`].
+pub fn by_email_sql() -> String {
+    format!("SELECT {USER_COLUMNS} FROM users u WHERE u.email = $1")
+}
+
+/// A page of an organization's (`$1`) current users: ids above `$2`, at most `$3`.
+pub fn list_sql() -> String {
+    format!(
+        "SELECT {USER_COLUMNS} FROM users u
+         WHERE u.org_id = $1 AND u.removed_at IS NULL AND u.id > $2
+         ORDER BY u.id LIMIT $3"
+    )
+}
+
 pub(crate) async fn by_id(conn: &mut PgConnection, id: UserId) -> Result<Option<User>> {
-    let sql = format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1");
+    let sql = by_id_sql();
     optional(conn, sqlx::query(&sql).bind(id.0), |row| rows::user(row, 0)).await
 }
 
@@ -68,7 +87,7 @@ impl UserStore for PostgresStore {
     }
 
     async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
-        let sql = format!("SELECT {USER_COLUMNS} FROM users u WHERE u.email = $1");
+        let sql = by_email_sql();
         let query = sqlx::query(&sql).bind(email);
         optional(&mut *self.conn().await?, query, |row| rows::user(row, 0)).await
     }
@@ -77,12 +96,12 @@ impl UserStore for PostgresStore {
         by_id(&mut *self.conn().await?, id).await
     }
 
-    async fn list_users(&self, org: OrgId) -> Result<Vec<User>> {
-        let sql = format!(
-            "SELECT {USER_COLUMNS} FROM users u
-             WHERE u.org_id = $1 AND u.removed_at IS NULL ORDER BY u.email"
-        );
-        let query = sqlx::query(&sql).bind(org.0);
+    async fn list_users(&self, org: OrgId, after: Option<UserId>, limit: u32) -> Result<Vec<User>> {
+        let sql = list_sql();
+        let query = sqlx::query(&sql)
+            .bind(org.0)
+            .bind(after.map_or(0, |id| id.0))
+            .bind(i64::from(limit));
         all(&mut *self.conn().await?, query, |row| rows::user(row, 0)).await
     }
 

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use common::TestDb;
 use common::proxy::Proxy;
-use ias_core::{Actor, Admin, Decision, Governor, GovernorConfig, KeySecret, Role, Source, Store};
+use ias_core::{
+    Actor, Admin, Decision, Governor, GovernorConfig, KeySecret, PageRequest, Role, Source, Store,
+};
 use ias_store_postgres::PostgresStore;
 use tokio::sync::Mutex;
 
@@ -142,7 +144,10 @@ async fn an_outage_answers_unavailable_and_loses_no_usage() {
 
     // Everything settled, also while the store was away, is stored.
     let settled = before.settled + during.settled + after.settled;
-    let report = admin.usage("acme", None).await.unwrap();
+    let report = admin
+        .usage("acme", None, &PageRequest::default())
+        .await
+        .unwrap();
     assert_eq!((report.org.used, report.org.reserved), (settled, 0));
     let requests: i64 = report.models.iter().map(|m| m.requests).sum();
     assert_eq!(requests * 7, settled);

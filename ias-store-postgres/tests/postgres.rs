@@ -111,7 +111,7 @@ async fn reopening_an_up_to_date_database_changes_nothing() {
     };
     let before = snapshot(db.connect().await).await;
     let reopened = PostgresStore::open(db.url()).await.unwrap();
-    assert_eq!(reopened.list_orgs().await.unwrap().len(), 1);
+    assert_eq!(reopened.list_orgs(None, 10).await.unwrap().len(), 1);
     assert_eq!(snapshot(db.connect().await).await, before);
 }
 
@@ -554,7 +554,7 @@ async fn a_removed_user_stays_with_its_keys_revoked_until_added_again() {
         .await
         .unwrap();
     let emails: Vec<String> = store
-        .list_users(org)
+        .list_users(org, None, 100)
         .await
         .unwrap()
         .into_iter()

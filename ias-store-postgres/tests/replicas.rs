@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::TestDb;
 use ias_core::{
     Actor, Admin, CreatedKey, Decision, DenyReason, Governor, GovernorConfig, LimitTarget,
-    Maintenance, RateLimits, Role, Source, Store,
+    Maintenance, PageRequest, RateLimits, Role, Source, Store,
 };
 use ias_store_postgres::PostgresStore;
 use sqlx::PgConnection;
@@ -118,7 +118,10 @@ async fn replicas_never_grant_more_than_the_budget_together() {
         governor.shutdown().await.unwrap();
     }
     let admin = operator(replica(&db).await);
-    let report = admin.usage("acme", None).await.unwrap();
+    let report = admin
+        .usage("acme", None, &PageRequest::default())
+        .await
+        .unwrap();
     assert_eq!((report.org.used, report.org.reserved), (granted * 100, 0));
     // What one replica held and did not use went back: another uses the rest.
     let last = Governor::open(replica(&db).await).await.unwrap();
@@ -209,7 +212,7 @@ async fn a_killed_replica_leaves_counters_consistent_once_its_leases_expire() {
     survivor.shutdown().await.unwrap();
 
     let report = operator(replica(&db).await)
-        .usage("acme", None)
+        .usage("acme", None, &PageRequest::default())
         .await
         .unwrap();
     assert_eq!((report.org.used, report.org.reserved), (1_000, 0));

@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::TestDb;
-use ias_core::{Actor, Admin, Durability, Governor, GovernorConfig, Role, Source, Store};
+use ias_core::{
+    Actor, Admin, Durability, Governor, GovernorConfig, PageRequest, Role, Source, Store,
+};
 use ias_store_postgres::PostgresStore;
 
 const CHILD: &str = "IAS_SIGKILL_CHILD";
@@ -128,7 +130,10 @@ async fn parent() {
     child.wait().unwrap();
     let acknowledged = settled(&log);
 
-    let usage = admin.usage("acme", None).await.unwrap();
+    let usage = admin
+        .usage("acme", None, &PageRequest::default())
+        .await
+        .unwrap();
     let used = usage.org.used;
     // Strict durability: every acknowledged settle is stored; at most the one
     // being logged when the kill came is stored but not yet counted.
@@ -161,7 +166,10 @@ async fn parent() {
     survivor.settle(&reservation, left).await.unwrap();
     survivor.shutdown().await.unwrap();
 
-    let usage = admin.usage("acme", None).await.unwrap();
+    let usage = admin
+        .usage("acme", None, &PageRequest::default())
+        .await
+        .unwrap();
     assert_eq!(
         (usage.org.used, usage.org.reserved),
         (BUDGET, 0),

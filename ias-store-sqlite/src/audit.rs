@@ -87,6 +87,26 @@ fn link(row: &Row<'_>) -> rusqlite::Result<AuditLink> {
     Ok(AuditLink::from_stored(id, fields, stored.as_deref()))
 }
 
+/// The statement reading a page of entries, newest first, below id `?4`.
+///
+/// Only the filters given are in it (organization `?1`, time `?2`, action
+/// `?3`), so that each combination reads through its index; every
+/// statement takes all five arguments.
+fn search_sql(org: bool, since: bool, action: bool) -> String {
+    let mut sql = format!("SELECT {ENTRY_COLUMNS} FROM audit_log WHERE id < ?4");
+    for (wanted, filter) in [
+        (org, " AND org_id = ?1"),
+        (since, " AND at >= ?2"),
+        (action, " AND action = ?3"),
+    ] {
+        if wanted {
+            sql.push_str(filter);
+        }
+    }
+    sql.push_str(" ORDER BY id DESC LIMIT ?5");
+    sql
+}
+
 #[async_trait]
 impl AuditStore for SqliteStore {
     async fn append_audit(&self, record: &AuditRecord) -> Result<AuditEntry> {
@@ -99,23 +119,18 @@ impl AuditStore for SqliteStore {
         &self,
         org: Option<OrgId>,
         filter: &AuditFilter,
+        before: Option<i64>,
+        limit: u32,
     ) -> Result<Vec<AuditEntry>> {
         let filter = filter.clone();
         self.run(move |conn| {
-            let sql = format!(
-                "SELECT {ENTRY_COLUMNS} FROM audit_log
-                 WHERE (?1 IS NULL OR org_id = ?1)
-                   AND (?2 IS NULL OR at >= ?2)
-                   AND (?3 IS NULL OR action = ?3)
-                 ORDER BY id DESC LIMIT ?4"
-            );
-            let mut stmt = conn.prepare_cached(&sql).map_err(from_sqlite)?;
             let since = filter.since.map(millis);
+            let sql = search_sql(org.is_some(), since.is_some(), filter.action.is_some());
+            let mut stmt = conn.prepare_cached(&sql).map_err(from_sqlite)?;
+            let before = before.unwrap_or(i64::MAX);
+            let org = org.map(|o| o.0);
             let rows = stmt
-                .query_map(
-                    params![org.map(|o| o.0), since, filter.action, filter.limit],
-                    entry,
-                )
+                .query_map(params![org, since, filter.action, before, limit], entry)
                 .map_err(from_sqlite)?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(from_sqlite)

@@ -260,12 +260,14 @@ impl GitopsStore for SqliteStore {
         self.run(move |conn| state_of(conn, org)).await
     }
 
-    async fn gitops_states(&self) -> Result<Vec<GitopsState>> {
-        self.run(|conn| {
-            let mut stmt = conn
-                .prepare_cached(&state_sql("ORDER BY s.org_id"))
+    async fn gitops_states(&self, after: Option<OrgId>, limit: u32) -> Result<Vec<GitopsState>> {
+        self.run(move |conn| {
+            let sql = state_sql("WHERE s.org_id > ?1 ORDER BY s.org_id LIMIT ?2");
+            let mut stmt = conn.prepare_cached(&sql).map_err(from_sqlite)?;
+            let after = after.map_or(0, |id| id.0);
+            let rows = stmt
+                .query_map(params![after, limit], state)
                 .map_err(from_sqlite)?;
-            let rows = stmt.query_map([], state).map_err(from_sqlite)?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(from_sqlite)
         })

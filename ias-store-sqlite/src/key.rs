@@ -48,14 +48,21 @@ impl KeyStore for SqliteStore {
         self.run(move |conn| by_id(conn, id)).await
     }
 
-    async fn list_keys(&self, user: UserId) -> Result<Vec<ApiKey>> {
+    async fn list_keys(
+        &self,
+        user: UserId,
+        before: Option<KeyId>,
+        limit: u32,
+    ) -> Result<Vec<ApiKey>> {
         self.run(move |conn| {
             let sql = format!(
-                "SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.user_id = ?1 ORDER BY k.id DESC"
+                "SELECT {KEY_COLUMNS} FROM api_keys k
+                 WHERE k.user_id = ?1 AND k.id < ?2 ORDER BY k.id DESC LIMIT ?3"
             );
             let mut stmt = conn.prepare_cached(&sql).map_err(from_sqlite)?;
+            let before = before.map_or(i64::MAX, |id| id.0);
             let keys = stmt
-                .query_map([user.0], |row| rows::key(row, 0))
+                .query_map(params![user.0, before, limit], |row| rows::key(row, 0))
                 .map_err(from_sqlite)?;
             keys.collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(from_sqlite)

@@ -44,6 +44,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "lease_renewal",
         sql: include_str!("../migrations/0006_lease_renewal.sql"),
     },
+    Migration {
+        version: 7,
+        name: "scale_indexes",
+        sql: include_str!("../migrations/0007_scale_indexes.sql"),
+    },
 ];
 
 const BOOKKEEPING: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -55,12 +55,15 @@ impl OrgStore for SqliteStore {
         .await
     }
 
-    async fn list_orgs(&self) -> Result<Vec<Organization>> {
-        self.run(|conn| {
-            let sql = format!("SELECT {ORG_COLUMNS} FROM organizations o ORDER BY o.slug");
+    async fn list_orgs(&self, after: Option<OrgId>, limit: u32) -> Result<Vec<Organization>> {
+        self.run(move |conn| {
+            let sql = format!(
+                "SELECT {ORG_COLUMNS} FROM organizations o WHERE o.id > ?1 ORDER BY o.id LIMIT ?2"
+            );
             let mut stmt = conn.prepare_cached(&sql).map_err(from_sqlite)?;
+            let after = after.map_or(0, |id| id.0);
             let orgs = stmt
-                .query_map([], |row| rows::org(row, 0))
+                .query_map(params![after, limit], |row| rows::org(row, 0))
                 .map_err(from_sqlite)?;
             orgs.collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(from_sqlite)
@@ -103,8 +106,29 @@ impl OrgStore for SqliteStore {
         .await
     }
 
-    async fn allowed_models(&self, org: OrgId) -> Result<Vec<String>> {
-        self.run(move |conn| allowed_models(conn, org)).await
+    async fn allowed_models(
+        &self,
+        org: OrgId,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>> {
+        // Every model name sorts after the empty string.
+        let after = after.unwrap_or_default().to_owned();
+        self.run(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT model FROM org_allowed_models
+                     WHERE org_id = ?1 AND model > ?2 ORDER BY model LIMIT ?3",
+                )
+                .map_err(from_sqlite)?;
+            let models = stmt
+                .query_map(params![org.0, after, limit], |row| row.get(0))
+                .map_err(from_sqlite)?;
+            models
+                .collect::<rusqlite::Result<Vec<String>>>()
+                .map_err(from_sqlite)
+        })
+        .await
     }
 }
 

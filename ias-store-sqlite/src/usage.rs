@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use ias_core::lease::{self, LeaseEntry, LeaseState, LeaseSync, Synced, UsageEvent};
-use ias_core::usage::{DailyUsage, ModelUsage, UserUsage};
+use ias_core::usage::{DailyUsage, DayModel, ModelUsage, UserUsage};
 use ias_core::{
     BudgetState, Counter, Error, LimitScope, OrgId, Result, UsageReport, UsageStore, UserId,
 };
@@ -315,68 +315,111 @@ fn apply_sync(conn: &Connection, sync: &LeaseSync) -> Result<Synced> {
     })
 }
 
-fn daily_usage(
-    conn: &Connection,
+/// One page of daily usage to read.
+struct Days {
     org: OrgId,
     user: Option<UserId>,
-    from: &str,
-    to: &str,
-) -> Result<Vec<DailyUsage>> {
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT day, model, SUM(tokens), SUM(requests) FROM usage_daily
-             WHERE org_id = ?1 AND day >= ?2 AND day <= ?3 AND (?4 IS NULL OR user_id = ?4)
-             GROUP BY day, model ORDER BY day, model",
-        )
-        .map_err(from_sqlite)?;
-    let rows = stmt
-        .query_map(params![org.0, from, to, user.map(|u| u.0)], |row| {
-            Ok(DailyUsage {
-                day: row.get(0)?,
-                model: row.get(1)?,
-                tokens: row.get(2)?,
-                requests: row.get(3)?,
-            })
+    from: String,
+    to: String,
+    /// The day and model of the row the page starts after; empty strings,
+    /// which sort before every day, for the first page.
+    after: (String, String),
+    limit: u32,
+}
+
+/// A page of an organization's usage per day and model, after `(?4, ?5)`.
+const ORG_DAYS: &str = "SELECT day, model, SUM(tokens), SUM(requests) FROM usage_daily
+     WHERE org_id = ?1 AND day >= ?2 AND day <= ?3 AND (day, model) > (?4, ?5)
+     GROUP BY day, model ORDER BY day, model LIMIT ?6";
+
+/// The same for one user (`?7`), read through the user's index.
+const USER_DAYS: &str = "SELECT day, model, SUM(tokens), SUM(requests) FROM usage_daily
+     WHERE user_id = ?7 AND org_id = ?1 AND day >= ?2 AND day <= ?3
+       AND (day, model) > (?4, ?5)
+     GROUP BY day, model ORDER BY day, model LIMIT ?6";
+
+fn daily_usage(conn: &Connection, days: &Days) -> Result<Vec<DailyUsage>> {
+    let sql = if days.user.is_some() {
+        USER_DAYS
+    } else {
+        ORG_DAYS
+    };
+    let mut stmt = conn.prepare_cached(sql).map_err(from_sqlite)?;
+    let (org, from, to, limit) = (days.org.0, &days.from, &days.to, days.limit);
+    let (day, model) = &days.after;
+    let read = |row: &rusqlite::Row<'_>| {
+        Ok(DailyUsage {
+            day: row.get(0)?,
+            model: row.get(1)?,
+            tokens: row.get(2)?,
+            requests: row.get(3)?,
         })
-        .map_err(from_sqlite)?;
+    };
+    let rows = match days.user {
+        Some(user) => stmt.query_map(params![org, from, to, day, model, limit, user.0], read),
+        None => stmt.query_map(params![org, from, to, day, model, limit], read),
+    }
+    .map_err(from_sqlite)?;
     rows.collect::<rusqlite::Result<Vec<_>>>()
         .map_err(from_sqlite)
 }
 
+/// Users of organization `?1` with their use in period `?2`, chosen by `filter`.
+fn user_usage_sql(filter: &str) -> String {
+    format!(
+        "SELECT u.id, u.email, u.monthly_token_limit,
+                COALESCE(c.used_tokens, 0), COALESCE(c.reserved_tokens, 0),
+                (SELECT COUNT(*) FROM usage_events e WHERE e.user_id = u.id AND e.period = ?2)
+         FROM users u
+         LEFT JOIN usage_counters c
+           ON c.scope = 'user' AND c.scope_id = u.id AND c.period = ?2
+         WHERE u.org_id = ?1 AND {filter}"
+    )
+}
+
+/// One user's use, or a page of the organization's users: ids above
+/// `after`, at most `limit`, by id.
 fn user_usage(
     conn: &Connection,
     org: OrgId,
     user: Option<UserId>,
     period: &str,
+    after: Option<UserId>,
+    limit: u32,
 ) -> Result<Vec<UserUsage>> {
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT u.id, u.email, u.monthly_token_limit,
-                    COALESCE(c.used_tokens, 0), COALESCE(c.reserved_tokens, 0),
-                    (SELECT COUNT(*) FROM usage_events e WHERE e.user_id = u.id AND e.period = ?2)
-             FROM users u
-             LEFT JOIN usage_counters c
-               ON c.scope = 'user' AND c.scope_id = u.id AND c.period = ?2
-             WHERE u.org_id = ?1 AND (?3 IS NULL OR u.id = ?3)
-             ORDER BY u.email",
-        )
-        .map_err(from_sqlite)?;
-    let rows = stmt
-        .query_map(params![org.0, period, user.map(|u| u.0)], |row| {
-            Ok(UserUsage {
-                user_id: UserId(row.get(0)?),
-                email: row.get(1)?,
-                monthly_token_limit: row.get(2)?,
-                counter: Counter {
-                    used: row.get(3)?,
-                    reserved: row.get(4)?,
-                },
-                requests: row.get(5)?,
-            })
+    let read = |row: &rusqlite::Row<'_>| {
+        Ok(UserUsage {
+            user_id: UserId(row.get(0)?),
+            email: row.get(1)?,
+            monthly_token_limit: row.get(2)?,
+            counter: Counter {
+                used: row.get(3)?,
+                reserved: row.get(4)?,
+            },
+            requests: row.get(5)?,
         })
-        .map_err(from_sqlite)?;
-    rows.collect::<rusqlite::Result<Vec<_>>>()
-        .map_err(from_sqlite)
+    };
+    let rows = match user {
+        Some(user) => {
+            let mut stmt = conn
+                .prepare_cached(&user_usage_sql("u.id = ?3"))
+                .map_err(from_sqlite)?;
+            stmt.query_map(params![org.0, period, user.0], read)
+                .map_err(from_sqlite)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        }
+        None => {
+            let filter = "u.id > ?3 ORDER BY u.id LIMIT ?4";
+            let mut stmt = conn
+                .prepare_cached(&user_usage_sql(filter))
+                .map_err(from_sqlite)?;
+            let after = after.map_or(0, |a| a.0);
+            stmt.query_map(params![org.0, period, after, limit], read)
+                .map_err(from_sqlite)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        }
+    };
+    rows.map_err(from_sqlite)
 }
 
 fn model_usage(
@@ -385,22 +428,34 @@ fn model_usage(
     user: Option<UserId>,
     period: &str,
 ) -> Result<Vec<ModelUsage>> {
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT model, SUM(tokens), COUNT(*) FROM usage_events
-             WHERE org_id = ?1 AND period = ?2 AND (?3 IS NULL OR user_id = ?3)
-             GROUP BY model ORDER BY model",
-        )
-        .map_err(from_sqlite)?;
-    let rows = stmt
-        .query_map(params![org.0, period, user.map(|u| u.0)], |row| {
-            Ok(ModelUsage {
-                model: row.get(0)?,
-                tokens: row.get(1)?,
-                requests: row.get(2)?,
-            })
+    let read = |row: &rusqlite::Row<'_>| {
+        Ok(ModelUsage {
+            model: row.get(0)?,
+            tokens: row.get(1)?,
+            requests: row.get(2)?,
         })
-        .map_err(from_sqlite)?;
+    };
+    // One user's events are read through the user's index.
+    let (sql, user) = match user {
+        Some(user) => (
+            "SELECT model, SUM(tokens), COUNT(*) FROM usage_events
+             WHERE user_id = ?3 AND period = ?2 AND org_id = ?1
+             GROUP BY model ORDER BY model",
+            Some(user.0),
+        ),
+        None => (
+            "SELECT model, SUM(tokens), COUNT(*) FROM usage_events
+             WHERE org_id = ?1 AND period = ?2
+             GROUP BY model ORDER BY model",
+            None,
+        ),
+    };
+    let mut stmt = conn.prepare_cached(sql).map_err(from_sqlite)?;
+    let rows = match user {
+        Some(user) => stmt.query_map(params![org.0, period, user], read),
+        None => stmt.query_map(params![org.0, period], read),
+    }
+    .map_err(from_sqlite)?;
     rows.collect::<rusqlite::Result<Vec<_>>>()
         .map_err(from_sqlite)
 }
@@ -423,15 +478,18 @@ impl UsageStore for SqliteStore {
         org: OrgId,
         user: Option<UserId>,
         period: &str,
+        after: Option<UserId>,
+        limit: u32,
     ) -> Result<UsageReport> {
         let period = period.to_owned();
         self.run(move |conn| {
             Ok(UsageReport {
                 monthly_token_budget: org_budget(conn, org)?,
                 org: counter(conn, ORG, org.0, &period)?,
-                users: user_usage(conn, org, user, &period)?,
+                users: user_usage(conn, org, user, &period, after, limit)?,
                 models: model_usage(conn, org, user, &period)?,
                 period,
+                next_after: None,
             })
         })
         .await
@@ -443,9 +501,17 @@ impl UsageStore for SqliteStore {
         user: Option<UserId>,
         from: &str,
         to: &str,
+        after: Option<&DayModel>,
+        limit: u32,
     ) -> Result<Vec<DailyUsage>> {
-        let (from, to) = (from.to_owned(), to.to_owned());
-        self.run(move |conn| daily_usage(conn, org, user, &from, &to))
-            .await
+        let days = Days {
+            org,
+            user,
+            from: from.to_owned(),
+            to: to.to_owned(),
+            after: after.map_or_else(Default::default, |a| (a.day.clone(), a.model.clone())),
+            limit,
+        };
+        self.run(move |conn| daily_usage(conn, &days)).await
     }
 }

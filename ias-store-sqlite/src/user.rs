@@ -64,15 +64,17 @@ impl UserStore for SqliteStore {
         self.run(move |conn| by_id(conn, id)).await
     }
 
-    async fn list_users(&self, org: OrgId) -> Result<Vec<User>> {
+    async fn list_users(&self, org: OrgId, after: Option<UserId>, limit: u32) -> Result<Vec<User>> {
         self.run(move |conn| {
             let sql = format!(
                 "SELECT {USER_COLUMNS} FROM users u
-                 WHERE u.org_id = ?1 AND u.removed_at IS NULL ORDER BY u.email"
+                 WHERE u.org_id = ?1 AND u.removed_at IS NULL AND u.id > ?2
+                 ORDER BY u.id LIMIT ?3"
             );
             let mut stmt = conn.prepare_cached(&sql).map_err(from_sqlite)?;
+            let after = after.map_or(0, |id| id.0);
             let users = stmt
-                .query_map([org.0], |row| rows::user(row, 0))
+                .query_map(params![org.0, after, limit], |row| rows::user(row, 0))
                 .map_err(from_sqlite)?;
             users
                 .collect::<rusqlite::Result<Vec<_>>>()

@@ -150,7 +150,7 @@ impl One {
 
     async fn daily(&self, from: &str, to: &str) -> Vec<(String, i64, i64)> {
         self.store
-            .daily_usage(self.org, None, from, to)
+            .daily_usage(self.org, None, from, to, None, 1000)
             .await
             .unwrap()
             .into_iter()
@@ -763,7 +763,7 @@ impl Harness {
                 org.slug
             );
             let report = self.stores[0]
-                .usage_report(org.id, None, period)
+                .usage_report(org.id, None, period, None, 1000)
                 .await
                 .unwrap();
             assert_eq!(report.org.reserved, 0);
@@ -1002,12 +1002,20 @@ async fn month_rolls_over_at_local_midnight_far_from_utc() {
     t.governor.shutdown().await.unwrap();
     assert_eq!(t.used("2026-01").await, (1_000, 1_000));
     assert_eq!(t.used("2026-02").await, (400, 400));
-    let january = t.store.usage_report(t.org, None, "2026-01").await.unwrap();
+    let january = t
+        .store
+        .usage_report(t.org, None, "2026-01", None, 1000)
+        .await
+        .unwrap();
     assert_eq!(
         (january.models[0].tokens, january.models[0].requests),
         (1_000, 2)
     );
-    let february = t.store.usage_report(t.org, None, "2026-02").await.unwrap();
+    let february = t
+        .store
+        .usage_report(t.org, None, "2026-02", None, 1000)
+        .await
+        .unwrap();
     assert_eq!(
         (february.models[0].tokens, february.models[0].requests),
         (400, 1)
@@ -1794,7 +1802,11 @@ async fn strict_durability_stores_a_settle_before_it_returns() {
     t.governor.settle(&reservation, 70).await.unwrap();
     assert_eq!(t.used("2026-05").await, (70, 70));
     assert_eq!(t.governor.stats().queued_events, 0);
-    let report = t.store.usage_report(t.org, None, "2026-05").await.unwrap();
+    let report = t
+        .store
+        .usage_report(t.org, None, "2026-05", None, 1000)
+        .await
+        .unwrap();
     assert_eq!(
         (report.models[0].tokens, report.models[0].requests),
         (70, 1)
@@ -1857,7 +1869,11 @@ async fn an_expired_reservation_is_released_and_a_late_settle_charges_once() {
         .await
         .unwrap();
     assert_eq!(state.org.reserved, 0);
-    let report = t.store.usage_report(t.org, None, "2026-05").await.unwrap();
+    let report = t
+        .store
+        .usage_report(t.org, None, "2026-05", None, 1000)
+        .await
+        .unwrap();
     assert_eq!(
         (report.models[0].tokens, report.models[0].requests),
         (130, 2)

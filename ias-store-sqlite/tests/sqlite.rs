@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use ias_core::{
-    Actor, Admin, AuditStore, CacheStore, Error, KeyStore, OrgStore, Role, SchemaStore, Source,
-    Store, UserStore,
+    Actor, Admin, AuditStore, CacheStore, Error, KeyStore, OrgStore, PageRequest, Role,
+    SchemaStore, Source, Store, UserStore,
 };
 use ias_store_sqlite::{MIGRATIONS, SqliteStore};
 use rusqlite::Connection;
@@ -105,7 +105,7 @@ async fn reopening_an_up_to_date_database_changes_nothing() {
     };
     let before = snapshot(&path);
     let reopened = SqliteStore::open(&path).await.unwrap();
-    assert_eq!(reopened.list_orgs().await.unwrap().len(), 1);
+    assert_eq!(reopened.list_orgs(None, 10).await.unwrap().len(), 1);
     drop(reopened);
     assert_eq!(snapshot(&path), before);
 }
@@ -274,7 +274,10 @@ async fn two_handles_on_one_file_stay_exact() {
     for governor in &governors {
         governor.shutdown().await.unwrap();
     }
-    let report = admin.usage("acme", None).await.unwrap();
+    let report = admin
+        .usage("acme", None, &PageRequest::default())
+        .await
+        .unwrap();
     assert_eq!((report.org.used, report.org.reserved), (granted * 40, 0));
     // What one governor held and did not use went back: a third uses the rest.
     let third = ias_core::Governor::open(second.clone() as Arc<dyn Store>)

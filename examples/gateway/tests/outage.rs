@@ -13,7 +13,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use common::TestDb;
 use common::proxy::Proxy;
-use ias_core::{Actor, Admin, Governor, GovernorConfig, Role, Source};
+use ias_core::{Actor, Admin, Governor, GovernorConfig, PageRequest, Role, Source};
 use ias_gateway::app::{AppState, router};
 use ias_gateway::upstream::{MockUpstream, Upstream};
 use ias_store_postgres::PostgresStore;
@@ -125,6 +125,9 @@ async fn an_outage_is_503_with_retry_after_and_loses_no_usage() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     maintenance.shutdown().await.unwrap();
-    let report = admin.usage("acme", None).await.unwrap();
+    let report = admin
+        .usage("acme", None, &PageRequest::default())
+        .await
+        .unwrap();
     assert_eq!((report.org.used, report.org.reserved), (charged, 0));
 }

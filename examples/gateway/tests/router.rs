@@ -8,7 +8,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode, header};
 use axum::routing::post;
-use ias_core::{Actor, Admin, Governor, Role, Source, Store};
+use ias_core::{Actor, Admin, Governor, PageRequest, Role, Source, Store};
 use ias_gateway::app::{AppState, router};
 use ias_gateway::upstream::{HttpUpstream, MockUpstream, Upstream};
 use ias_store_sqlite::SqliteStore;
@@ -68,7 +68,8 @@ impl Gateway {
     /// has written its usage and given back what no open request holds.
     async fn used(&self, slug: &str) -> (i64, i64) {
         self.governor.shutdown().await.unwrap();
-        let report = self.admin.usage(slug, None).await.unwrap();
+        let page = PageRequest::default();
+        let report = self.admin.usage(slug, None, &page).await.unwrap();
         (report.org.used, report.org.reserved)
     }
 
@@ -190,10 +191,10 @@ async fn a_revoked_key_is_401() {
     let key = gateway.org("team-a", 1_000, None).await;
     let keys = gateway
         .admin
-        .list_keys("first@team-a.example.com")
+        .list_keys("first@team-a.example.com", &PageRequest::default())
         .await
         .unwrap();
-    gateway.admin.revoke_key(keys[0].id).await.unwrap();
+    gateway.admin.revoke_key(keys.items[0].id).await.unwrap();
 
     gateway
         .chat(&key, MODEL)

@@ -179,6 +179,43 @@ impl Db {
         self.ok(&full).json()
     }
 
+    /// Runs a list command with `--output json`: one page, which must be
+    /// `{"items": [...], "next_after": "..." | null}`, as its items and cursor.
+    pub fn page(&self, args: &[&str]) -> (Vec<Value>, Option<String>) {
+        page_of(&self.json(args), args)
+    }
+
+    /// The items of the first page of a list command.
+    pub fn items(&self, args: &[&str]) -> Vec<Value> {
+        self.page(args).0
+    }
+
+    /// Every item of a list command, read with pages of `limit`, each page
+    /// asked for with the `--after` the previous one named.
+    pub fn all_pages(&self, args: &[&str], limit: u32) -> Vec<Value> {
+        let limit = limit.to_string();
+        let mut items = Vec::new();
+        let mut after: Option<String> = None;
+        for _ in 0..10_000 {
+            let mut full = args.to_vec();
+            full.extend(["--limit", &limit]);
+            if let Some(cursor) = &after {
+                full.extend(["--after", cursor]);
+            }
+            let (page, next) = self.page(&full);
+            assert!(
+                page.len() <= limit.parse().unwrap(),
+                "{full:?}: over the limit"
+            );
+            items.extend(page);
+            match next {
+                Some(cursor) => after = Some(cursor),
+                None => return items,
+            }
+        }
+        panic!("{args:?}: the pages never ended");
+    }
+
     /// Authorizes with `key` on stdin; returns the run and the decision.
     pub fn authorize(&self, key: &str, model: &str, tokens: &str) -> (Run, Value) {
         let args = [&authorize_args(model, tokens)[..], &["--output", "json"]].concat();
@@ -207,24 +244,24 @@ impl Db {
 
     /// Everything the CLI can read: orgs, their users, models and keys, and the audit log.
     pub fn snapshot(&self) -> Value {
-        let orgs = self.json(&["org", "list"]);
+        let orgs = self.all_pages(&["org", "list"], 1000);
         let mut per_org = Vec::new();
-        for org in orgs.as_array().expect("org list is an array") {
+        for org in &orgs {
             let slug = org["slug"].as_str().expect("slug");
             per_org.push(self.org_snapshot(slug));
         }
-        let audit = self.json(&["audit", "list", "--limit", "10000"]);
+        let audit = self.all_pages(&["audit", "list"], 1000);
         json!({ "orgs": orgs, "per_org": per_org, "audit": audit })
     }
 
     fn org_snapshot(&self, slug: &str) -> Value {
-        let users = self.json(&["user", "list", "--org", slug]);
+        let users = self.all_pages(&["user", "list", "--org", slug], 1000);
         let mut keys = Vec::new();
-        for user in users.as_array().expect("user list is an array") {
+        for user in &users {
             let email = user["email"].as_str().expect("email");
-            keys.push(self.json(&["key", "list", "--email", email]));
+            keys.push(self.all_pages(&["key", "list", "--email", email], 1000));
         }
-        let models = self.json(&["model", "list", "--org", slug]);
+        let models = self.all_pages(&["model", "list", "--org", slug], 1000);
         json!({ "users": users, "keys": keys, "models": models })
     }
 
@@ -237,6 +274,22 @@ impl Db {
         assert_eq!(self.snapshot(), before, "{args:?} changed the data");
         run
     }
+}
+
+/// A page printed with `--output json`: its items and the cursor of the next page.
+pub fn page_of(page: &Value, args: &[&str]) -> (Vec<Value>, Option<String>) {
+    let fields = page
+        .as_object()
+        .unwrap_or_else(|| panic!("{args:?}: not a page: {page}"));
+    let keys: Vec<&str> = fields.keys().map(String::as_str).collect();
+    assert_eq!(keys, ["items", "next_after"], "{args:?}: {page}");
+    let items = page["items"].as_array().expect("items is an array").clone();
+    let next = match &page["next_after"] {
+        Value::Null => None,
+        Value::String(cursor) => Some(cursor.clone()),
+        other => panic!("{args:?}: next_after is {other}"),
+    };
+    (items, next)
 }
 
 /// The `label: value` lines of text output, by label.

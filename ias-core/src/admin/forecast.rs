@@ -2,8 +2,9 @@
 
 use super::Admin;
 use crate::error::Result;
+use crate::page::MAX_PAGE_LIMIT;
 use crate::period::MonthlyPeriod;
-use crate::usage::{Forecast, pace_start};
+use crate::usage::{DailyUsage, DayModel, Forecast, pace_start};
 
 impl Admin {
     /// When the organization's budget (or, with `email`, the user's own
@@ -16,7 +17,7 @@ impl Admin {
         let period = MonthlyPeriod::containing(now, org.timezone);
         let report = self
             .store
-            .usage_report(org.id, user.as_ref().map(|u| u.id), &period.key)
+            .usage_report(org.id, user.as_ref().map(|u| u.id), &period.key, None, 1)
             .await?;
         let (limit, counter) = match &user {
             None => (Some(report.monthly_token_budget), report.org),
@@ -36,10 +37,24 @@ impl Admin {
                 .format("%Y-%m-%d")
                 .to_string()
         };
-        let daily = self
-            .store
-            .daily_usage(org.id, user.map(|u| u.id), &day(since), &day(now))
-            .await?;
+        let (from, to) = (day(since), day(now));
+        let user = user.map(|u| u.id);
+        let mut daily = Vec::new();
+        loop {
+            let after = daily.last().map(|d: &DailyUsage| DayModel {
+                day: d.day.clone(),
+                model: d.model.clone(),
+            });
+            let page = self
+                .store
+                .daily_usage(org.id, user, &from, &to, after.as_ref(), MAX_PAGE_LIMIT)
+                .await?;
+            let last = page.len() < MAX_PAGE_LIMIT as usize;
+            daily.extend(page);
+            if last {
+                break;
+            }
+        }
         Ok(Forecast::compute(
             now,
             org.timezone,

@@ -15,6 +15,7 @@ use crate::gitops::{
     GitopsApply, GitopsSettings, GitopsState, GitopsStatus, Inventory, Manifest, NewGitopsSettings,
     SyncStatus,
 };
+use crate::page::{Page, PageRequest};
 use crate::period::MonthlyPeriod;
 use crate::rbac::{Permission, Target};
 use crate::validate;
@@ -115,21 +116,25 @@ impl Admin {
         self.enabled_state(&org).await
     }
 
-    /// The GitOps state of every organization the actor may read.
-    pub async fn gitops_statuses(&self) -> Result<Vec<GitopsState>> {
+    /// A page of the GitOps states of the organizations the actor may read,
+    /// by organization id; the others are left out, so a page may hold fewer
+    /// than `page.limit`.
+    pub async fn gitops_statuses(&self, page: &PageRequest) -> Result<Page<GitopsState>> {
+        let fetch = page.fetch()?;
+        let after = page.after_id()?.map(OrgId);
         let grants = self.grants().await?;
-        let states = self.store.gitops_states().await?;
-        Ok(states
-            .into_iter()
-            .filter(|state| {
-                crate::rbac::is_permitted(
-                    &self.actor,
-                    &grants,
-                    Permission::OrgRead,
-                    Target::org(state.settings.org_id),
-                )
-            })
-            .collect())
+        let states = self.store.gitops_states(after, fetch).await?;
+        let states = Page::from_rows(states, page.limit, |state| {
+            state.settings.org_id.to_string()
+        });
+        Ok(states.retain(|state| {
+            crate::rbac::is_permitted(
+                &self.actor,
+                &grants,
+                Permission::OrgRead,
+                Target::org(state.settings.org_id),
+            )
+        }))
     }
 
     /// What applying `manifest` to the organization would change.

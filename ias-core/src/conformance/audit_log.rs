@@ -7,6 +7,7 @@ use chrono::Duration;
 use super::rbac::World;
 use crate::audit::{AuditFilter, AuditHead, AuditLink, GENESIS_HASH, chain_hash};
 use crate::domain::Role;
+use crate::page::PageRequest;
 use crate::{ManualClock, Store};
 
 /// An entry appended without a change continues the chain like any other.
@@ -40,10 +41,12 @@ pub async fn audit_entries_are_filtered(store: Arc<dyn Store>) {
         let filter = AuditFilter {
             since,
             action: action.map(str::to_owned),
-            limit,
         };
         let store = store.clone();
-        async move { store.search_audit(org, &filter).await.unwrap() }
+        async move {
+            let found = store.search_audit(org, &filter, None, limit).await;
+            found.unwrap()
+        }
     };
     let actions = |entries: Vec<crate::AuditEntry>| -> Vec<String> {
         entries
@@ -76,7 +79,12 @@ pub async fn audit_entries_are_filtered(store: Arc<dyn Store>) {
 pub async fn the_audit_chain_reads_oldest_first(store: Arc<dyn Store>) {
     let world = World::new(store.clone()).await;
     let member = world.actor(Role::Member).await;
-    assert!(member.list_users("home").await.is_err());
+    assert!(
+        member
+            .list_users("home", &PageRequest::default())
+            .await
+            .is_err()
+    );
     let total = world.last_audit_id().await;
     let mut ids = Vec::new();
     let mut prev = GENESIS_HASH.to_owned();

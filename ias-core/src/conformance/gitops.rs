@@ -18,6 +18,7 @@ use crate::gitops::{
     ChangeOp, DriftPolicy, GitopsSettings, GitopsState, NewGitopsSettings, SyncStatus,
 };
 use crate::governor::{Decision, Governor};
+use crate::page::PageRequest;
 use crate::{Admin, LimitTarget, RateLimits, Store};
 
 const REPO: &str = "https://git.example.com/acme/governance.git";
@@ -75,9 +76,9 @@ impl ManifestSource for MemorySource {
 }
 
 /// A declared user: email, role, monthly limit.
-type U<'a> = (&'a str, &'a str, Option<i64>);
+pub(super) type U<'a> = (&'a str, &'a str, Option<i64>);
 
-fn file(budget: i64, models: &[&str], users: &[U<'_>]) -> String {
+pub(super) fn file(budget: i64, models: &[&str], users: &[U<'_>]) -> String {
     let mut text = format!(
         "version: 1\norg: acme\nbudget:\n  monthly_tokens: {budget}\n  timezone: Europe/Berlin\n\
          rate_limits: {{rpm: 600}}\nallowed_models: [{}]\nusers:\n",
@@ -104,14 +105,14 @@ const TEAM: &[U<'static>] = &[
     ("bob@acme.io", "member", None),
 ];
 
-struct Setup {
+pub(super) struct Setup {
     source: Arc<MemorySource>,
     reconciler: Reconciler,
-    admin: Admin,
+    pub(super) admin: Admin,
 }
 
 impl Setup {
-    async fn new(store: Arc<dyn Store>, settings: NewGitopsSettings) -> Self {
+    pub(super) async fn new(store: Arc<dyn Store>, settings: NewGitopsSettings) -> Self {
         let admin = admin(&store);
         admin.create_org("acme", 5_000_000, "UTC").await.unwrap();
         admin.gitops_enable("acme", settings).await.unwrap();
@@ -129,7 +130,7 @@ impl Setup {
         self.reconciler.sync_org(org.id).await.unwrap()
     }
 
-    async fn commit_and_sync(&self, text: &str) -> GitopsState {
+    pub(super) async fn commit_and_sync(&self, text: &str) -> GitopsState {
         self.source.commit(REPO, text);
         self.sync().await
     }
@@ -144,7 +145,7 @@ fn reconciler(store: &Arc<dyn Store>, source: &Arc<MemorySource>, holder: &str) 
     Reconciler::new(store.clone(), source, config)
 }
 
-fn settings() -> NewGitopsSettings {
+pub(super) fn settings() -> NewGitopsSettings {
     NewGitopsSettings::new(REPO)
 }
 
@@ -160,10 +161,12 @@ fn cli_admin(store: &Arc<dyn Store>) -> Admin {
 async fn entries(store: &Arc<dyn Store>, action: &str) -> Vec<crate::audit::AuditEntry> {
     let filter = AuditFilter {
         action: Some(action.to_owned()),
-        limit: 10_000,
         ..AuditFilter::default()
     };
-    store.search_audit(None, &filter).await.unwrap()
+    store
+        .search_audit(None, &filter, None, 10_000)
+        .await
+        .unwrap()
 }
 
 async fn actions(store: &Arc<dyn Store>, action: &str) -> usize {
@@ -200,7 +203,11 @@ pub async fn gitops_apply_creates_the_declared_state(store: Arc<dyn Store>) {
     assert_eq!(org.timezone.name(), "Europe/Berlin");
     assert_eq!(org.managed_by, ManagedBy::Gitops);
     assert_eq!(
-        s.admin.list_models("acme").await.unwrap(),
+        s.admin
+            .list_models("acme", &PageRequest::default())
+            .await
+            .unwrap()
+            .items,
         ["anthropic/*", "gpt-4o-mini"]
     );
     let limits = s.admin.rate_limits("acme", LimitTarget::Org).await.unwrap();
@@ -279,11 +286,23 @@ pub async fn gitops_an_unreachable_remote_keeps_the_last_state(store: Arc<dyn St
     s.commit_and_sync(&file(4_000_000, &["gpt-4o-mini"], TEAM))
         .await;
     s.source.cut(REPO);
-    let users_before = s.admin.list_users("acme").await.unwrap();
+    let users_before = s
+        .admin
+        .list_users("acme", &PageRequest::default())
+        .await
+        .unwrap()
+        .items;
     let state = s.sync().await;
     assert_status(&state, SyncStatus::Error, "fetch_failed");
     assert!(state.status.message.contains("connection refused"));
-    assert_eq!(s.admin.list_users("acme").await.unwrap(), users_before);
+    assert_eq!(
+        s.admin
+            .list_users("acme", &PageRequest::default())
+            .await
+            .unwrap()
+            .items,
+        users_before
+    );
     assert_eq!(actions(&store, "gitops.error").await, 1);
     let again = s.sync().await;
     assert_eq!(again.status.consecutive_failures, 2);
@@ -316,7 +335,15 @@ pub async fn gitops_emptying_the_users_is_refused(store: Arc<dyn Store>) {
         .await;
     assert_status(&state, SyncStatus::Error, "guard_refused");
     assert!(state.status.message.contains("no org_admin"));
-    assert_eq!(s.admin.list_users("acme").await.unwrap().len(), 2);
+    assert_eq!(
+        s.admin
+            .list_users("acme", &PageRequest::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
 }
 
 /// Removing more than the guard allows is refused; within it, removed users' keys stop.
@@ -346,7 +373,15 @@ pub async fn gitops_mass_removal_is_refused(store: Arc<dyn Store>) {
         "{}",
         state.status.message
     );
-    assert_eq!(s.admin.list_users("acme").await.unwrap().len(), 9);
+    assert_eq!(
+        s.admin
+            .list_users("acme", &PageRequest::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        9
+    );
 
     let state = s
         .commit_and_sync(&file(
@@ -356,7 +391,12 @@ pub async fn gitops_mass_removal_is_refused(store: Arc<dyn Store>) {
         ))
         .await;
     assert_status(&state, SyncStatus::Synced, "synced");
-    let listed = s.admin.list_users("acme").await.unwrap();
+    let listed = s
+        .admin
+        .list_users("acme", &PageRequest::default())
+        .await
+        .unwrap()
+        .items;
     assert_eq!(listed.len(), 8);
     assert!(listed.iter().all(|u| u.email != "m0@acme.io"));
     let removed = s.admin.user("m0@acme.io").await.unwrap();
@@ -365,7 +405,12 @@ pub async fn gitops_mass_removal_is_refused(store: Arc<dyn Store>) {
         "the user stays for the record"
     );
     assert_eq!(
-        s.admin.list_keys("m0@acme.io").await.unwrap().len(),
+        s.admin
+            .list_keys("m0@acme.io", &PageRequest::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
         1,
         "its key stays"
     );
@@ -408,15 +453,16 @@ pub async fn gitops_prune_spares_users_git_did_not_add(store: Arc<dyn Store>) {
     let state = reconciler.sync_org(org.id).await.unwrap();
     assert_status(&state, SyncStatus::Synced, "synced");
     let emails: Vec<String> = admin
-        .list_users("acme")
+        .list_users("acme", &PageRequest::default())
         .await
         .unwrap()
+        .items
         .into_iter()
         .map(|u| u.email)
         .collect();
     assert_eq!(
         emails,
-        ["alice@acme.io", "early@acme.io"],
+        ["early@acme.io", "alice@acme.io"],
         "bob (added by Git) pruned"
     );
 }
@@ -442,7 +488,12 @@ pub async fn gitops_a_role_change_is_one_field_change(store: Arc<dyn Store>) {
         s.admin.user("bob@acme.io").await.unwrap().role,
         Role::OrgAdmin
     );
-    let keys = s.admin.list_keys("bob@acme.io").await.unwrap();
+    let keys = s
+        .admin
+        .list_keys("bob@acme.io", &PageRequest::default())
+        .await
+        .unwrap()
+        .items;
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0].id, key.key.id);
 }
@@ -585,7 +636,14 @@ pub async fn gitops_two_reconcilers_never_apply_together(store: Arc<dyn Store>) 
     );
     let state = s.admin.gitops_status("acme").await.unwrap();
     assert!(state.status.last_applied_commit.is_none());
-    assert!(s.admin.list_users("acme").await.unwrap().is_empty());
+    assert!(
+        s.admin
+            .list_users("acme", &PageRequest::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
     store.gitops_release_lease(org.id, "other").await.unwrap();
 
     let b = reconciler(&store, &s.source, "replica-b");
@@ -597,7 +655,15 @@ pub async fn gitops_two_reconcilers_never_apply_together(store: Arc<dyn Store>) 
         3,
         "applied once, by one of them"
     );
-    assert_eq!(s.admin.list_users("acme").await.unwrap().len(), 2);
+    assert_eq!(
+        s.admin
+            .list_users("acme", &PageRequest::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
 }
 
 /// A suspended organization is fetched and reported on, never applied.
@@ -614,7 +680,14 @@ pub async fn gitops_a_suspended_org_is_not_applied(store: Arc<dyn Store>) {
         state.status.message
     );
     assert!(state.status.last_fetched_commit.is_some());
-    assert!(s.admin.list_users("acme").await.unwrap().is_empty());
+    assert!(
+        s.admin
+            .list_users("acme", &PageRequest::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
     s.admin.gitops_suspend("acme", false).await.unwrap();
     let state = s.sync().await;
     assert_status(&state, SyncStatus::Synced, "synced");
@@ -639,8 +712,22 @@ pub async fn gitops_an_apply_is_all_or_nothing(store: Arc<dyn Store>) {
         "{}",
         state.status.message
     );
-    assert!(s.admin.list_users("acme").await.unwrap().is_empty());
-    assert!(s.admin.list_models("acme").await.unwrap().is_empty());
+    assert!(
+        s.admin
+            .list_users("acme", &PageRequest::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(
+        s.admin
+            .list_models("acme", &PageRequest::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
     assert_eq!(
         s.admin.org("acme").await.unwrap().monthly_token_budget,
         5_000_000
@@ -832,5 +919,12 @@ pub async fn gitops_settings_changes_take_effect(store: Arc<dyn Store>) {
     };
     let err = store.gitops_apply(&apply).await.unwrap_err();
     assert_eq!(err.kind(), "conflict", "{err}");
-    assert_eq!(s.admin.list_models("acme").await.unwrap(), ["gpt-4o-mini"]);
+    assert_eq!(
+        s.admin
+            .list_models("acme", &PageRequest::default())
+            .await
+            .unwrap()
+            .items,
+        ["gpt-4o-mini"]
+    );
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crate::audit::{AuditEntry, AuditFilter, DENIED_SUFFIX};
 use crate::domain::{Role, User};
 use crate::error::{Error, Result};
+use crate::page::PageRequest;
 use crate::{Actor, Admin, Source, Store};
 
 /// Every operation, for each role acting from organization `home`, on:
@@ -165,11 +166,9 @@ impl World {
 
     /// Entries appended after entry `after`, oldest first.
     pub(super) async fn audit_since(&self, after: i64) -> Vec<AuditEntry> {
-        let filter = AuditFilter {
-            limit: 10_000,
-            ..AuditFilter::default()
-        };
-        let mut entries = self.store.search_audit(None, &filter).await.unwrap();
+        let filter = AuditFilter::default();
+        let search = self.store.search_audit(None, &filter, None, 10_000);
+        let mut entries = search.await.unwrap();
         entries.retain(|e| e.id > after);
         entries.reverse();
         entries
@@ -210,18 +209,27 @@ async fn run(world: &World, actor: &Admin, cell: &Cell) -> Result<()> {
         "user.create" => create_user(world, actor, on, Role::Member).await,
         "user.create.system_admin" => create_user(world, actor, on, Role::SystemAdmin).await,
         "user.read" => actor.user(&email(on, role)).await.map(drop),
-        "user.list" => actor.list_users(slug(on)).await.map(drop),
+        "user.list" => actor
+            .list_users(slug(on), &PageRequest::default())
+            .await
+            .map(drop),
         "user.set_limit" => actor
             .set_user_limit(&email(on, role), Some(1_000))
             .await
             .map(drop),
         "user.reset_password" => reset(actor, &email(on, role)).await,
         "key.create" => actor.create_key(&email(on, role), None).await.map(drop),
-        "key.list" => actor.list_keys(&email(on, role)).await.map(drop),
+        "key.list" => actor
+            .list_keys(&email(on, role), &PageRequest::default())
+            .await
+            .map(drop),
         "key.revoke" => revoke(world, actor, &email(on, role)).await,
         "model.allow" => allow(world, actor, slug(on)).await,
         "model.deny" => deny(world, actor, slug(on)).await,
-        "model.list" => actor.list_models(slug(on)).await.map(drop),
+        "model.list" => actor
+            .list_models(slug(on), &PageRequest::default())
+            .await
+            .map(drop),
         "usage.read" => usage(actor, on, role).await,
         "usage.daily" => daily_usage(actor, on, role).await,
         "limits.set" => {
@@ -255,7 +263,7 @@ fn action(operation: &str) -> Option<&str> {
 }
 
 async fn listed(actor: &Admin, slug: &str) -> Result<()> {
-    let orgs = actor.list_orgs().await?;
+    let orgs = actor.list_orgs(&PageRequest::default()).await?.items;
     if orgs.iter().any(|o| o.slug == slug) {
         Ok(())
     } else {
@@ -297,17 +305,29 @@ async fn deny(world: &World, actor: &Admin, slug: &str) -> Result<()> {
 
 async fn usage(actor: &Admin, on: On, role: Role) -> Result<()> {
     match on {
-        On::Home | On::Away => actor.usage(slug(on), None).await.map(drop),
-        On::Own | On::Peer => actor.usage("home", Some(&email(on, role))).await.map(drop),
+        On::Home | On::Away => actor
+            .usage(slug(on), None, &PageRequest::default())
+            .await
+            .map(drop),
+        On::Own | On::Peer => actor
+            .usage("home", Some(&email(on, role)), &PageRequest::default())
+            .await
+            .map(drop),
     }
 }
 
 async fn daily_usage(actor: &Admin, on: On, role: Role) -> Result<()> {
     let daily = match on {
-        On::Home | On::Away => actor.daily_usage(slug(on), None, None, None).await,
+        On::Home | On::Away => {
+            actor
+                .daily_usage(slug(on), None, None, None, &PageRequest::default())
+                .await
+        }
         On::Own | On::Peer => {
             let email = email(on, role);
-            actor.daily_usage("home", Some(&email), None, None).await
+            actor
+                .daily_usage("home", Some(&email), None, None, &PageRequest::default())
+                .await
         }
     };
     daily.map(drop)
@@ -323,7 +343,10 @@ fn limit_target(on: On, role: Role) -> (&'static str, crate::LimitTarget) {
 
 async fn audit_list(actor: &Admin, slug: Option<&str>) -> Result<()> {
     let filter = AuditFilter::default();
-    actor.audit_log(slug, &filter).await.map(drop)
+    actor
+        .audit_log(slug, &filter, &PageRequest::default())
+        .await
+        .map(drop)
 }
 
 /// Runs one cell and checks its answer and, when denied, its audit entry.
@@ -412,7 +435,14 @@ pub async fn escalations_are_denied_and_audited(store: Arc<dyn Store>) {
 
     let minted = member.create_key("peer@home.io", None).await;
     assert_denied_and_audited(&world, minted, "key.create", "key.create").await;
-    assert!(world.store.list_keys(peer.id).await.unwrap().is_empty());
+    assert!(
+        world
+            .store
+            .list_keys(peer.id, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     let raised = member
         .set_user_limit(&email_of(Role::Member), Some(10_000_000))
@@ -443,7 +473,7 @@ pub async fn escalations_are_denied_and_audited(store: Arc<dyn Store>) {
     assert_denied_and_audited(&world, elsewhere, "model.allow", "model.manage").await;
     let away = world.store.org_by_slug("away").await.unwrap().unwrap();
     assert_eq!(
-        world.store.allowed_models(away.id).await.unwrap(),
+        world.store.allowed_models(away.id, None, 10).await.unwrap(),
         ["gpt-4o-mini"]
     );
 

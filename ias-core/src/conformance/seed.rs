@@ -123,7 +123,10 @@ pub async fn seeding_fills_an_empty_store_in_one_audited_write(store: Arc<dyn St
     let first = &seeded.harvest.sample[0];
     let org = store.org_by_slug(&first.org).await.unwrap().unwrap();
     let period = MonthlyPeriod::containing(super::now(), org.timezone);
-    let report = store.usage_report(org.id, None, &period.key).await.unwrap();
+    let report = store
+        .usage_report(org.id, None, &period.key, None, 1_000)
+        .await
+        .unwrap();
     let by_users: i64 = report.users.iter().map(|u| u.counter.used).sum();
     let by_models: i64 = report.models.iter().map(|m| m.tokens).sum();
     assert_eq!((report.org.used, by_models), (by_users, by_users));

@@ -60,6 +60,9 @@ const MAX_FEED_READ: usize = 50_000;
 /// which then costs less than the lookups.
 const MAX_USER_LOOKUPS: usize = 2_000;
 
+/// GitOps states read at a time at the start of a cycle.
+const STATES_PAGE: u32 = 500;
+
 /// A file fetched from a repository.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchedFile {
@@ -197,7 +200,7 @@ impl Reconciler {
     /// One cycle over every organization with GitOps enabled.
     pub async fn cycle(&self) -> Result<Vec<OrgOutcome>> {
         self.read_feed().await?;
-        let states = self.store.gitops_states().await?;
+        let states = self.enabled_states().await?;
         let permits = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
         let mut tasks = JoinSet::new();
         for state in states {
@@ -226,6 +229,21 @@ impl Reconciler {
         }
         outcomes.sort_by_key(|o| o.org_id);
         Ok(outcomes)
+    }
+
+    /// The state of every organization with GitOps enabled, read a page at a time.
+    async fn enabled_states(&self) -> Result<Vec<GitopsState>> {
+        let mut states = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.store.gitops_states(after, STATES_PAGE).await?;
+            let full = page.len() == STATES_PAGE as usize;
+            after = page.last().map(|state| state.settings.org_id);
+            states.extend(page);
+            if !full {
+                return Ok(states);
+            }
+        }
     }
 
     /// Forgets clean organizations that were written to since the last cycle.

@@ -4,8 +4,9 @@
 memory (``authorize``, ``check``), charges what it really used (``settle``),
 and runs the admin operations of ``ias-admin`` (organizations, users, keys,
 models, limits, usage, audit, GitOps). Denials are values; errors are exceptions
-derived from :class:`IasError`. Every call that may reach the store releases
-the GIL; each has an ``_async`` twin for asyncio servers.
+derived from :class:`IasError`. Lists come a :class:`Page` at a time
+(``limit=``, ``after=page.next_after``). Every call that may reach the store
+releases the GIL; each has an ``_async`` twin for asyncio servers.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from ias._ias import (
     ModelUsage,
     NotFoundError,
     Organization,
+    Page,
     PasswordHashingError,
     PermissionDeniedError,
     Principal,
@@ -92,6 +94,7 @@ __all__ = [
     "ModelUsage",
     "NotFoundError",
     "Organization",
+    "Page",
     "PasswordHashingError",
     "PermissionDeniedError",
     "Principal",

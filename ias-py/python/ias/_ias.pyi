@@ -3,9 +3,9 @@
 
 import datetime
 import os
-from collections.abc import Awaitable
-from types import TracebackType
-from typing import Any, Literal, final, overload
+from collections.abc import Awaitable, Iterator
+from types import GenericAlias, TracebackType
+from typing import Any, ClassVar, Generic, Literal, SupportsIndex, TypeVar, final, overload
 
 __version__: str
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "ModelUsage",
     "NotFoundError",
     "Organization",
+    "Page",
     "PasswordHashingError",
     "PermissionDeniedError",
     "Principal",
@@ -61,6 +62,7 @@ _Durability = Literal["write_behind", "strict"]
 _Role = Literal["system_admin", "org_admin", "member"]
 _DriftPolicy = Literal["report", "heal"]
 _SyncStatus = Literal["synced", "out_of_sync", "error", "suspended"]
+_T = TypeVar("_T")
 
 def open(
     url: str,
@@ -170,6 +172,34 @@ class ModelNotAllowed(RequestDenied):
 class BudgetExceeded(RequestDenied):
     """A monthly budget, user limit or rate limit cannot cover the request (HTTP 429)."""
 
+# --- Pages -------------------------------------------------------------------
+
+@final
+class Page(Generic[_T]):
+    """One page of a list, and where the next one starts.
+
+    Reads like a list of its items (`len`, iteration, indexing, `==` with a
+    list). Pass `next_after` as `after=` to the same call for the next page.
+    """
+
+    @property
+    def items(self) -> list[_T]:
+        """The items of this page, in the list's order (a new list on each read)."""
+    @property
+    def next_after(self) -> str | None:
+        """Where the next page starts (give it as `after=`); `None` on the last page."""
+    def __len__(self) -> int: ...
+    @overload
+    def __getitem__(self, key: SupportsIndex, /) -> _T: ...
+    @overload
+    def __getitem__(self, key: slice, /) -> list[_T]: ...
+    def __iter__(self) -> Iterator[_T]: ...
+    @classmethod
+    def __class_getitem__(cls, key: Any) -> GenericAlias: ...
+    def __eq__(self, value: object, /) -> bool:
+        """Equal to a page with the same items and cursor, or to a list of the same items."""
+    __hash__: ClassVar[None]  # type: ignore[assignment]
+
 # --- The hot path -------------------------------------------------------------
 
 @final
@@ -242,9 +272,11 @@ class Governor:
     def org(self, slug: str) -> Organization:
         """The organization with this slug."""
     def org_async(self, slug: str) -> Awaitable[Organization]: ...
-    def list_orgs(self) -> list[Organization]:
-        """Every organization the actor may read."""
-    def list_orgs_async(self) -> Awaitable[list[Organization]]: ...
+    def list_orgs(self, *, limit: int = 100, after: str | None = None) -> Page[Organization]:
+        """A page of the organizations the actor may read, by id."""
+    def list_orgs_async(
+        self, *, limit: int = 100, after: str | None = None
+    ) -> Awaitable[Page[Organization]]: ...
 
     # Users
     def create_user(
@@ -265,9 +297,13 @@ class Governor:
     def user(self, email: str) -> User:
         """The user with this email."""
     def user_async(self, email: str) -> Awaitable[User]: ...
-    def list_users(self, org: str) -> list[User]:
-        """The users of an organization."""
-    def list_users_async(self, org: str) -> Awaitable[list[User]]: ...
+    def list_users(
+        self, org: str, *, limit: int = 100, after: str | None = None
+    ) -> Page[User]:
+        """A page of the users of an organization, by id."""
+    def list_users_async(
+        self, org: str, *, limit: int = 100, after: str | None = None
+    ) -> Awaitable[Page[User]]: ...
     def set_user_limit(self, email: str, monthly_token_limit: int | None) -> User:
         """Sets a user's own monthly token limit; `None` leaves only the org budget."""
     def set_user_limit_async(
@@ -288,9 +324,13 @@ class Governor:
     def create_key_async(
         self, email: str, expires_in: str | datetime.timedelta | None = None
     ) -> Awaitable[CreatedKey]: ...
-    def list_keys(self, email: str) -> list[ApiKey]:
-        """A user's keys, never their secrets."""
-    def list_keys_async(self, email: str) -> Awaitable[list[ApiKey]]: ...
+    def list_keys(
+        self, email: str, *, limit: int = 100, after: str | None = None
+    ) -> Page[ApiKey]:
+        """A page of a user's keys, newest first, never their secrets."""
+    def list_keys_async(
+        self, email: str, *, limit: int = 100, after: str | None = None
+    ) -> Awaitable[Page[ApiKey]]: ...
     def revoke_key(self, key_id: int) -> ApiKey:
         """Revokes a key by id; it is refused from then on."""
     def revoke_key_async(self, key_id: int) -> Awaitable[ApiKey]: ...
@@ -302,9 +342,13 @@ class Governor:
     def deny_model(self, org: str, model: str) -> ModelChange:
         """Removes a model name or pattern from an organization's allowed list."""
     def deny_model_async(self, org: str, model: str) -> Awaitable[ModelChange]: ...
-    def list_models(self, org: str) -> list[str]:
-        """An organization's allowed model names and patterns."""
-    def list_models_async(self, org: str) -> Awaitable[list[str]]: ...
+    def list_models(
+        self, org: str, *, limit: int = 100, after: str | None = None
+    ) -> Page[str]:
+        """A page of an organization's allowed model names and patterns, sorted."""
+    def list_models_async(
+        self, org: str, *, limit: int = 100, after: str | None = None
+    ) -> Awaitable[Page[str]]: ...
 
     # Rate limits
     def set_rate_limits(
@@ -335,9 +379,23 @@ class Governor:
     ) -> Awaitable[RateLimits]: ...
 
     # Usage
-    def usage(self, org: str, email: str | None = None) -> UsageReport:
-        """Usage of an organization, or of one of its users, in the current period."""
-    def usage_async(self, org: str, email: str | None = None) -> Awaitable[UsageReport]: ...
+    def usage(
+        self,
+        org: str,
+        email: str | None = None,
+        *,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> UsageReport:
+        """Usage of an organization, or of one of its users, with a page of its users."""
+    def usage_async(
+        self,
+        org: str,
+        email: str | None = None,
+        *,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> Awaitable[UsageReport]: ...
     def daily_usage(
         self,
         org: str,
@@ -345,8 +403,10 @@ class Governor:
         *,
         start: datetime.date | str | None = None,
         end: datetime.date | str | None = None,
-    ) -> list[DailyUsage]:
-        """Usage per local day and model, from `start` to `end` (default: this month so far)."""
+        limit: int = 100,
+        after: str | None = None,
+    ) -> Page[DailyUsage]:
+        """A page of usage per local day and model, from `start` to `end`."""
     def daily_usage_async(
         self,
         org: str,
@@ -354,7 +414,9 @@ class Governor:
         *,
         start: datetime.date | str | None = None,
         end: datetime.date | str | None = None,
-    ) -> Awaitable[list[DailyUsage]]: ...
+        limit: int = 100,
+        after: str | None = None,
+    ) -> Awaitable[Page[DailyUsage]]: ...
 
     # Audit
     def audit_log(
@@ -363,17 +425,19 @@ class Governor:
         *,
         since: datetime.datetime | None = None,
         action: str | None = None,
-        limit: int = 50,
-    ) -> list[AuditEntry]:
-        """The newest audit entries, of one organization or of all, newest first."""
+        limit: int = 100,
+        after: str | None = None,
+    ) -> Page[AuditEntry]:
+        """A page of audit entries, newest first, of one organization or of all."""
     def audit_log_async(
         self,
         org: str | None = None,
         *,
         since: datetime.datetime | None = None,
         action: str | None = None,
-        limit: int = 50,
-    ) -> Awaitable[list[AuditEntry]]: ...
+        limit: int = 100,
+        after: str | None = None,
+    ) -> Awaitable[Page[AuditEntry]]: ...
     def verify_audit(self, anchor: AuditHead | None = None) -> AuditVerification:
         """Walks the whole audit chain and names the first entry changed or removed."""
     def verify_audit_async(
@@ -416,14 +480,22 @@ class Governor:
         """Applies again after `gitops_suspend`; returns `False` when it was not suspended."""
     def gitops_resume_async(self, org: str) -> Awaitable[bool]: ...
     @overload
-    def gitops_status(self, org: str) -> GitopsState:
-        """One organization's GitOps state, or a list of every one the actor may read."""
+    def gitops_status(
+        self, org: str, *, limit: int = 100, after: str | None = None
+    ) -> GitopsState:
+        """One organization's GitOps state, or a page of every one the actor may read."""
     @overload
-    def gitops_status(self, org: None = None) -> list[GitopsState]: ...
+    def gitops_status(
+        self, org: None = None, *, limit: int = 100, after: str | None = None
+    ) -> Page[GitopsState]: ...
     @overload
-    def gitops_status_async(self, org: str) -> Awaitable[GitopsState]: ...
+    def gitops_status_async(
+        self, org: str, *, limit: int = 100, after: str | None = None
+    ) -> Awaitable[GitopsState]: ...
     @overload
-    def gitops_status_async(self, org: None = None) -> Awaitable[list[GitopsState]]: ...
+    def gitops_status_async(
+        self, org: None = None, *, limit: int = 100, after: str | None = None
+    ) -> Awaitable[Page[GitopsState]]: ...
     def gitops_plan(self, org: str, file: str | os.PathLike[str] | None = None) -> GitopsPlan:
         """What the file at the ref (or the local `file`) would change; writes nothing."""
     def gitops_plan_async(
@@ -687,6 +759,9 @@ class UsageReport:
     def users(self) -> list[UserUsage]: ...
     @property
     def models(self) -> list[ModelUsage]: ...
+    @property
+    def next_after(self) -> str | None:
+        """Where the next page of users starts (give it as `after=`); `None` on the last."""
 
 @final
 class UserUsage:
