@@ -113,7 +113,7 @@ fn seed_writes_the_sizes_asked_for_and_keys_that_work() {
         "{verified:?}"
     );
     let usage = db.json(&["usage", "show", "--org", &lines[0].org, "--by", "day"]);
-    assert!(usage.is_array(), "{usage}");
+    assert!(!usage["items"].as_array().unwrap().is_empty(), "{usage}");
 }
 
 #[test]
