@@ -66,7 +66,24 @@ impl SeedStore for PostgresStore {
         }
         audit::append(&mut tx, &seed.audit, None).await?;
         commit(tx).await?;
+        analyze(&mut *self.conn().await?).await;
         Ok(counts)
+    }
+}
+
+/// The tables a seed fills, whose statistics it brings up to date.
+const SEEDED: &str = "organizations, org_allowed_models, rate_limits, users, api_keys, \
+     usage_events, usage_daily, usage_counters, changes";
+
+/// Gathers the planner's statistics of the seeded tables at once: until
+/// autovacuum gets to them, the planner would take the freshly loaded
+/// tables for nearly empty and pick plans hundreds of times slower (an
+/// organization's usage report: 0.8 s instead of 1 ms at a million keys).
+/// The data is committed either way; a failure is only logged.
+async fn analyze(conn: &mut PgConnection) {
+    let sql = format!("ANALYZE {SEEDED}");
+    if let Err(err) = execute(conn, sqlx::query(&sql)).await {
+        tracing::warn!(error = %err, "could not gather statistics after seeding");
     }
 }
 

@@ -1,4 +1,4 @@
-//! Seeding by a database user that does not own the tables: the store
+//! Seeding on PostgreSQL. By a database user that does not own the tables, the store
 //! cannot set foreign keys and change triggers aside, loads row by row
 //! with both in place, and ends with the same result.
 
@@ -131,4 +131,36 @@ async fn a_user_who_owns_no_table_seeds_row_by_row_with_the_same_result() {
     governor.shutdown().await.unwrap();
     store.close().await;
     drop(guest);
+}
+
+/// A seed leaves the planner's statistics of the tables it filled up to date:
+/// without them the planner takes the freshly loaded tables for nearly empty
+/// and an organization's usage report scans every counter of the period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_leaves_planner_statistics_behind() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let store = PostgresStore::open(db.url()).await.unwrap();
+    let admin = Admin::new(store.clone(), Actor::local_operator(), Source::Library);
+    let plan = SeedPlan::new(3, 4, 2).unwrap().with_seed(7);
+    admin.seed(plan, false, Arc::new(|_| {})).await.unwrap();
+
+    let mut conn = db.connect().await;
+    for table in [
+        "users",
+        "api_keys",
+        "usage_events",
+        "usage_daily",
+        "usage_counters",
+    ] {
+        let columns: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_stats WHERE tablename = $1")
+            .bind(table)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert!(columns > 0, "no statistics for `{table}`");
+    }
+    conn.close().await.ok();
+    store.close().await;
 }
