@@ -157,11 +157,19 @@ pub(crate) struct ModelSet {
     exact: HashSet<String>,
     /// The `prefix/*` patterns.
     prefixes: Vec<String>,
+    /// Every entry as the policy wrote it, sorted, for listing.
+    patterns: Arc<[String]>,
 }
 
 impl ModelSet {
     fn new(patterns: &[String]) -> Self {
-        let mut set = ModelSet::default();
+        let mut sorted = patterns.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut set = ModelSet {
+            patterns: Arc::from(sorted),
+            ..ModelSet::default()
+        };
         for pattern in patterns {
             if pattern == "*" {
                 set.all = true;
@@ -182,6 +190,11 @@ impl ModelSet {
                 .prefixes
                 .iter()
                 .any(|pattern| crate::policy::matches(pattern, model))
+    }
+
+    /// The allowed-model entries (names, `prefix/*`, `*`), sorted.
+    pub fn patterns(&self) -> &Arc<[String]> {
+        &self.patterns
     }
 }
 

@@ -307,6 +307,22 @@ impl Governor {
         })
     }
 
+    /// The models `key` may call, for a host that lists them (as `GET
+    /// /v1/models` does), answered from memory; or why the key would be
+    /// refused, as by [`Governor::check_key`].
+    pub async fn key_models(&self, key: &str) -> Result<KeyModels> {
+        let Some(mut found) = self.find_key(key).await? else {
+            return Ok(KeyModels::Refused(DenyReason::InvalidKey));
+        };
+        if let Some(reason) = found.key_problem(self.inner.clock.now()) {
+            return Ok(KeyModels::Refused(reason));
+        }
+        Ok(KeyModels::Usable {
+            principal: found.principal(),
+            allowed_models: found.org.models.patterns().to_vec(),
+        })
+    }
+
     /// Charges the real usage of an allowed request and frees its reservation.
     ///
     /// `actual_tokens` is charged in full even when it exceeds the estimate;
@@ -1356,6 +1372,23 @@ impl Decision {
             Decision::Denied(_) => None,
         }
     }
+}
+
+/// What a key may call; see [`Governor::key_models`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyModels {
+    /// The key is usable.
+    Usable {
+        /// Whose key it is.
+        principal: Principal,
+        /// Its organization's allowed-model entries, normalised and sorted:
+        /// model names, `prefix/*` patterns, or `*` for every model. Check a
+        /// name against them with [`crate::policy::is_allowed`].
+        allowed_models: Vec<String>,
+    },
+    /// The key would be refused: `invalid_key`, `expired_key` or `revoked_key`.
+    Refused(DenyReason),
 }
 
 /// An allowed request.

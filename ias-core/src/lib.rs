@@ -70,7 +70,8 @@ pub use domain::{
 pub use error::{Error, Result};
 pub use governor::{
     Allowed, Decision, Denied, DenyCategory, DenyReason, Durability, Governor, GovernorBuilder,
-    GovernorConfig, GovernorStats, LimitDetail, LimitKind, Maintenance, Principal, Reservation,
+    GovernorConfig, GovernorStats, KeyModels, LimitDetail, LimitKind, Maintenance, Principal,
+    Reservation,
 };
 pub use key::{KeyHash, KeySecret};
 pub use page::{Page, PageRequest};

@@ -16,8 +16,8 @@ use std::time::Duration as StdDuration;
 use chrono::{DateTime, Duration, Utc};
 use ias_core::{
     Actor, Admin, Allowed, Clock, Decision, Denied, DenyReason, Durability, Error, Governor,
-    GovernorConfig, KeyId, LimitKind, LimitScope, LimitTarget, ManualClock, OrgId, RateLimits,
-    Reservation, Role, Source, UsageStore, UserId,
+    GovernorConfig, KeyId, KeyModels, LimitKind, LimitScope, LimitTarget, ManualClock, OrgId,
+    RateLimits, Reservation, Role, Source, UsageStore, UserId,
 };
 use ias_store_sqlite::SqliteStore;
 use rand::rngs::StdRng;
@@ -1298,6 +1298,43 @@ async fn model_patterns_decide_through_the_governor() {
     );
     assert!(decide(acme(), "gpt-4o-mini").await.unwrap().is_allowed());
     assert_eq!(g.stats().open_reservations, 0);
+}
+
+#[tokio::test]
+async fn key_models_lists_the_org_entries_and_follows_changes() {
+    let t = One::new("UTC", 1_000, None, "2026-05-10T12:00:00Z").await;
+    t.admin.allow_model("acme", " Anthropic/* ").await.unwrap();
+    let listed = |models: KeyModels| match models {
+        KeyModels::Usable {
+            principal,
+            allowed_models,
+        } => {
+            assert_eq!(principal.key_id, t.key_id);
+            allowed_models
+        }
+        KeyModels::Refused(reason) => panic!("refused: {reason:?}"),
+    };
+
+    let models = listed(t.governor.key_models(&t.key).await.unwrap());
+    assert_eq!(models, ["anthropic/*", MODEL]);
+    t.admin.deny_model("acme", MODEL).await.unwrap();
+    let models = listed(t.governor.key_models(&t.key).await.unwrap());
+    assert_eq!(models, ["anthropic/*"]);
+
+    let unknown = ias_core::KeySecret::generate();
+    for key in [unknown.expose(), "not-a-key"] {
+        assert_eq!(
+            t.governor.key_models(key).await.unwrap(),
+            KeyModels::Refused(DenyReason::InvalidKey)
+        );
+    }
+    t.admin.revoke_key(t.key_id).await.unwrap();
+    let revoked = t.governor.key_models(&t.key).await.unwrap();
+    assert_eq!(revoked, KeyModels::Refused(DenyReason::RevokedKey));
+    assert_eq!(
+        serde_json::to_value(&revoked).unwrap(),
+        serde_json::json!({ "refused": "revoked_key" })
+    );
 }
 
 // ---------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import urllib.request
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import openai
 
@@ -148,6 +148,29 @@ class Gateway:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def metrics(self) -> str:
+        """The text of `GET /metrics`."""
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(f"http://{LOOPBACK}:{self.port}/metrics", timeout=5) as response:
+            return response.read().decode()
+
+    def metric(self, series: str) -> float:
+        """The value of one series of `GET /metrics`, named with its labels as printed."""
+        for line in self.metrics().splitlines():
+            name, _, value = line.rpartition(" ")
+            if name == series:
+                return float(value)
+        raise AssertionError(f"no series `{series}` in the metrics")
+
+    def wait_for_metric(self, series: str, value: float, timeout_s: float = 5.0) -> float:
+        """Polls a series until it has `value`; returns the last value seen."""
+        deadline = time.monotonic() + timeout_s
+        seen = self.metric(series)
+        while seen != value and time.monotonic() < deadline:
+            time.sleep(0.05)
+            seen = self.metric(series)
+        return seen
+
     def stop(self) -> int | None:
         """Stops the gateway with SIGTERM (SIGKILL if it hangs); returns its exit code."""
         if self.process.poll() is None:
@@ -267,6 +290,94 @@ class FakeUpstream:
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        return Handler
+
+
+class StreamingUpstream:
+    """An OpenAI-compatible upstream on 127.0.0.1 that streams chat completions slowly.
+
+    Every request is answered with an event stream: one chunk per word of
+    `words`, `delay_s` seconds apart, then, when the request asked for it
+    with `stream_options.include_usage`, a last chunk with the usage
+    (`prompt_tokens` plus one token per word), then `[DONE]`. It records
+    each request body, and `disconnected` is set when the gateway hangs up
+    before the end. Use it as a context manager.
+    """
+
+    def __init__(self, words: Sequence[str], delay_s: float, prompt_tokens: int = 6) -> None:
+        self.words = list(words)
+        self.delay_s = delay_s
+        self.prompt_tokens = prompt_tokens
+        self.requests: list[dict[str, Any]] = []
+        self.disconnected = threading.Event()
+        self._server = ThreadingHTTPServer((LOOPBACK, 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{LOOPBACK}:{self._server.server_address[1]}/v1"
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + len(self.words)
+
+    def __enter__(self) -> StreamingUpstream:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+    def events(self, request: dict[str, Any]) -> Iterator[dict[str, Any] | str]:
+        for word in self.words:
+            yield {
+                "id": "chatcmpl-slow",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": request.get("model", MODEL),
+                "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}],
+            }
+        if (request.get("stream_options") or {}).get("include_usage"):
+            yield {
+                "id": "chatcmpl-slow",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": request.get("model", MODEL),
+                "choices": [],
+                "usage": {
+                    "prompt_tokens": self.prompt_tokens,
+                    "completion_tokens": len(self.words),
+                    "total_tokens": self.total_tokens,
+                },
+            }
+        yield "[DONE]"
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        upstream = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (the name http.server calls)
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                request = json.loads(body)
+                upstream.requests.append(request)
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                try:
+                    for event in upstream.events(request):
+                        data = event if isinstance(event, str) else json.dumps(event)
+                        self.wfile.write(f"data: {data}\n\n".encode())
+                        self.wfile.flush()
+                        time.sleep(upstream.delay_s)
+                except (BrokenPipeError, ConnectionResetError):
+                    upstream.disconnected.set()
 
             def log_message(self, *_: object) -> None:
                 pass

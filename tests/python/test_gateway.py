@@ -15,10 +15,11 @@ import string
 import time
 from typing import Callable
 
+import httpx2
 import openai
 import pytest
 
-from harness import MODEL, FakeUpstream, Gateway
+from harness import MODEL, FakeUpstream, Gateway, StreamingUpstream
 
 # A change made by `ias-admin` is enforced by a running gateway within 1 s;
 # the test allows scheduling slack on a loaded machine.
@@ -174,17 +175,200 @@ def test_unknown_key_is_an_authentication_error(gateway: Gateway, key: str) -> N
     assert gateway.org_used("acme") == 0
 
 
-def test_streaming_is_refused_without_holding_tokens(gateway: Gateway) -> None:
+def test_a_stream_arrives_in_chunks_and_its_usage_is_charged(gateway: Gateway) -> None:
     gateway.create_org("acme", budget=1_000_000)
     client = gateway.client(gateway.create_user("acme", "ann@acme.example.com"))
 
-    with pytest.raises(openai.BadRequestError) as refused:
-        client.chat.completions.create(
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "hello"}],
+        max_tokens=10,
+        stream=True,
+    )
+    chunks = list(stream)
+
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert len([c for c in chunks if c.choices]) > 3
+    assert text.startswith("This is a deterministic reply")
+    # The gateway asked for the usage in the last chunk, and charged it.
+    usage = chunks[-1].usage
+    assert usage is not None and usage.total_tokens == usage.prompt_tokens + 10
+    assert gateway.org_used("acme") == usage.total_tokens
+    assert gateway.metric("ias_gateway_open_reservations") == 0
+
+
+def test_every_inference_route_answers_and_is_charged(gateway: Gateway) -> None:
+    gateway.create_org("acme", budget=1_000_000)
+    client = gateway.client(gateway.create_user("acme", "ann@acme.example.com"))
+
+    completion = client.completions.create(model=MODEL, prompt="hello", max_tokens=5)
+    embeddings = client.embeddings.create(model=MODEL, input=["hello", "world"])
+    response = client.responses.create(model=MODEL, input="hello", max_output_tokens=4)
+    events = list(
+        client.responses.create(model=MODEL, input="hello", max_output_tokens=3, stream=True)
+    )
+    legacy_stream = list(
+        client.completions.create(model=MODEL, prompt="hello", max_tokens=2, stream=True)
+    )
+
+    assert completion.choices[0].text == "This is a deterministic reply"
+    assert len(embeddings.data) == 2 and embeddings.usage.total_tokens == 4
+    assert response.output_text == "This is a deterministic"
+    assert events[-1].type == "response.completed"
+    streamed = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert streamed == "This is a"
+    assert legacy_stream[-1].usage is not None
+    charged = [
+        completion.usage.total_tokens if completion.usage else 0,
+        embeddings.usage.total_tokens,
+        response.usage.total_tokens if response.usage else 0,
+        events[-1].response.usage.total_tokens if events[-1].response.usage else 0,
+        legacy_stream[-1].usage.total_tokens,
+    ]
+    assert all(tokens > 0 for tokens in charged)
+    assert gateway.org_used("acme") == sum(charged)
+
+
+def test_models_lists_only_the_allowed_models(gateway: Gateway) -> None:
+    gateway.create_org("acme", budget=1_000_000, models=(MODEL, "text-embedding-3-small"))
+    client = gateway.client(gateway.create_user("acme", "ann@acme.example.com"))
+
+    models = sorted(model.id for model in client.models.list())
+
+    assert models == [MODEL, "text-embedding-3-small"]
+
+
+def test_an_exhausted_org_is_refused_on_every_inference_route(gateway: Gateway) -> None:
+    # One small chat completion costs 16 tokens with the mock: the whole budget.
+    gateway.create_org("acme", budget=16)
+    client = gateway.client(gateway.create_user("acme", "ann@acme.example.com"))
+    first = ask(client)
+    assert first.usage is not None and first.usage.total_tokens == 16
+    hello = [{"role": "user", "content": "hello"}]
+    calls = {
+        "chat": lambda: client.chat.completions.create(model=MODEL, messages=hello, max_tokens=5),
+        "chat stream": lambda: client.chat.completions.create(
+            model=MODEL, messages=hello, max_tokens=5, stream=True
+        ),
+        "completions": lambda: client.completions.create(model=MODEL, prompt="hi", max_tokens=5),
+        "embeddings": lambda: client.embeddings.create(model=MODEL, input="hi"),
+        "responses": lambda: client.responses.create(
+            model=MODEL, input="hi", max_output_tokens=5
+        ),
+    }
+    for name, call in calls.items():
+        with pytest.raises(openai.RateLimitError) as refused:
+            call()
+        assert refused.value.code == "org_budget_exhausted", name
+        assert retry_after(refused.value) >= 1, name
+        assert refused.value.response.headers["x-should-retry"] == "false", name
+    assert gateway.org_used("acme") == 16
+
+
+def test_a_model_not_allowed_is_refused_on_every_inference_route(gateway: Gateway) -> None:
+    gateway.create_org("acme", budget=1_000_000)
+    client = gateway.client(gateway.create_user("acme", "ann@acme.example.com"))
+    other = "gpt-4o"
+    calls = [
+        lambda: client.completions.create(model=other, prompt="hi", max_tokens=5),
+        lambda: client.embeddings.create(model=other, input="hi"),
+        lambda: client.responses.create(model=other, input="hi", max_output_tokens=5),
+        lambda: client.chat.completions.create(
+            model=other, messages=[{"role": "user", "content": "hi"}], stream=True
+        ),
+    ]
+    for call in calls:
+        with pytest.raises(openai.PermissionDeniedError) as refused:
+            call()
+        assert refused.value.code == "model_not_allowed"
+    assert gateway.org_used("acme") == 0
+
+
+def test_a_client_that_hangs_up_mid_stream_is_charged_what_was_produced(
+    start_gateway: Callable[..., Gateway],
+) -> None:
+    words = [f"word{i:02} " for i in range(40)]
+    with StreamingUpstream(words, delay_s=0.1) as upstream:
+        gateway = start_gateway({"IAS_UPSTREAM_URL": upstream.base_url})
+        gateway.create_org("acme", budget=1_000_000)
+        client = gateway.client(gateway.create_user("acme", "ann@acme.example.com"))
+        stream = client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "hello"}],
+            max_tokens=100,
+            stream=True,
+        )
+        first = next(iter(stream))
+        assert first.choices[0].delta.content == words[0]
+        assert gateway.metric("ias_gateway_open_reservations") == 1
+
+        stream.close()
+
+        assert gateway.wait_for_metric("ias_gateway_open_reservations", 0) == 0
+        assert upstream.disconnected.wait(5), "the gateway kept the upstream stream open"
+        assert upstream.requests[0]["stream_options"] == {"include_usage": True}
+    used = gateway.org_used("acme")
+    # The prompt ("hello": 6) and the words that went through, at 4
+    # characters a token: more than none, less than the whole answer.
+    assert 6 + 2 <= used < upstream.total_tokens
+    assert gateway.stop() == 0
+    assert gateway.org_reserved("acme") == 0
+    assert gateway.org_used("acme") == used
+
+
+def test_a_stream_in_flight_at_sigterm_finishes_and_is_charged(
+    start_gateway: Callable[..., Gateway],
+) -> None:
+    words = ["one ", "two ", "three ", "four ", "five"]
+    with StreamingUpstream(words, delay_s=0.3) as upstream:
+        gateway = start_gateway({"IAS_UPSTREAM_URL": upstream.base_url})
+        gateway.create_org("acme", budget=1_000_000)
+        client = gateway.client(gateway.create_user("acme", "ann@acme.example.com"))
+        stream = client.chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": "hello"}], stream=True
         )
+        chunks = iter(stream)
+        next(chunks)
 
-    assert refused.value.code == "stream_not_supported"
-    assert gateway.org_used("acme") == 0
+        gateway.process.terminate()
+        rest = list(chunks)
+
+    assert "".join(c.choices[0].delta.content or "" for c in rest if c.choices) == "".join(
+        words[1:]
+    )
+    assert rest[-1].usage is not None
+    assert gateway.process.wait(10) == 0
+    assert gateway.org_used("acme") == upstream.total_tokens
+    assert gateway.org_reserved("acme") == 0
+
+
+def test_a_stream_past_the_grace_period_is_cut_off_and_charged(
+    start_gateway: Callable[..., Gateway],
+) -> None:
+    words = [f"word{i:02} " for i in range(100)]
+    with StreamingUpstream(words, delay_s=0.1) as upstream:
+        gateway = start_gateway(
+            {"IAS_UPSTREAM_URL": upstream.base_url}, args=["--shutdown-grace", "1"]
+        )
+        gateway.create_org("acme", budget=1_000_000)
+        client = gateway.client(gateway.create_user("acme", "ann@acme.example.com"))
+        stream = client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "hello"}], stream=True
+        )
+        chunks = iter(stream)
+        next(chunks)
+        stopped_at = time.monotonic()
+
+        gateway.process.terminate()
+        with pytest.raises((httpx2.HTTPError, openai.APIError)):
+            for _ in chunks:
+                pass
+
+    assert gateway.process.wait(10) == 0
+    assert time.monotonic() - stopped_at < 8
+    assert "cutting off the requests still open" in gateway.log()
+    used = gateway.org_used("acme")
+    assert 6 < used < upstream.total_tokens
     assert gateway.org_reserved("acme") == 0
 
 

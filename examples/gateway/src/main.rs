@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use ias_gateway::server::{self, Config};
@@ -21,7 +22,7 @@ Environment:
 
 Exit codes: 0 stopped by Ctrl-C or SIGTERM, 1 could not start or failed";
 
-/// Governs chat completion requests with ias keys, budgets and model policy.
+/// Governs OpenAI-compatible requests with ias keys, budgets and model policy.
 #[derive(Parser)]
 #[command(name = "ias-gateway", version, about, after_help = ENVIRONMENT)]
 struct Args {
@@ -46,6 +47,11 @@ struct Args {
     /// Seconds between GitOps reconcile cycles; 0 runs no reconciler.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     gitops_interval: u64,
+
+    /// Seconds that requests and streams in flight may go on after Ctrl-C or
+    /// SIGTERM; then they are cut off and charged what they produced.
+    #[arg(long, value_name = "SECS", default_value_t = server::DEFAULT_SHUTDOWN_GRACE.as_secs())]
+    shutdown_grace: u64,
 }
 
 #[tokio::main]
@@ -57,6 +63,7 @@ async fn main() -> ExitCode {
         database_url: args.database_url,
         demo: args.demo,
         gitops_interval: (args.gitops_interval > 0).then_some(args.gitops_interval),
+        shutdown_grace: Duration::from_secs(args.shutdown_grace),
     };
     match server::run(config).await {
         Ok(()) => ExitCode::SUCCESS,

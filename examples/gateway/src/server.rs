@@ -1,13 +1,16 @@
 //! Starting and stopping the gateway.
 
 use std::fmt;
+use std::future::IntoFuture;
 use std::net::SocketAddr;
-
 use std::sync::Arc;
+use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use ias_core::Governor;
 use ias_core::gitops::{Reconciler, ReconcilerConfig};
 use ias_gitops::GitManifestSource;
+use ias_tower::Drain;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -28,7 +31,17 @@ pub struct Config {
     pub demo: bool,
     /// Seconds between GitOps reconcile cycles; `None` runs no reconciler.
     pub gitops_interval: Option<u64>,
+    /// How long requests and streams in flight may go on after Ctrl-C or
+    /// SIGTERM before they are cut off (and charged what they produced).
+    pub shutdown_grace: Duration,
 }
+
+/// How long requests and streams in flight may go on after a stop signal, by default.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// How long the gateway waits, after cutting off what was left, for the
+/// connections to close and the last charges to be made.
+pub const CUT_OFF_WAIT: Duration = Duration::from_secs(5);
 
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -37,6 +50,7 @@ impl fmt::Debug for Config {
             .field("database_url", &ias_core::url::redact(&self.database_url))
             .field("demo", &self.demo)
             .field("gitops_interval", &self.gitops_interval)
+            .field("shutdown_grace", &self.shutdown_grace)
             .finish()
     }
 }
@@ -110,11 +124,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         Some(secs) => Some(spawn_reconciler(store, &governor, secs)?),
         None => None,
     };
-    let app = router(AppState::new(governor, upstream));
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(StartError::Serve);
+    let state = AppState::new(governor, upstream);
+    let drain = state.drain();
+    let served = serve(listener, router(state), &drain, config.shutdown_grace).await;
     // Usage settled in memory is written before the process exits; if it
     // cannot be, the exit status says so.
     if let Some((stop, task)) = reconciler {
@@ -128,6 +140,67 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     flushed?;
     info!("ias-gateway stopped");
     Ok(())
+}
+
+/// Serves until Ctrl-C or SIGTERM, then stops accepting and lets the
+/// requests in flight finish, streams included, for up to `grace`. What is
+/// still open then is cut off ([`Drain::cancel`]): each request is charged
+/// what it produced. Returns once every governed request is charged.
+async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    drain: &Drain,
+    grace: Duration,
+) -> Result<(), StartError> {
+    let (stopping, mut stopped) = watch::channel(false);
+    let signal = async move {
+        shutdown_signal().await;
+        let _ = stopping.send(true);
+    };
+    // Small stream chunks go out at once, not held back to be coalesced.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            warn!(error = %err, "cannot set TCP_NODELAY on a connection");
+        }
+    });
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(signal)
+        .into_future();
+    tokio::pin!(server);
+    let grace_over = async {
+        // An error means the server future, which holds the sender, is gone.
+        if stopped.wait_for(|stop| *stop).await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let served = tokio::select! {
+        served = &mut server => served,
+        () = grace_over => {
+            warn!(
+                grace_secs = grace.as_secs(),
+                in_flight = drain.in_flight(),
+                "the grace period is over; cutting off the requests still open"
+            );
+            drain.cancel();
+            match tokio::time::timeout(CUT_OFF_WAIT, &mut server).await {
+                Ok(served) => served,
+                Err(_) => {
+                    warn!("connections still open after the cut-off; stopping anyway");
+                    Ok(())
+                }
+            }
+        }
+    };
+    // A caller who hung up leaves its charge to a task of its own: wait for it.
+    if !drain.wait_idle_for(CUT_OFF_WAIT).await {
+        warn!(
+            in_flight = drain.in_flight(),
+            "requests still uncharged at exit; their reservations expire by themselves"
+        );
+    }
+    served.map_err(StartError::Serve)
 }
 
 /// Starts the GitOps reconciler: every `secs` seconds (with jitter), it

@@ -1,22 +1,21 @@
 //! Where allowed requests go: an OpenAI-compatible HTTP service, or a built-in mock.
 //!
 //! `IAS_UPSTREAM_URL` (a base URL such as `http://127.0.0.1:9000/v1`) selects
-//! the HTTP upstream; requests go to `{base}/chat/completions`, with
-//! `Authorization: Bearer $IAS_UPSTREAM_API_KEY` when that variable is set.
-//! Without `IAS_UPSTREAM_URL` the gateway answers from [`MockUpstream`], in
-//! process, without any network.
+//! the HTTP upstream; a request to `/v1/{route}` goes to `{base}/{route}`,
+//! with `Authorization: Bearer $IAS_UPSTREAM_API_KEY` when that variable is
+//! set. Without `IAS_UPSTREAM_URL` the gateway answers from
+//! [`MockUpstream`], in process, without any network.
 
-mod http;
-mod mock;
+pub mod http;
+pub mod mock;
 
-use axum::body::{Body, Bytes};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use serde_json::Value;
+use axum::body::Bytes;
+use axum::http::Method;
+use axum::response::Response;
+use ias_tower::ApiError;
 
 pub use self::http::HttpUpstream;
 pub use self::mock::MockUpstream;
-use crate::request::ChatRequest;
 
 /// The environment variable naming the upstream's base URL.
 pub const URL_VAR: &str = "IAS_UPSTREAM_URL";
@@ -31,26 +30,6 @@ pub enum Upstream {
     Mock(MockUpstream),
     /// An OpenAI-compatible HTTP service.
     Http(HttpUpstream),
-}
-
-/// A successful (2xx) answer from the upstream.
-#[derive(Debug, Clone)]
-pub struct UpstreamReply {
-    /// The status, passed on to the caller.
-    pub status: StatusCode,
-    /// The content type, passed on to the caller.
-    pub content_type: Option<HeaderValue>,
-    /// The body, passed on to the caller unchanged.
-    pub body: Bytes,
-}
-
-/// Why the upstream gave no usable answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UpstreamError {
-    /// The request could not be sent or the answer not read.
-    Unreachable(String),
-    /// The upstream answered with a status other than 2xx.
-    Status(StatusCode),
 }
 
 impl Upstream {
@@ -68,15 +47,23 @@ impl Upstream {
         HttpUpstream::new(url.trim(), api_key).map(Upstream::Http)
     }
 
-    /// Sends a chat completion request.
-    pub async fn chat(&self, request: &ChatRequest) -> Result<UpstreamReply, UpstreamError> {
+    /// Sends a request for `route` (such as `chat/completions`) and returns
+    /// the answer: the upstream's status, content type and body (streamed
+    /// as it comes) on success, 502 in OpenAI's error shape otherwise.
+    pub async fn forward(
+        &self,
+        method: &Method,
+        route: &str,
+        query: Option<&str>,
+        body: Bytes,
+    ) -> Response {
         match self {
-            Upstream::Mock(mock) => Ok(mock.chat(request)),
-            Upstream::Http(http) => http.chat(request).await,
+            Upstream::Mock(mock) => mock.answer(method, route, &body),
+            Upstream::Http(http) => http.forward(method, route, query, body).await,
         }
     }
 
-    /// A description safe to log: `mock`, or the endpoint with any password hidden.
+    /// A description safe to log: `mock`, or the base URL with any password hidden.
     pub fn describe(&self) -> String {
         match self {
             Upstream::Mock(_) => "mock".to_owned(),
@@ -85,54 +72,9 @@ impl Upstream {
     }
 }
 
-impl UpstreamReply {
-    /// `usage.total_tokens` of the answer, if it is there and makes sense.
-    pub fn total_tokens(&self) -> Option<i64> {
-        let value: Value = serde_json::from_slice(&self.body).ok()?;
-        value
-            .get("usage")?
-            .get("total_tokens")?
-            .as_i64()
-            .filter(|tokens| *tokens >= 0)
-    }
-}
-
-impl IntoResponse for UpstreamReply {
-    fn into_response(self) -> Response {
-        let content_type = self
-            .content_type
-            .unwrap_or(HeaderValue::from_static("application/json"));
-        let mut response = (self.status, Body::from(self.body)).into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, content_type);
-        response
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn reply(body: &'static str) -> UpstreamReply {
-        UpstreamReply {
-            status: StatusCode::OK,
-            content_type: None,
-            body: Bytes::from_static(body.as_bytes()),
-        }
-    }
-
-    #[test]
-    fn total_tokens_is_read_from_usage() {
-        assert_eq!(
-            reply(r#"{"usage":{"total_tokens":42}}"#).total_tokens(),
-            Some(42)
-        );
-        assert_eq!(reply(r#"{"choices":[]}"#).total_tokens(), None);
-        assert_eq!(
-            reply(r#"{"usage":{"total_tokens":-3}}"#).total_tokens(),
-            None
-        );
-        assert_eq!(reply("not json").total_tokens(), None);
-    }
+/// The answer to a route the upstream does not serve.
+fn not_served(route: &str) -> Response {
+    let served = "the upstream serves `chat/completions`, `completions`, `embeddings`, \
+                  `responses` and `models`";
+    ApiError::not_found(&format!("/v1/{route}"), served).into_http()
 }

@@ -1,6 +1,7 @@
 //! The gateway on PostgreSQL through a loopback proxy that the test cuts
 //! off and brings back: 503 with `Retry-After` while the database is away
-//! (never 401), answers again after, and no charged usage lost.
+//! (never 401), `/readyz` 503 meanwhile, answers again after, and no
+//! charged usage lost.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -46,6 +47,12 @@ async fn chat(app: &axum::Router, key: &str) -> (StatusCode, Option<String>, i64
     (status, retry_after, tokens)
 }
 
+/// The status of `GET /readyz`.
+async fn ready(app: &axum::Router) -> StatusCode {
+    let request = Request::get("/readyz").body(Body::empty()).unwrap();
+    app.clone().oneshot(request).await.unwrap().status()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_is_503_with_retry_after_and_loses_no_usage() {
     let Some(db) = TestDb::create().await else {
@@ -87,7 +94,9 @@ async fn an_outage_is_503_with_retry_after_and_loses_no_usage() {
         charged += tokens;
     }
 
+    assert_eq!(ready(&app).await, StatusCode::OK);
     proxy.cut();
+    assert_eq!(ready(&app).await, StatusCode::SERVICE_UNAVAILABLE);
     let cut = Instant::now();
     let mut unavailable = 0;
     while cut.elapsed() < Duration::from_millis(2_500) {
@@ -124,6 +133,7 @@ async fn an_outage_is_503_with_retry_after_and_loses_no_usage() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    assert_eq!(ready(&app).await, StatusCode::OK);
     maintenance.shutdown().await.unwrap();
     let report = admin
         .usage("acme", None, &PageRequest::default())

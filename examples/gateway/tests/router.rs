@@ -2,145 +2,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
+mod common;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode, header};
 use axum::routing::post;
-use ias_core::{Actor, Admin, Governor, PageRequest, Role, Source, Store};
-use ias_gateway::app::{AppState, router};
-use ias_gateway::upstream::{HttpUpstream, MockUpstream, Upstream};
-use ias_store_sqlite::SqliteStore;
+use common::{ESTIMATE, Gateway, MOCK_TOTAL, MODEL, chat, fake_upstream};
+use ias_core::PageRequest;
+use ias_gateway::upstream::{HttpUpstream, Upstream};
 use serde_json::{Value, json};
 use tower::ServiceExt;
-
-const MODEL: &str = "gpt-4o-mini";
-
-/// "hello": ceil(5 / 4) + 4 prompt tokens, plus `max_tokens` 10.
-const ESTIMATE: i64 = 16;
-
-/// What the mock charges for [`chat`]: 6 prompt tokens and 10 reply words.
-const MOCK_TOTAL: i64 = 16;
-
-struct Gateway {
-    app: Router,
-    admin: Admin,
-    governor: Governor,
-}
-
-impl Gateway {
-    async fn new(upstream: Upstream) -> Self {
-        let store: Arc<dyn Store> = SqliteStore::open_in_memory().await.unwrap();
-        let admin = Admin::new(store.clone(), Actor::local_operator(), Source::Library);
-        let governor = Governor::open(store).await.unwrap();
-        let admin = admin.with_governor(governor.clone());
-        let app = router(AppState::new(governor.clone(), upstream));
-        Gateway {
-            app,
-            admin,
-            governor,
-        }
-    }
-
-    async fn mock() -> Self {
-        Self::new(Upstream::Mock(MockUpstream::default())).await
-    }
-
-    /// Creates an org allowing [`MODEL`] with one user, and returns the user's key.
-    async fn org(&self, slug: &str, budget: i64, user_limit: Option<i64>) -> String {
-        self.admin.create_org(slug, budget, "UTC").await.unwrap();
-        self.admin.allow_model(slug, MODEL).await.unwrap();
-        self.user(slug, &format!("first@{slug}.example.com"), user_limit)
-            .await
-    }
-
-    async fn user(&self, slug: &str, email: &str, limit: Option<i64>) -> String {
-        self.admin
-            .create_user(slug, email, Role::Member, limit)
-            .await
-            .unwrap();
-        let created = self.admin.create_key(email, None).await.unwrap();
-        created.secret.expose().to_owned()
-    }
-
-    /// The org's used and reserved tokens in the store, once the governor
-    /// has written its usage and given back what no open request holds.
-    async fn used(&self, slug: &str) -> (i64, i64) {
-        self.governor.shutdown().await.unwrap();
-        let page = PageRequest::default();
-        let report = self.admin.usage(slug, None, &page).await.unwrap();
-        (report.org.used, report.org.reserved)
-    }
-
-    async fn send(&self, request: Request<Body>) -> Reply {
-        let response = self.app.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Reply {
-            status,
-            headers,
-            body,
-        }
-    }
-
-    async fn post(&self, key: Option<&str>, body: String) -> Reply {
-        let mut request =
-            Request::post("/v1/chat/completions").header(header::CONTENT_TYPE, "application/json");
-        if let Some(key) = key {
-            request = request.header(header::AUTHORIZATION, format!("Bearer {key}"));
-        }
-        self.send(request.body(Body::from(body)).unwrap()).await
-    }
-
-    async fn chat(&self, key: &str, model: &str) -> Reply {
-        self.post(Some(key), chat(model).to_string()).await
-    }
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
-}
-
-impl Reply {
-    fn code(&self) -> &str {
-        self.body["error"]["code"].as_str().unwrap_or_default()
-    }
-
-    fn expect_error(&self, status: StatusCode, code: &str) {
-        assert_eq!((self.status, self.code()), (status, code), "{}", self.body);
-        for field in ["message", "type"] {
-            assert!(self.body["error"][field].is_string(), "{}", self.body);
-        }
-    }
-}
-
-fn chat(model: &str) -> Value {
-    json!({
-        "model": model,
-        "messages": [{ "role": "user", "content": "hello" }],
-        "max_tokens": 10,
-    })
-}
-
-/// An upstream on 127.0.0.1 that answers every chat completion with `status` and `body`.
-async fn fake_upstream(status: StatusCode, body: Value) -> Upstream {
-    let app = Router::new().route(
-        "/v1/chat/completions",
-        post(move || async move { (status, axum::Json(body)) }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let base = format!("http://{addr}/v1");
-    Upstream::Http(HttpUpstream::new(&base, None).unwrap())
-}
 
 #[tokio::test]
 async fn an_allowed_request_is_answered_and_its_usage_charged() {
@@ -269,19 +141,6 @@ async fn bad_json_and_a_missing_model_are_400() {
 }
 
 #[tokio::test]
-async fn streaming_is_400_and_reserves_nothing() {
-    let gateway = Gateway::mock().await;
-    let key = gateway.org("team-a", 1_000, None).await;
-    let mut body = chat(MODEL);
-    body["stream"] = json!(true);
-
-    let reply = gateway.post(Some(&key), body.to_string()).await;
-
-    reply.expect_error(StatusCode::BAD_REQUEST, "stream_not_supported");
-    assert_eq!(gateway.used("team-a").await, (0, 0));
-}
-
-#[tokio::test]
 async fn an_unreachable_upstream_is_502_and_the_reservation_released() {
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}/v1", closed.local_addr().unwrap());
@@ -347,9 +206,16 @@ async fn healthz_is_ok_and_unknown_paths_are_404_in_openai_shape() {
         (StatusCode::OK, json!({ "status": "ok" }))
     );
 
-    let models = Request::get("/v1/models").body(Body::empty()).unwrap();
+    let unknown = Request::get("/v2/chat/completions")
+        .body(Body::empty())
+        .unwrap();
     gateway
-        .send(models)
+        .send(unknown)
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "not_found");
+    let files = Request::get("/v1/files").body(Body::empty()).unwrap();
+    gateway
+        .send(files)
         .await
         .expect_error(StatusCode::NOT_FOUND, "not_found");
     let wrong_method = Request::get("/v1/chat/completions")

@@ -5,9 +5,8 @@
 //! `code` is stable: a [`DenyReason::as_str`] for refusals, or one of the
 //! codes listed on the constructors below.
 
-use axum::Json;
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, StatusCode, header};
 use ias_core::{Denied, DenyCategory, DenyReason};
 use serde_json::{Value, json};
 
@@ -27,7 +26,13 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, kind: &'static str, code: &'static str, message: String) -> Self {
+    /// An error with any status, OpenAI `type` (`kind`) and stable `code`.
+    pub fn new(
+        status: StatusCode,
+        kind: &'static str,
+        code: &'static str,
+        message: String,
+    ) -> Self {
         ApiError {
             status,
             kind,
@@ -115,16 +120,21 @@ impl ApiError {
         }
         if err.is_retryable() {
             let message = "the governance store is unavailable; try again later".to_owned();
-            let mut error = Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server_error",
-                "store_unavailable",
-                message,
-            );
-            error.retry_after = Some(1);
-            return error;
+            return Self::unavailable("store_unavailable", message);
         }
         Self::internal("store_error")
+    }
+
+    /// 503 `server_error` with `code` and `Retry-After: 1`.
+    pub fn unavailable(code: &'static str, message: String) -> Self {
+        let mut error = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            code,
+            message,
+        );
+        error.retry_after = Some(1);
+        error
     }
 
     /// 500 `server_error` with `code`, for failures the caller cannot fix.
@@ -143,10 +153,9 @@ impl ApiError {
         Self::new(StatusCode::BAD_GATEWAY, "server_error", code, message)
     }
 
-    /// 404 `not_found` for a path the gateway does not serve.
-    pub fn not_found(path: &str) -> Self {
-        let message =
-            format!("no route for `{path}`; this gateway serves `POST /v1/chat/completions`");
+    /// 404 `not_found` for a path that is not served; `served` says what is.
+    pub fn not_found(path: &str, served: &str) -> Self {
+        let message = format!("no route for `{path}`; {served}");
         Self::new(
             StatusCode::NOT_FOUND,
             "invalid_request_error",
@@ -192,12 +201,17 @@ impl ApiError {
             }
         })
     }
-}
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut response = (self.status, Json(self.body())).into_response();
+    /// The HTTP answer: status, JSON body, and `Retry-After` / `x-should-retry` when set.
+    pub fn into_http<B: From<Bytes>>(self) -> http::Response<B> {
+        let body = Bytes::from(self.body().to_string());
+        let mut response = http::Response::new(B::from(body));
+        *response.status_mut() = self.status;
         let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         if let Some(seconds) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
@@ -263,6 +277,10 @@ mod tests {
         }
     }
 
+    fn http(error: ApiError) -> http::Response<Bytes> {
+        error.into_http()
+    }
+
     #[test]
     fn denials_map_to_openai_statuses_and_types() {
         let cases = [
@@ -281,6 +299,12 @@ mod tests {
                 Some(LimitScope::User),
                 429,
                 "insufficient_quota",
+            ),
+            (
+                DenyReason::RateLimited,
+                Some(LimitScope::Key),
+                429,
+                "rate_limit_exceeded",
             ),
         ];
         for (reason, scope, status, kind) in cases {
@@ -312,16 +336,14 @@ mod tests {
             Some(LimitScope::Org),
         ));
         assert_eq!(error.retry_after(), Some(3_600));
-        let response = error.into_response();
+        let response = http(error);
         assert_eq!(response.headers()[header::RETRY_AFTER], "3600");
         assert_eq!(response.headers()[SHOULD_RETRY], "false");
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        let body: Value = serde_json::from_slice(response.body()).unwrap();
+        assert_eq!(body["error"]["code"], "org_budget_exhausted");
         let forbidden = ApiError::denied(&denied(DenyReason::ModelNotAllowed, None));
-        assert!(
-            !forbidden
-                .into_response()
-                .headers()
-                .contains_key(header::RETRY_AFTER)
-        );
+        assert!(!http(forbidden).headers().contains_key(header::RETRY_AFTER));
     }
 
     #[test]
@@ -330,7 +352,7 @@ mod tests {
         if let Some(limit) = never.limit.as_mut() {
             limit.retry_after_secs = None;
         }
-        let response = ApiError::denied(&never).into_response();
+        let response = http(ApiError::denied(&never));
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert!(!response.headers().contains_key(header::RETRY_AFTER));
         assert_eq!(response.headers()[SHOULD_RETRY], "false");
@@ -353,6 +375,7 @@ mod tests {
         let error = ApiError::governor(&down);
         assert_eq!(error.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(error.code(), "store_unavailable");
+        assert_eq!(error.retry_after(), Some(1));
         assert!(!error.body().to_string().contains("/secret/path"));
 
         let broken = ias_core::Error::Store {

@@ -1,0 +1,98 @@
+//! `ias-bench-upstream`: a minimal OpenAI-compatible upstream for benchmarks.
+//!
+//! Answers every `POST /v1/chat/completions` at once with the same small
+//! chat completion (usage: 8 prompt, 12 completion, 20 total tokens), so
+//! `scripts/gateway-bench` can measure what the gateway adds on top of an
+//! upstream that costs next to nothing. Not a model and not a test double:
+//! it reads the request body and ignores it.
+//!
+//! With `--forward-to URL` it is instead a plain, ungoverned proxy that
+//! forwards each request to `URL` with the same upstream client as
+//! `ias-gateway` ([`HttpUpstream`]): the benchmark's measure of what the
+//! extra hop costs without ias.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{Method, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::serve::ListenerExt;
+use clap::Parser;
+use ias_gateway::upstream::HttpUpstream;
+
+/// The answer to every request.
+const ANSWER: &str = r#"{"id":"chatcmpl-bench","object":"chat.completion","created":0,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"This is a fixed reply from the benchmark upstream."},"finish_reason":"stop"}],"usage":{"prompt_tokens":8,"completion_tokens":12,"total_tokens":20}}"#;
+
+/// Answers chat completions with a fixed reply, for benchmarks.
+#[derive(Parser)]
+#[command(name = "ias-bench-upstream", version, about)]
+struct Args {
+    /// The address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9000")]
+    listen: SocketAddr,
+
+    /// Forward every chat completion to this base URL (ungoverned) instead of answering.
+    #[arg(long, value_name = "URL")]
+    forward_to: Option<String>,
+}
+
+async fn chat(_body: Bytes) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], ANSWER)
+}
+
+async fn forward(State(upstream): State<Arc<HttpUpstream>>, body: Bytes) -> Response {
+    upstream
+        .forward(&Method::POST, "chat/completions", None, body)
+        .await
+}
+
+fn app(forward_to: Option<&str>) -> Result<Router, String> {
+    let Some(base) = forward_to else {
+        return Ok(Router::new().route("/v1/chat/completions", post(chat)));
+    };
+    let upstream = Arc::new(HttpUpstream::new(base, None)?);
+    Ok(Router::new()
+        .route("/v1/chat/completions", post(forward))
+        .with_state(upstream))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let app = match app(args.forward_to.as_deref()) {
+        Ok(app) => app,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        // As ias-gateway does: answers go out at once.
+        Ok(listener) => listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        }),
+        Err(err) => {
+            eprintln!("error: cannot listen on `{}`: {err}", args.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    match axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: the server failed: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
