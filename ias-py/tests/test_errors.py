@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -100,7 +101,8 @@ def test_password_hashing(db_url: str, tmp_path: Path) -> None:
         governor.create_user(ORG, MEMBER)
         governor.reset_password(MEMBER, GOOD_PASSWORD)
         assert governor.verify_password(MEMBER, GOOD_PASSWORD)
-    with sqlite3.connect(tmp_path / "ias.db") as db:
+    # Edited while no governor has the file open (see the README's limitations).
+    with closing(sqlite3.connect(tmp_path / "ias.db")) as db, db:
         db.execute("UPDATE users SET password_hash = 'damaged' WHERE email = ?", (MEMBER,))
     with ias.open(db_url) as governor:
         with pytest.raises(ias.PasswordHashingError) as raised:
@@ -114,7 +116,7 @@ def test_password_hashing(db_url: str, tmp_path: Path) -> None:
 def test_unsupported(db_url: str, tmp_path: Path) -> None:
     # A database migrated by a newer ias is refused rather than written to.
     ias.open(db_url).close()
-    with sqlite3.connect(tmp_path / "ias.db") as db:
+    with closing(sqlite3.connect(tmp_path / "ias.db")) as db, db:
         db.execute("INSERT INTO schema_migrations VALUES (999, 'future', 'x', 0)")
     with pytest.raises(ias.UnsupportedError) as raised:
         ias.open(db_url)
