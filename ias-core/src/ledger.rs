@@ -625,6 +625,10 @@ impl Ledger {
                 continue;
             }
             meter.lease -= give;
+            // What goes back is held by no one from now on: it must neither
+            // count as reserved nor keep a refusal from memory standing.
+            meter.held_base = meter.held_base.saturating_sub(give);
+            meter.known_left = meter.known_left.saturating_add(give);
             meter.in_flight += meter.charged;
             drained.keys.push(*key);
             drained.entries.push(LeaseEntry {
@@ -682,6 +686,8 @@ impl Ledger {
         for (key, entry) in drained.keys.iter().zip(&drained.entries) {
             let meter = self.meters.entry(*key).or_default();
             meter.lease += entry.give_back;
+            meter.held_base = meter.held_base.saturating_add(entry.give_back);
+            meter.known_left = meter.known_left.saturating_sub(entry.give_back);
             meter.charged = meter.charged.saturating_add(meter.in_flight);
             meter.in_flight = 0;
         }
@@ -869,6 +875,37 @@ mod tests {
             ledger.settle(ReservationId(1), OrgId(1), 30, now(), chrono_tz::UTC),
             Err(NotOpen)
         );
+    }
+
+    #[test]
+    fn a_give_back_in_flight_is_neither_reserved_nor_a_reason_to_refuse() {
+        let mut ledger = Ledger::default();
+        let Attempt::NeedLease(wants) = ledger.try_reserve(&ask(1, 100, now()), true) else {
+            panic!("a new meter has no lease");
+        };
+        // This process holds the whole budget: the store has nothing left.
+        lease(&mut ledger, &wants, 1_000);
+        assert!(granted(&mut ledger, &ask(1, 100, now())));
+        let drained = ledger.drain(OrgId(1), &Wants::default(), DrainMode::Trimming);
+        assert_eq!(drained.entries[0].give_back, 800);
+        // While the give-back is out, a request larger than the slice kept
+        // asks the store again instead of being refused from memory.
+        assert!(matches!(
+            ledger.try_reserve(&ask(2, 200, now()), true),
+            Attempt::NeedLease(_)
+        ));
+        let Attempt::Exhausted { exceeded, .. } = ledger.try_reserve(&ask(2, 200, now()), false)
+        else {
+            panic!("the slice kept is too small without a sync");
+        };
+        assert_eq!((exceeded.used, exceeded.reserved), (0, 100));
+        // A failed sync puts the lease back, and with it the refusal.
+        ledger.restore(drained);
+        assert!(granted(&mut ledger, &ask(2, 200, now())));
+        assert!(!matches!(
+            ledger.try_reserve(&ask(3, 900, now()), true),
+            Attempt::NeedLease(_)
+        ));
     }
 
     #[test]

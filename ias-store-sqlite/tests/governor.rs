@@ -1983,6 +1983,96 @@ async fn an_authorize_dropped_during_a_lease_sync_leaves_nothing_held() {
     assert_eq!((state.org.used, state.org.reserved), (0, 0));
 }
 
+/// A governor that leased nearly a whole budget in a burst, then gives
+/// back what it does not need, must keep granting while that give-back is
+/// being written: the tokens it gives back are free again, not reserved by
+/// anyone, and the budget is far from spent.
+#[tokio::test]
+async fn requests_during_a_give_back_are_not_refused() {
+    const BUDGET: i64 = 1_000_000_000_000;
+    const ESTIMATE: i64 = 10_000;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ias.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let clock = Arc::new(ManualClock::new(at("2026-05-10T12:00:00Z")));
+    let admin = admin(&store, &clock);
+    let org = admin.create_org("acme", BUDGET, "UTC").await.unwrap();
+    admin.allow_model("acme", MODEL).await.unwrap();
+    let user = admin
+        .create_user("acme", "u@acme.io", Role::Member, None)
+        .await
+        .unwrap();
+    let key = admin.create_key("u@acme.io", None).await.unwrap();
+    let key = key.secret.expose().to_owned();
+    let governor = Governor::builder(store.clone())
+        .clock(clock)
+        .open()
+        .await
+        .unwrap();
+
+    // A burst on an empty lease: every request finds nothing free and asks
+    // the store, each for a larger spare slice, until this governor holds
+    // the whole budget (on one thread, every task asks before any sync runs).
+    let burst: Vec<_> = (0..64)
+        .map(|_| {
+            let (governor, key) = (governor.clone(), key.clone());
+            tokio::spawn(async move { governor.authorize(&key, MODEL, ESTIMATE).await })
+        })
+        .collect();
+    for task in burst {
+        let reservation = allowed(task.await.unwrap().unwrap()).reservation.unwrap();
+        governor.settle(&reservation, ESTIMATE).await.unwrap();
+    }
+    let state = store
+        .budget_state(org.id, user.id, "2026-05")
+        .await
+        .unwrap();
+    assert!(
+        state.org.reserved > BUDGET / 10 * 9,
+        "the burst should lease nearly the whole budget: {state:?}"
+    );
+
+    // A flush gives back what is free; another connection holds the write
+    // lock, so the give-back waits in the store.
+    let blocker = Connection::open(&path).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let syncs = governor.stats().syncs;
+    let flush = tokio::spawn({
+        let governor = governor.clone();
+        async move { governor.flush().await }
+    });
+    while governor.stats().syncs == syncs {
+        tokio::task::yield_now().await;
+    }
+
+    // Meanwhile a request must wait for the store, not be refused.
+    let mut authorize = std::pin::pin!(governor.authorize(&key, MODEL, ESTIMATE));
+    let first = std::future::poll_fn(|cx| Poll::Ready(authorize.as_mut().poll(cx))).await;
+    if let Poll::Ready(decision) = &first {
+        let decision = decision.as_ref().unwrap();
+        assert!(
+            decision.is_allowed(),
+            "refused during a give-back: {decision:?}"
+        );
+    }
+    blocker.execute_batch("COMMIT").unwrap();
+    flush.await.unwrap().unwrap();
+    let decision = match first {
+        Poll::Ready(decision) => decision.unwrap(),
+        Poll::Pending => authorize.await.unwrap(),
+    };
+    governor
+        .settle(&allowed(decision).reservation.unwrap(), ESTIMATE)
+        .await
+        .unwrap();
+    governor.shutdown().await.unwrap();
+    let state = store
+        .budget_state(org.id, user.id, "2026-05")
+        .await
+        .unwrap();
+    assert_eq!((state.org.used, state.org.reserved), (65 * ESTIMATE, 0));
+}
+
 // ---------------------------------------------------------------------------
 // Fencing, feed resets.
 // ---------------------------------------------------------------------------
