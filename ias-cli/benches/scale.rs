@@ -39,7 +39,9 @@ use ias_core::{
 use ias_gitops::GitManifestSource;
 
 /// Tokens each authorize reserves and each settle charges: small, so that a
-/// run of calls stays far below the seeded budgets and limits.
+/// run of calls at the full size stays far below the seeded budgets and
+/// limits (at a few organizations, the same calls spend some of them, and
+/// the denied calls, which are counted, are timed with the rest).
 const ESTIMATE: i64 = 50;
 const ACTUAL: i64 = 40;
 const WARM_UP: usize = 20_000;

@@ -18,7 +18,7 @@ pub(super) const MODELS: &[&str] = &[
     "llama-3.3-70b",
 ];
 
-/// Budget time zones with weights: most organizations keep UTC.
+/// Budget time zones with weights: about a third of organizations keep UTC.
 pub(super) const TIMEZONES: &[(Tz, u32)] = &[
     (chrono_tz::UTC, 30),
     (chrono_tz::America::New_York, 14),
