@@ -60,6 +60,7 @@ fn ias_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<usage::UserUsage>()?;
     m.add_class::<usage::ModelUsage>()?;
     m.add_class::<usage::DailyUsage>()?;
+    m.add_class::<usage::Forecast>()?;
     m.add_class::<audit::AuditEntry>()?;
     m.add_class::<audit::AuditHead>()?;
     m.add_class::<audit::ChainBreak>()?;

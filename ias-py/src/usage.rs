@@ -1,6 +1,6 @@
 //! Usage reports: the current budget period, and per local day and model.
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use ias_core::{Admin, Result};
 use pyo3::prelude::*;
 
@@ -70,6 +70,66 @@ pub struct DailyUsage {
     tokens: i64,
     /// Settled requests.
     requests: i64,
+}
+
+/// A burn-rate forecast: the pace of the last 7 days, and when the limit runs out at it.
+#[pyclass(frozen, get_all, module = "ias")]
+pub struct Forecast {
+    /// The period, `YYYY-MM`.
+    period: String,
+    /// The organization's budget, or the user's own limit; `None`: the user has none.
+    limit: Option<i64>,
+    /// Tokens charged in the period.
+    used: i64,
+    /// Tokens held by open reservations.
+    reserved: i64,
+    /// Tokens of the limit neither used nor reserved; `None` without a limit.
+    remaining: Option<i64>,
+    /// Where the pace is measured from.
+    pace_since: DateTime<Utc>,
+    /// Tokens charged per day since `pace_since`.
+    tokens_per_day: i64,
+    /// `used` plus the rest of the period at this pace.
+    projected_tokens: i64,
+    /// When the limit runs out at this pace; `None`: not before `resets_at`.
+    exhausted_at: Option<DateTime<Utc>>,
+    /// When the period ends.
+    resets_at: DateTime<Utc>,
+}
+
+impl From<ias_core::usage::Forecast> for Forecast {
+    fn from(f: ias_core::usage::Forecast) -> Self {
+        Forecast {
+            period: f.period,
+            limit: f.limit,
+            used: f.used,
+            reserved: f.reserved,
+            remaining: f.remaining,
+            pace_since: f.pace_since,
+            tokens_per_day: f.tokens_per_day,
+            projected_tokens: f.projected_tokens,
+            exhausted_at: f.exhausted_at,
+            resets_at: f.resets_at,
+        }
+    }
+}
+
+#[pymethods]
+impl Forecast {
+    fn __repr__(&self) -> String {
+        format!(
+            "Forecast(period={:?}, limit={:?}, used={}, tokens_per_day={}, exhausted_at={:?})",
+            self.period,
+            self.limit,
+            self.used,
+            self.tokens_per_day,
+            self.exhausted_at.map(|at| at.to_rfc3339())
+        )
+    }
+}
+
+async fn usage_forecast(admin: Admin, org: String, email: Option<String>) -> Result<Forecast> {
+    Ok(admin.usage_forecast(&org, email.as_deref()).await?.into())
 }
 
 impl From<ias_core::UsageReport> for UsageReport {
@@ -212,6 +272,29 @@ impl Governor {
         after: Option<String>,
     ) -> PyResult<UsageReport> {
         block_on(py, usage(self.admin()?, org, email, (limit, after)))
+    }
+
+    /// When the organization's budget (or, with `email`, the user's own limit)
+    /// runs out at the pace of the last 7 days.
+    #[pyo3(signature = (org, email = None))]
+    fn usage_forecast(
+        &self,
+        py: Python<'_>,
+        org: String,
+        email: Option<String>,
+    ) -> PyResult<Forecast> {
+        block_on(py, usage_forecast(self.admin()?, org, email))
+    }
+
+    /// `usage_forecast` as an awaitable.
+    #[pyo3(signature = (org, email = None))]
+    fn usage_forecast_async<'py>(
+        &self,
+        py: Python<'py>,
+        org: String,
+        email: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, usage_forecast(self.admin()?, org, email))
     }
 
     /// `usage` as an awaitable.

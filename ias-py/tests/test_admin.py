@@ -74,6 +74,26 @@ def test_rate_limits(governor: ias.Governor, team: Team) -> None:
         governor.set_rate_limits(ORG, rpm=0)
 
 
+def test_usage_forecast(governor: ias.Governor, team: Team) -> None:
+    governor.authorize(team.key, MODEL, 300).settle(300)
+    governor.flush()
+    org = governor.usage_forecast(ORG)
+    assert (org.limit, org.used) == (ORG_BUDGET, 300)
+    # A running governor's lease counts as reserved.
+    assert org.remaining == ORG_BUDGET - org.used - org.reserved
+    # 300 tokens over at most 7 days and at least an hour.
+    assert 300 // 7 <= org.tokens_per_day <= 300 * 24
+    assert org.projected_tokens >= 300
+    assert org.pace_since <= datetime.now(timezone.utc) < org.resets_at
+    if org.exhausted_at is not None:
+        assert org.exhausted_at < org.resets_at
+    member = governor.usage_forecast(ORG, MEMBER)
+    assert (member.limit, member.used) == (MEMBER_LIMIT, 300)
+    assert member.remaining == MEMBER_LIMIT - member.used - member.reserved
+    with pytest.raises(ias.PermissionDeniedError):
+        governor.acting_as(MEMBER).usage_forecast(ORG)
+
+
 def test_usage_and_daily_usage(governor: ias.Governor, team: Team) -> None:
     for used in (100, 200):
         governor.authorize(team.key, MODEL, 300).settle(used)

@@ -22,6 +22,7 @@ __all__ = [
     "DatabaseUrlError",
     "Decision",
     "FieldChange",
+    "Forecast",
     "GitopsPlan",
     "GitopsSettings",
     "GitopsState",
@@ -379,6 +380,9 @@ class Governor:
     ) -> Awaitable[RateLimits]: ...
 
     # Usage
+    def usage_forecast(self, org: str, email: str | None = None) -> Forecast:
+        """When the budget (or the user's own limit) runs out at the pace of the last 7 days."""
+    def usage_forecast_async(self, org: str, email: str | None = None) -> Awaitable[Forecast]: ...
     def usage(
         self,
         org: str,
@@ -790,6 +794,31 @@ class ModelUsage:
     def tokens(self) -> int: ...
     @property
     def requests(self) -> int: ...
+
+@final
+class Forecast:
+    """A burn-rate forecast: the pace of the last 7 days, and when the limit runs out at it."""
+
+    @property
+    def period(self) -> str: ...
+    @property
+    def limit(self) -> int | None: ...
+    @property
+    def used(self) -> int: ...
+    @property
+    def reserved(self) -> int: ...
+    @property
+    def remaining(self) -> int | None: ...
+    @property
+    def pace_since(self) -> datetime.datetime: ...
+    @property
+    def tokens_per_day(self) -> int: ...
+    @property
+    def projected_tokens(self) -> int: ...
+    @property
+    def exhausted_at(self) -> datetime.datetime | None: ...
+    @property
+    def resets_at(self) -> datetime.datetime: ...
 
 @final
 class DailyUsage:
