@@ -301,22 +301,17 @@ impl Governor {
     /// Lets a host refuse a bad key before it reads a request's body;
     /// [`Governor::authorize`] checks the key again.
     pub async fn check_key(&self, key: &str) -> Result<Option<DenyReason>> {
-        Ok(match self.find_key(key).await? {
-            None => Some(DenyReason::InvalidKey),
-            Some(found) => found.key_problem(self.inner.clock.now()),
-        })
+        Ok(self.usable_key(key).await?.err())
     }
 
     /// The models `key` may call, for a host that lists them (as `GET
     /// /v1/models` does), answered from memory; or why the key would be
     /// refused, as by [`Governor::check_key`].
     pub async fn key_models(&self, key: &str) -> Result<KeyModels> {
-        let Some(mut found) = self.find_key(key).await? else {
-            return Ok(KeyModels::Refused(DenyReason::InvalidKey));
+        let mut found = match self.usable_key(key).await? {
+            Ok(found) => found,
+            Err(reason) => return Ok(KeyModels::Refused(reason)),
         };
-        if let Some(reason) = found.key_problem(self.inner.clock.now()) {
-            return Ok(KeyModels::Refused(reason));
-        }
         Ok(KeyModels::Usable {
             principal: found.principal(),
             allowed_models: found.org.models.patterns().to_vec(),
@@ -651,6 +646,18 @@ impl Governor {
     }
 
     /// The cached key `key` with its user and org; `None` if malformed or unknown.
+    /// The key's entries if it is usable now, or why it is refused (unknown,
+    /// expired, revoked) before anything else is looked at.
+    async fn usable_key(&self, key: &str) -> Result<Result<Found, DenyReason>> {
+        let Some(found) = self.find_key(key).await? else {
+            return Ok(Err(DenyReason::InvalidKey));
+        };
+        Ok(match found.key_problem(self.inner.clock.now()) {
+            Some(reason) => Err(reason),
+            None => Ok(found),
+        })
+    }
+
     async fn find_key(&self, key: &str) -> Result<Option<Found>> {
         if !key::is_well_formed(key) {
             return Ok(None);

@@ -367,7 +367,7 @@ where
         let message = "the gateway is shutting down; try again".to_owned();
         return Err(ApiError::unavailable("shutting_down", message));
     }
-    let reservation = authorize(shared, &key, &inference).await?;
+    let reservation = authorize(shared, key, &inference).await?;
     let charge = Charge {
         governor: shared.governor.clone(),
         reservation,
@@ -380,17 +380,17 @@ where
 }
 
 /// The caller's key, if the governor knows it and it is usable.
-pub(crate) async fn checked_key(
+pub(crate) async fn checked_key<'h>(
     shared: &Shared,
-    headers: &HeaderMap,
+    headers: &'h HeaderMap,
     api: Option<Api>,
-) -> Result<String, ApiError> {
+) -> Result<&'h str, ApiError> {
     let Some(key) = bearer_key(headers) else {
         shared.observe(api, Outcome::Denied, Some("missing_api_key"), None);
         return Err(ApiError::missing_key());
     };
     match shared.governor.check_key(key).await {
-        Ok(None) => Ok(key.to_owned()),
+        Ok(None) => Ok(key),
         Ok(Some(reason)) => {
             shared.observe(api, Outcome::Denied, Some(reason.as_str()), None);
             Err(ApiError::key_refused(reason))
