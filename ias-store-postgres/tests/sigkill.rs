@@ -144,6 +144,18 @@ async fn parent() {
     assert!(used + usage.org.reserved <= BUDGET, "{usage:?}");
 
     tokio::time::sleep(LEASE_TTL + Duration::from_millis(500)).await;
+    // A settle whose COMMIT reached the server just before the kill may
+    // land after the first read: read again now that the server is done.
+    let used = admin
+        .usage("acme", None, &PageRequest::default())
+        .await
+        .unwrap()
+        .org
+        .used;
+    assert!(
+        (acknowledged * REQUEST..=(acknowledged + 1) * REQUEST).contains(&used),
+        "stored {used} for {acknowledged} acknowledged requests"
+    );
     let survivor = Governor::builder(store.clone())
         .config(config())
         .open()
