@@ -6,7 +6,7 @@
 //! every gateway process; `none` removes a limit.
 
 use clap::{ArgGroup, Args, Subcommand};
-use ias_core::{KeyId, LimitTarget, RateLimits};
+use ias_core::{KeyId, LimitTarget, RateLimits, UserRef};
 use serde::Serialize;
 
 use crate::cli::Context;
@@ -75,7 +75,8 @@ impl LimitsView {
     fn new(target: &Target, limits: RateLimits) -> Self {
         let (email, key_id) = match &target.limit {
             LimitTarget::Org => (None, None),
-            LimitTarget::User(email) => (Some(email.clone()), None),
+            LimitTarget::User(UserRef::Email(email)) => (Some(email.clone()), None),
+            LimitTarget::User(UserRef::Id(id)) => (Some(id.to_string()), None),
             LimitTarget::Key(id) => (None, Some(*id)),
         };
         LimitsView {
@@ -118,7 +119,9 @@ impl Target {
     fn parse(args: &TargetArgs) -> CliResult<Self> {
         let org = ias_core::validate::slug(&args.org)?;
         let limit = match (&args.email, &args.key_id) {
-            (Some(email), _) => LimitTarget::User(ias_core::validate::email(email)?),
+            (Some(email), _) => {
+                LimitTarget::User(UserRef::Email(ias_core::validate::email(email)?))
+            }
             (None, Some(id)) => LimitTarget::Key(values::key_id(id)?),
             (None, None) => LimitTarget::Org,
         };

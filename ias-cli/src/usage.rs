@@ -3,7 +3,7 @@
 
 use clap::{Args, Subcommand, ValueEnum};
 use ias_core::usage::{DailyUsage, Forecast, ModelUsage, UserUsage};
-use ias_core::{Error, UsageReport};
+use ias_core::{Error, UsageReport, UserRef};
 use serde::Serialize;
 
 use crate::cli::Context;
@@ -101,7 +101,7 @@ pub async fn run(command: UsageCommand, ctx: &Context) -> CliResult<Report> {
 async fn forecast(args: ForecastArgs, ctx: &Context) -> CliResult<Report> {
     let admin = ctx.admin().await?;
     let forecast = admin
-        .usage_forecast(&args.org, args.email.as_deref())
+        .usage_forecast(&args.org, args.email.as_deref().map(UserRef::from))
         .await?;
     Report::new(forecast_text(&forecast), &forecast)
 }
@@ -146,7 +146,9 @@ async fn show(args: ShowArgs, ctx: &Context) -> CliResult<Report> {
     }
     let page = args.page.request()?;
     let admin = ctx.admin().await?;
-    let report = admin.usage(&args.org, args.email.as_deref(), &page).await?;
+    let report = admin
+        .usage(&args.org, args.email.as_deref().map(UserRef::from), &page)
+        .await?;
     let view = view(&args.org, &report, args.by);
     let shown = Report::new(text(&view), &view)?;
     Ok(match view.next_after {
@@ -208,7 +210,13 @@ async fn daily(args: ShowArgs, ctx: &Context) -> CliResult<Report> {
     let admin = ctx.admin().await?;
     let (from, to) = (from.as_deref(), to.as_deref());
     let days = admin
-        .daily_usage(&args.org, args.email.as_deref(), from, to, &page)
+        .daily_usage(
+            &args.org,
+            args.email.as_deref().map(UserRef::from),
+            from,
+            to,
+            &page,
+        )
         .await?;
     let rows: Vec<Vec<String>> = days.items.iter().map(day_row).collect();
     let text = output::table(&["DAY", "MODEL", "TOKENS", "REQUESTS"], &rows);

@@ -64,8 +64,8 @@ pub struct Admin {
 pub enum LimitTarget {
     /// The organization itself.
     Org,
-    /// A user of the organization, by email.
-    User(String),
+    /// A user of the organization, by id or email.
+    User(UserRef),
     /// A key of one of the organization's users.
     Key(KeyId),
 }
@@ -81,6 +81,7 @@ pub struct CreatedKey {
 
 /// A change in an organization's allowed models.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModelChange {
     /// The normalised pattern.
     pub model: String,
@@ -223,8 +224,8 @@ impl Admin {
     }
 
     /// The user with this email.
-    pub async fn user(&self, email: &str) -> Result<User> {
-        let user = self.find_user(email).await?;
+    pub async fn user(&self, user: impl Into<UserRef>) -> Result<User> {
+        let user = self.find_user_ref(user.into()).await?;
         let attempt = self.attempt("user.read", Some(user.org_id), user_label(&user));
         self.require(Permission::UserRead, Target::user(&user), &attempt)
             .await?;
@@ -246,9 +247,13 @@ impl Admin {
     }
 
     /// Sets a user's own monthly token limit; `None` leaves only the org budget.
-    pub async fn set_user_limit(&self, email: &str, limit: Option<i64>) -> Result<User> {
+    pub async fn set_user_limit(
+        &self,
+        user: impl Into<UserRef>,
+        limit: Option<i64>,
+    ) -> Result<User> {
         let limit = optional_limit(limit)?;
-        let user = self.find_user(email).await?;
+        let user = self.find_user_ref(user.into()).await?;
         let changes = audit::change("monthly_token_limit", user.monthly_token_limit, limit);
         let mut record = self.record(
             "user.set_limit",
@@ -300,12 +305,12 @@ impl Admin {
     /// Creates an API key for a user; the secret is in the result and nowhere else.
     pub async fn create_key(
         &self,
-        email: &str,
+        user: impl Into<UserRef>,
         expires_in: Option<chrono::Duration>,
     ) -> Result<CreatedKey> {
         let now = self.clock.now();
         let expires_at = key_expiry(now, expires_in)?;
-        let user = self.find_user(email).await?;
+        let user = self.find_user_ref(user.into()).await?;
         if user.removed_at.is_some() {
             return Err(Error::conflict(
                 "user",
@@ -335,10 +340,14 @@ impl Admin {
     }
 
     /// A page of a user's keys (never their secrets), newest first.
-    pub async fn list_keys(&self, email: &str, page: &PageRequest) -> Result<Page<ApiKey>> {
+    pub async fn list_keys(
+        &self,
+        user: impl Into<UserRef>,
+        page: &PageRequest,
+    ) -> Result<Page<ApiKey>> {
         let fetch = page.fetch()?;
         let before = page.after_id()?.map(KeyId);
-        let user = self.find_user(email).await?;
+        let user = self.find_user_ref(user.into()).await?;
         let attempt = self.attempt("key.list", Some(user.org_id), user_label(&user));
         self.require(Permission::KeyRead, Target::user(&user), &attempt)
             .await?;
@@ -394,12 +403,12 @@ impl Admin {
     pub async fn usage(
         &self,
         org_slug: &str,
-        email: Option<&str>,
+        user: Option<UserRef>,
         page: &PageRequest,
     ) -> Result<UsageReport> {
         let fetch = page.fetch()?;
         let after = page.after_id()?.map(UserId);
-        let (org, user) = self.usage_scope(org_slug, email).await?;
+        let (org, user) = self.usage_scope(org_slug, user).await?;
         let period = MonthlyPeriod::containing(self.clock.now(), org.timezone);
         let user = user.map(|u| u.id);
         let mut report = self
@@ -536,14 +545,14 @@ impl Admin {
     pub async fn daily_usage(
         &self,
         org_slug: &str,
-        email: Option<&str>,
+        user: Option<UserRef>,
         from: Option<&str>,
         to: Option<&str>,
         page: &PageRequest,
     ) -> Result<Page<DailyUsage>> {
         let fetch = page.fetch()?;
         let after = page.after.as_deref().map(DayModel::parse).transpose()?;
-        let (org, user) = self.usage_scope(org_slug, email).await?;
+        let (org, user) = self.usage_scope(org_slug, user).await?;
         let now = self.clock.now();
         let period = MonthlyPeriod::containing(now, org.timezone);
         let first = period
@@ -603,11 +612,11 @@ impl Admin {
     async fn usage_scope(
         &self,
         org_slug: &str,
-        email: Option<&str>,
+        user: Option<UserRef>,
     ) -> Result<(Organization, Option<User>)> {
         let org = self.find_org(org_slug).await?;
-        let user = match email {
-            Some(email) => Some(self.find_user(email).await?),
+        let user = match user {
+            Some(user) => Some(self.find_user_ref(user).await?),
             None => None,
         };
         if let Some(user) = user.as_ref().filter(|u| u.org_id != org.id) {
@@ -646,8 +655,8 @@ impl Admin {
                 Target::org(org.id),
                 org_label(org),
             )),
-            LimitTarget::User(email) => {
-                let user = self.find_user(email).await?;
+            LimitTarget::User(user) => {
+                let user = self.find_user_ref(user.clone()).await?;
                 if user.org_id != org.id {
                     let reason = format!("does not belong to organization `{}`", org.slug);
                     return Err(Error::invalid("email", &user.email, reason));

@@ -32,6 +32,7 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 /// Where an admin action came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Source {
     /// The `ias-admin` command line.
     Cli,
@@ -135,6 +136,7 @@ fn process_uid() -> Option<String> {
 
 /// An audit entry about to be written, without its id and hashes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditRecord {
     /// When the action happened.
     pub at: DateTime<Utc>,
@@ -154,6 +156,7 @@ pub struct AuditRecord {
 
 /// A stored audit entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEntry {
     /// Position in the chain, from 1.
     pub id: i64,

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// Tokens spent and tokens held by open reservations, for one scope and period.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Counter {
     /// Tokens charged by settled requests.
     pub used: i64,

@@ -14,6 +14,7 @@ macro_rules! id_type {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(transparent)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         pub struct $name(pub i64);
 
         impl fmt::Display for $name {
@@ -47,6 +48,7 @@ id_type!(
 /// table, so a custom role is new rows, not new code in the stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Role {
     /// May do everything, in every organization.
     SystemAdmin,
@@ -90,6 +92,7 @@ impl FromStr for Role {
 /// Who owns a record's declarative fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ManagedBy {
     /// Changed through the API, the CLI or the library.
     Api,
@@ -125,6 +128,7 @@ impl FromStr for ManagedBy {
 
 /// An organization: the unit that owns a monthly token budget.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Organization {
     /// Store-assigned id.
     pub id: OrgId,
@@ -133,6 +137,7 @@ pub struct Organization {
     /// Tokens the whole organization may spend per calendar month.
     pub monthly_token_budget: i64,
     /// The IANA time zone whose calendar months are the budget periods.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub timezone: Tz,
     /// Who owns the declarative fields.
     pub managed_by: ManagedBy,
@@ -155,6 +160,7 @@ pub struct NewOrganization {
 
 /// A person (or service account) who belongs to one organization.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct User {
     /// Store-assigned id.
     pub id: UserId,
@@ -226,6 +232,7 @@ pub struct NewUser {
 
 /// The stored, non-secret half of an API key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiKey {
     /// Store-assigned id.
     pub id: KeyId,
@@ -259,6 +266,7 @@ impl ApiKey {
 /// Whether an [`ApiKey`] can be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum KeyStatus {
     /// The key works.
     Active,

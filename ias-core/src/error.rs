@@ -50,6 +50,23 @@ pub enum Error {
         reason: String,
     },
 
+    /// The change touches a field that an organization's GitOps file owns.
+    #[error(
+        "{entity} `{key}` is managed by GitOps from {repo_url} at {}; change it there (a system \
+         admin may force the change with break-glass)",
+        .commit.as_deref().map_or("(not yet applied)", crate::gitops::state::short_commit)
+    )]
+    GitopsOwned {
+        /// The kind of entity, such as `user`.
+        entity: &'static str,
+        /// The name of what was to change.
+        key: String,
+        /// The repository that owns it.
+        repo_url: String,
+        /// The commit last applied from it; `None` before the first apply.
+        commit: Option<String>,
+    },
+
     /// The actor may not perform the operation.
     #[error("permission denied: {actor} may not {permission} on {target}")]
     PermissionDenied {
@@ -145,7 +162,7 @@ impl Error {
         match self {
             Error::InvalidInput { .. } | Error::InvalidManifest { .. } => "invalid_input",
             Error::NotFound { .. } => "not_found",
-            Error::Conflict { .. } => "conflict",
+            Error::Conflict { .. } | Error::GitopsOwned { .. } => "conflict",
             Error::PermissionDenied { .. } => "permission_denied",
             Error::WeakPassword { .. } => "weak_password",
             Error::PasswordHashing { .. } => "password_hashing",

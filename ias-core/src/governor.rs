@@ -304,6 +304,16 @@ impl Governor {
         Ok(self.usable_key(key).await?.err())
     }
 
+    /// Who `key` belongs to, answered from memory; or why the key would be
+    /// refused, as by [`Governor::check_key`]. An admin API uses it to tell
+    /// who its caller is.
+    pub async fn key_principal(&self, key: &str) -> Result<Result<Principal, DenyReason>> {
+        Ok(self
+            .usable_key(key)
+            .await?
+            .map(|mut found| found.principal()))
+    }
+
     /// The models `key` may call, for a host that lists them (as `GET
     /// /v1/models` does), answered from memory; or why the key would be
     /// refused, as by [`Governor::check_key`].

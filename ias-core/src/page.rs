@@ -136,6 +136,7 @@ pub(crate) fn bad_cursor(text: &str, reason: &str) -> Error {
 
 /// One page of a list, and where the next one starts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Page<T> {
     /// The items, in the list's order.
     pub items: Vec<T>,

@@ -29,6 +29,7 @@ pub const MAX_RATE: i64 = 1_000_000_000;
 
 /// The rate limits of one scope; `None` means no limit of that kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RateLimits {
     /// Requests per minute.
     pub rpm: Option<i64>,

@@ -10,6 +10,7 @@ use crate::period::MonthlyPeriod;
 
 /// Usage of one organization (or one of its users) in one period.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UsageReport {
     /// The period key, `YYYY-MM`.
     pub period: String,
@@ -34,6 +35,7 @@ impl UsageReport {
 
 /// One user's usage in a period.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserUsage {
     /// The user's id.
     pub user_id: UserId,
@@ -49,6 +51,7 @@ pub struct UserUsage {
 
 /// One model's usage in a period.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModelUsage {
     /// The normalised model name.
     pub model: String,
@@ -60,6 +63,7 @@ pub struct ModelUsage {
 
 /// Usage of one model on one local day.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DailyUsage {
     /// The organization's local day, `YYYY-MM-DD`.
     pub day: String,
@@ -82,6 +86,7 @@ const MIN_PACE_SPAN: Duration = Duration::hours(1);
 /// A burn-rate forecast: how fast a budget (or a user's own limit) is being
 /// spent, and whether it runs out before it resets at that pace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Forecast {
     /// The period key, `YYYY-MM`.
     pub period: String,

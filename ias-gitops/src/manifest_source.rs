@@ -113,4 +113,8 @@ impl ManifestSource for GitManifestSource {
             content: file.content,
         })
     }
+
+    fn check(&self, settings: &NewGitopsSettings) -> ias_core::Result<()> {
+        check_settings(settings)
+    }
 }

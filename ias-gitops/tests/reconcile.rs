@@ -323,7 +323,7 @@ impl Setup {
     async fn used_by(&self, email: &str) -> i64 {
         let report = self
             .admin
-            .usage("acme", Some(email), &PageRequest::default())
+            .usage("acme", Some(email.into()), &PageRequest::default())
             .await
             .unwrap();
         report.users[0].counter.used

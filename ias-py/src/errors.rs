@@ -185,6 +185,21 @@ pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
                 ("reason", reason.clone()),
             ],
         ),
+        Error::GitopsOwned {
+            entity,
+            key,
+            repo_url,
+            commit,
+        } => (
+            PyErr::new::<ConflictError, _>(message.clone()),
+            vec![
+                ("entity", entity.to_string()),
+                ("key", key.clone()),
+                ("reason", reason_of(&message, key)),
+                ("repo_url", repo_url.clone()),
+                ("commit", commit.clone().unwrap_or_default()),
+            ],
+        ),
         Error::PermissionDenied {
             actor,
             permission,
@@ -232,6 +247,15 @@ pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
     match attributes() {
         Ok(()) => exception,
         Err(failed) => failed,
+    }
+}
+
+/// What follows ``entity `key` `` in a message: the reason alone.
+fn reason_of(message: &str, key: &str) -> String {
+    let marker = format!("`{key}` ");
+    match message.split_once(&marker) {
+        Some((_, reason)) => reason.to_owned(),
+        None => message.to_owned(),
     }
 }
 

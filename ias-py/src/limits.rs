@@ -31,7 +31,7 @@ fn target(email: Option<String>, key_id: Option<i64>) -> PyResult<LimitTarget> {
             &id.to_string(),
             "give `email` or `key_id`, not both",
         )),
-        (Some(email), None) => Ok(LimitTarget::User(email)),
+        (Some(email), None) => Ok(LimitTarget::User(email.into())),
         (None, Some(id)) => Ok(LimitTarget::Key(KeyId(id))),
         (None, None) => Ok(LimitTarget::Org),
     }

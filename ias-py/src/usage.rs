@@ -1,7 +1,7 @@
 //! Usage reports: the current budget period, and per local day and model.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use ias_core::{Admin, Result};
+use ias_core::{Admin, Result, UserRef};
 use pyo3::prelude::*;
 
 use crate::governor::Governor;
@@ -129,7 +129,10 @@ impl Forecast {
 }
 
 async fn usage_forecast(admin: Admin, org: String, email: Option<String>) -> Result<Forecast> {
-    Ok(admin.usage_forecast(&org, email.as_deref()).await?.into())
+    Ok(admin
+        .usage_forecast(&org, email.as_deref().map(UserRef::from))
+        .await?
+        .into())
 }
 
 impl From<ias_core::UsageReport> for UsageReport {
@@ -235,7 +238,10 @@ async fn usage(
     (limit, after): PageArgs,
 ) -> Result<UsageReport> {
     let page = page::request(limit, after)?;
-    Ok(admin.usage(&org, email.as_deref(), &page).await?.into())
+    Ok(admin
+        .usage(&org, email.as_deref().map(UserRef::from), &page)
+        .await?
+        .into())
 }
 
 async fn daily_usage(
@@ -248,7 +254,7 @@ async fn daily_usage(
     let page = page::request(limit, after)?;
     let (start, end) = (start.as_deref(), end.as_deref());
     let days = admin
-        .daily_usage(&org, email.as_deref(), start, end, &page)
+        .daily_usage(&org, email.as_deref().map(UserRef::from), start, end, &page)
         .await?;
     Ok(Paged::of(days, |d| DailyUsage {
         day: d.day,

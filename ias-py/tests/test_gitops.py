@@ -267,6 +267,7 @@ def test_a_write_to_a_git_owned_field_is_a_conflict(
         governor.set_user_limit(MEMBER, 7)
     assert repo.url in raised.value.reason and synced[:12] in raised.value.reason
     assert "break-glass" in raised.value.reason
+    assert (raised.value.repo_url, raised.value.commit) == (repo.url, synced)
     with pytest.raises(ias.ConflictError):
         governor.allow_model(ORG, "gpt-4o")
     with pytest.raises(ias.ConflictError):

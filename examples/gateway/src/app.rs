@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
+use ias_admin_api::AdminApi;
 use ias_core::Governor;
 use ias_tower::{ApiError, Drain, GovernLayer};
 use serde_json::json;
@@ -29,6 +30,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Governs every request under `/v1/`.
     pub layer: GovernLayer,
+    /// The admin REST API under `/api/v1`.
+    pub admin: AdminApi,
 }
 
 impl AppState {
@@ -40,11 +43,18 @@ impl AppState {
             .observer(metrics.clone())
             .build();
         AppState {
+            admin: AdminApi::new(governor.clone()),
             governor,
             upstream: Arc::new(upstream),
             metrics,
             layer,
         }
+    }
+
+    /// The same state serving `admin` under `/api/v1` (with GitOps, say).
+    pub fn with_admin(mut self, admin: AdminApi) -> Self {
+        self.admin = admin;
+        self
     }
 
     /// The governed requests in flight, for a graceful shutdown.
@@ -60,9 +70,11 @@ pub const MAX_BODY_BYTES: usize = ias_tower::DEFAULT_BODY_LIMIT;
 pub const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The gateway's routes: every `/v1/` path forwarded upstream (governed by
-/// the Layer), `GET /healthz`, `GET /readyz` and `GET /metrics`.
+/// the Layer), the admin API under `/api/v1`, `GET /healthz`, `GET /readyz`
+/// and `GET /metrics`.
 pub fn router(state: AppState) -> Router {
     let layer = state.layer.clone();
+    let admin = ias_admin_api::router(state.admin.clone());
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -71,6 +83,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+        .merge(admin)
         .layer(layer)
 }
 
@@ -112,8 +125,8 @@ async fn metrics(State(state): State<AppState>) -> Response {
 
 async fn not_found(uri: Uri) -> Response {
     let served = "this gateway serves `/v1/chat/completions`, `/v1/completions`, \
-                  `/v1/embeddings`, `/v1/responses`, `/v1/models`, `/healthz`, `/readyz` \
-                  and `/metrics`";
+                  `/v1/embeddings`, `/v1/responses`, `/v1/models`, the admin API under \
+                  `/api/v1`, `/healthz`, `/readyz` and `/metrics`";
     ApiError::not_found(uri.path(), served).into_http()
 }
 

@@ -16,6 +16,7 @@ Environment:
   IAS_UPSTREAM_URL       an OpenAI-compatible base URL such as http://127.0.0.1:9000/v1;
                          unset: a built-in deterministic mock answers (no network)
   IAS_UPSTREAM_API_KEY   sent upstream as `Authorization: Bearer ...`, if set
+  IAS_GITOPS_ALLOWED_REPOS  --gitops-allowed-repo prefixes, comma-separated
   IAS_GITOPS_CACHE_DIR   where the GitOps reconciler caches repositories
                          (default: $XDG_CACHE_HOME/ias/git or ~/.cache/ias/git)
   RUST_LOG               log filter (default: info)
@@ -48,6 +49,17 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     gitops_interval: u64,
 
+    /// Accept in the admin API's GitOps `enable` only repository URLs under
+    /// this prefix (end it with `/`); repeat for more. Unset: any URL the Git
+    /// transport can fetch (`file://` and credentials need a system admin).
+    #[arg(
+        long = "gitops-allowed-repo",
+        value_name = "PREFIX",
+        env = "IAS_GITOPS_ALLOWED_REPOS",
+        value_delimiter = ','
+    )]
+    gitops_allowed_repos: Vec<String>,
+
     /// Seconds that requests and streams in flight may go on after Ctrl-C or
     /// SIGTERM; then they are cut off and charged what they produced.
     #[arg(long, value_name = "SECS", default_value_t = server::DEFAULT_SHUTDOWN_GRACE.as_secs())]
@@ -63,6 +75,7 @@ async fn main() -> ExitCode {
         database_url: args.database_url,
         demo: args.demo,
         gitops_interval: (args.gitops_interval > 0).then_some(args.gitops_interval),
+        gitops_allowed_repos: args.gitops_allowed_repos,
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
     };
     match server::run(config).await {

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::serve::ListenerExt;
+use ias_admin_api::AdminApi;
 use ias_core::Governor;
-use ias_core::gitops::{Reconciler, ReconcilerConfig};
+use ias_core::gitops::{ManifestSource, Reconciler, ReconcilerConfig};
 use ias_gitops::GitManifestSource;
 use ias_tower::Drain;
 use tokio::net::TcpListener;
@@ -31,6 +32,8 @@ pub struct Config {
     pub demo: bool,
     /// Seconds between GitOps reconcile cycles; `None` runs no reconciler.
     pub gitops_interval: Option<u64>,
+    /// Repository URL prefixes the admin API's GitOps `enable` accepts; empty: any.
+    pub gitops_allowed_repos: Vec<String>,
     /// How long requests and streams in flight may go on after Ctrl-C or
     /// SIGTERM before they are cut off (and charged what they produced).
     pub shutdown_grace: Duration,
@@ -50,6 +53,7 @@ impl fmt::Debug for Config {
             .field("database_url", &ias_core::url::redact(&self.database_url))
             .field("demo", &self.demo)
             .field("gitops_interval", &self.gitops_interval)
+            .field("gitops_allowed_repos", &self.gitops_allowed_repos)
             .field("shutdown_grace", &self.shutdown_grace)
             .finish()
     }
@@ -120,11 +124,19 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         "ias-gateway listening"
     );
     let maintenance = governor.spawn_maintenance();
+    let mut admin = AdminApi::new(governor.clone());
     let reconciler = match config.gitops_interval {
-        Some(secs) => Some(spawn_reconciler(store, &governor, secs)?),
+        Some(secs) => {
+            let (reconciler, source) = reconciler(store, &governor, secs)?;
+            admin = admin.with_gitops(reconciler.clone(), source);
+            Some(spawn_reconciler(reconciler))
+        }
         None => None,
     };
-    let state = AppState::new(governor, upstream);
+    if !config.gitops_allowed_repos.is_empty() {
+        admin = admin.allow_repos(config.gitops_allowed_repos.iter().cloned());
+    }
+    let state = AppState::new(governor, upstream).with_admin(admin);
     let drain = state.drain();
     let served = serve(listener, router(state), &drain, config.shutdown_grace).await;
     // Usage settled in memory is written before the process exits; if it
@@ -206,23 +218,31 @@ async fn serve(
 /// Starts the GitOps reconciler: every `secs` seconds (with jitter), it
 /// reconciles each organization that has GitOps enabled and reloads the
 /// governor after an apply. Returns the stop switch and the task.
-fn spawn_reconciler(
-    store: std::sync::Arc<dyn ias_core::Store>,
+type Stoppable = (watch::Sender<bool>, tokio::task::JoinHandle<()>);
+
+/// The GitOps reconciler over `store`, and the Git source it fetches through.
+fn reconciler(
+    store: Arc<dyn ias_core::Store>,
     governor: &Governor,
     secs: u64,
-) -> Result<(watch::Sender<bool>, tokio::task::JoinHandle<()>), StartError> {
+) -> Result<(Reconciler, Arc<dyn ManifestSource>), StartError> {
     let cache = GitManifestSource::default_cache_dir();
-    let source = GitManifestSource::new(&cache).map_err(StartError::Store)?;
+    let source: Arc<dyn ManifestSource> =
+        Arc::new(GitManifestSource::new(&cache).map_err(StartError::Store)?);
     let config = ReconcilerConfig {
         interval: std::time::Duration::from_secs(secs),
         ..ReconcilerConfig::default()
     };
-    let reconciler =
-        Reconciler::new(store, Arc::new(source), config).with_governor(governor.clone());
-    let (stop, stopped) = watch::channel(false);
+    let reconciler = Reconciler::new(store, source.clone(), config).with_governor(governor.clone());
     info!(interval_secs = secs, cache = %cache.display(), "GitOps reconciler running");
+    Ok((reconciler, source))
+}
+
+/// Runs `reconciler`'s cycles until the returned sender says stop.
+fn spawn_reconciler(reconciler: Reconciler) -> Stoppable {
+    let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(async move { reconciler.run(stopped).await });
-    Ok((stop, task))
+    (stop, task)
 }
 
 async fn listen(addr: SocketAddr) -> Result<TcpListener, StartError> {

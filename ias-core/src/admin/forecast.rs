@@ -1,18 +1,19 @@
 //! Burn-rate forecasts of [`Admin`]: when a budget runs out at the current pace.
 
 use super::Admin;
+use crate::domain::UserRef;
 use crate::error::Result;
 use crate::page::MAX_PAGE_LIMIT;
 use crate::period::MonthlyPeriod;
 use crate::usage::{DailyUsage, DayModel, Forecast, pace_start};
 
 impl Admin {
-    /// When the organization's budget (or, with `email`, the user's own
+    /// When the organization's budget (or, with `user`, that user's own
     /// monthly limit) runs out at the pace of the last days; see [`Forecast`].
     ///
     /// Needs the same permission as [`Admin::usage`].
-    pub async fn usage_forecast(&self, org_slug: &str, email: Option<&str>) -> Result<Forecast> {
-        let (org, user) = self.usage_scope(org_slug, email).await?;
+    pub async fn usage_forecast(&self, org_slug: &str, user: Option<UserRef>) -> Result<Forecast> {
+        let (org, user) = self.usage_scope(org_slug, user).await?;
         let now = self.clock.now();
         let period = MonthlyPeriod::containing(now, org.timezone);
         let report = self

@@ -285,12 +285,12 @@ impl Admin {
         if self.break_glass && self.is_system_admin().await? {
             return Ok(Some(state));
         }
-        let reason = format!(
-            "is managed by GitOps from {}; change it there (a system admin may force the \
-             change with break-glass)",
-            state.source_label()
-        );
-        Err(Error::conflict(entity, key, reason))
+        Err(Error::GitopsOwned {
+            entity,
+            key: key.to_owned(),
+            repo_url: state.settings.repo_url,
+            commit: state.status.last_applied_commit,
+        })
     }
 
     /// Records a forced write as drift in the organization's sync state.

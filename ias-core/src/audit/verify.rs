@@ -71,6 +71,7 @@ impl AuditLink {
 
 /// An entry's id and hash: the newest entry checked, or an anchor noted earlier.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditHead {
     /// The entry's id.
     pub id: i64,
@@ -81,6 +82,7 @@ pub struct AuditHead {
 /// How the chain was broken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum BreakKind {
     /// The entry's fields or hash were changed.
     Changed,
@@ -90,6 +92,7 @@ pub enum BreakKind {
 
 /// The first entry found changed or removed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChainBreak {
     /// The entry's id.
     pub id: i64,
@@ -111,6 +114,7 @@ impl fmt::Display for ChainBreak {
 
 /// The outcome of verifying the chain: a value, whether intact or not.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditVerification {
     /// Entries checked and found intact before the first break, if any.
     pub checked: u64,

@@ -8,7 +8,7 @@ use super::gitops::{Setup, U, file, settings};
 use super::{Fixture, admin, event, fixture, sync, want};
 use crate::audit::{AuditFilter, Source};
 use crate::budget::LimitScope;
-use crate::domain::Role;
+use crate::domain::{Role, UserRef};
 use crate::error::{Error, Result};
 use crate::gitops::NewGitopsSettings;
 use crate::page::{MAX_PAGE_LIMIT, Page, PageRequest};
@@ -289,14 +289,19 @@ pub async fn daily_usage_is_paged_by_day_and_model(store: Arc<dyn Store>) {
         .unwrap();
     let (from, to) = (Some("2026-12-01"), Some("2026-12-31"));
     for (email, rows) in [(None, 12), (Some("u@acme.io"), 9), (Some("v@acme.io"), 3)] {
-        let reference = everything(admin.daily_usage("acme", email, from, to, &largest())).await;
+        let reference =
+            everything(admin.daily_usage("acme", email.map(UserRef::from), from, to, &largest()))
+                .await;
         assert_eq!(reference.len(), rows, "{email:?}");
         let keys: Vec<_> = reference.iter().map(|d| (&d.day, &d.model)).collect();
         assert!(keys.windows(2).all(|w| w[0] < w[1]), "{keys:?}");
         for limit in [1, 2, 4, 5] {
             let walked = walk(limit, |page| {
                 let admin = admin.clone();
-                async move { admin.daily_usage("acme", email, from, to, &page).await }
+                async move {
+                    let email = email.map(UserRef::from);
+                    admin.daily_usage("acme", email, from, to, &page).await
+                }
             })
             .await;
             assert_eq!(walked, reference, "{email:?}, pages of {limit}");

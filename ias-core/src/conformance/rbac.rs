@@ -310,7 +310,11 @@ async fn usage(actor: &Admin, on: On, role: Role) -> Result<()> {
             .await
             .map(drop),
         On::Own | On::Peer => actor
-            .usage("home", Some(&email(on, role)), &PageRequest::default())
+            .usage(
+                "home",
+                Some(email(on, role).into()),
+                &PageRequest::default(),
+            )
             .await
             .map(drop),
     }
@@ -326,7 +330,13 @@ async fn daily_usage(actor: &Admin, on: On, role: Role) -> Result<()> {
         On::Own | On::Peer => {
             let email = email(on, role);
             actor
-                .daily_usage("home", Some(&email), None, None, &PageRequest::default())
+                .daily_usage(
+                    "home",
+                    Some(email.into()),
+                    None,
+                    None,
+                    &PageRequest::default(),
+                )
                 .await
         }
     };
@@ -337,7 +347,7 @@ async fn daily_usage(actor: &Admin, on: On, role: Role) -> Result<()> {
 fn limit_target(on: On, role: Role) -> (&'static str, crate::LimitTarget) {
     match on {
         On::Home | On::Away => (slug(on), crate::LimitTarget::Org),
-        On::Own | On::Peer => ("home", crate::LimitTarget::User(email(on, role))),
+        On::Own | On::Peer => ("home", crate::LimitTarget::User(email(on, role).into())),
     }
 }
 

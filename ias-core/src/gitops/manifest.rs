@@ -52,6 +52,7 @@ pub const MAX_FILE_BYTES: usize = 1024 * 1024;
 
 /// An organization as its GitOps file declares it, checked and normalised.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Manifest {
     /// The file format's version; always [`VERSION`].
     pub version: u32,
@@ -69,15 +70,18 @@ pub struct Manifest {
 
 /// The organization's monthly budget as declared.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeclaredBudget {
     /// Tokens the organization may use per calendar month.
     pub monthly_tokens: i64,
     /// The time zone whose month boundaries reset the budget (`UTC` when not declared).
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub timezone: Tz,
 }
 
 /// One user as declared.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeclaredUser {
     /// The normalised email (trimmed, lowercase).
     pub email: String,
@@ -91,6 +95,7 @@ pub struct DeclaredUser {
 
 /// One problem in a GitOps file, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ManifestError {
     /// The line, from 1.
     pub line: usize,

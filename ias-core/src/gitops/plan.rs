@@ -58,6 +58,7 @@ impl ViewUser {
 /// Whether a field is added, changed or removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ChangeOp {
     /// Something new: a user or an allowed model.
     Add,
@@ -69,6 +70,7 @@ pub enum ChangeOp {
 
 /// One field-level difference.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FieldChange {
     /// Add, change or remove.
     pub op: ChangeOp,
@@ -99,6 +101,7 @@ impl fmt::Display for FieldChange {
 
 /// A user a lowered limit would block at once: already over it this period.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BlockedUser {
     /// `org:SLUG` when the org budget is lowered below its use, else `user:EMAIL`.
     pub target: String,
@@ -111,6 +114,7 @@ pub struct BlockedUser {
 /// Why a guard refuses a plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "guard", rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum GuardRefusal {
     /// More users would be removed than the removal guard allows.
     MassRemoval {
@@ -164,12 +168,14 @@ impl fmt::Display for GuardRefusal {
 /// One change the store makes, inside the apply's transaction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ApplyOp {
     /// Sets the organization's budget and its time zone.
     SetBudget {
         /// Tokens per month.
         monthly_tokens: i64,
         /// The budget's time zone.
+        #[cfg_attr(feature = "openapi", schema(value_type = String))]
         timezone: Tz,
     },
     /// Sets the organization's rate limits.
@@ -220,6 +226,7 @@ pub enum ApplyOp {
 
 /// The declared state compared with the store.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Plan {
     /// Every field-level difference.
     pub changes: Vec<FieldChange>,

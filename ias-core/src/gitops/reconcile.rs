@@ -39,7 +39,9 @@ use crate::domain::OrgId;
 use crate::error::{Error, Result};
 use crate::gitops::manifest::{self, Manifest};
 use crate::gitops::plan::{FieldChange, Plan};
-use crate::gitops::settings::{DEFAULT_INTERVAL_SECS, DriftPolicy, GitopsSettings};
+use crate::gitops::settings::{
+    DEFAULT_INTERVAL_SECS, DriftPolicy, GitopsSettings, NewGitopsSettings,
+};
 use crate::gitops::state::{GitopsState, GitopsStatus, SyncStatus, short_commit};
 use crate::store::Store;
 
@@ -80,6 +82,13 @@ pub trait ManifestSource: Send + Sync {
 
     /// The settings' file at the ref's commit.
     async fn fetch(&self, settings: &GitopsSettings) -> Result<FetchedFile>;
+
+    /// Refuses settings this source cannot fetch from (a URL scheme its
+    /// transport lacks, say), before they are stored; accepts all by default.
+    fn check(&self, settings: &NewGitopsSettings) -> Result<()> {
+        let _ = settings;
+        Ok(())
+    }
 }
 
 /// How the reconciler runs.

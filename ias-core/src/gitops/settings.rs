@@ -23,6 +23,7 @@ pub const DEFAULT_REF: &str = "main";
 /// What the reconciler does about out-of-band changes to Git-owned fields.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum DriftPolicy {
     /// Report them in the sync state and the audit log; change nothing.
     #[default]
@@ -61,6 +62,7 @@ impl FromStr for DriftPolicy {
 
 /// Where an organization's file lives and how it is applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GitopsSettings {
     /// The organization.
     pub org_id: OrgId,

@@ -16,6 +16,7 @@ use crate::gitops::settings::GitopsSettings;
 /// Where an organization stands against its repository.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum SyncStatus {
     /// The store holds what the file at the remote head declares, and no drift.
     Synced,
@@ -65,6 +66,7 @@ impl FromStr for SyncStatus {
 
 /// The status part of the sync state: written by the reconciler after each attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GitopsStatus {
     /// Where the organization stands.
     pub status: SyncStatus,
@@ -114,6 +116,7 @@ impl GitopsStatus {
 
 /// What Git applied last: the file, its commit and the users Git added.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Inventory {
     /// The commit applied.
     pub commit: String,
@@ -126,6 +129,7 @@ pub struct Inventory {
 
 /// One organization's GitOps settings, status and inventory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GitopsState {
     /// Where the file is and how it is applied.
     pub settings: GitopsSettings,

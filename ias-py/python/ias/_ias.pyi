@@ -126,6 +126,10 @@ class ConflictError(IasError):
     entity: str
     key: str
     reason: str
+    repo_url: str
+    """For a field an organization's GitOps file owns: the repository (absent otherwise)."""
+    commit: str
+    """For a GitOps-owned field: the commit last applied, `""` before the first apply."""
 
 class PermissionDeniedError(IasError):
     """The acting user's role lacks the permission the operation needs."""

@@ -1,0 +1,59 @@
+//! An organization's allowed models.
+
+use axum::Json;
+use ias_core::{ModelChange, Page};
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::{self, Path, Query};
+use crate::routes::PageQuery;
+
+/// A model name or pattern to allow.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AllowModel {
+    /// A model name (`gpt-4o`), a provider pattern (`anthropic/*`) or `*` for every model.
+    #[schema(example = "gpt-4o")]
+    pub model: String,
+}
+
+/// A page of an organization's allowed model patterns, sorted.
+#[utoipa::path(get, path = "/orgs/{org}/models", tag = "models",
+    params(("org" = String, Path, description = "the organization's slug", pattern = "^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"), PageQuery),
+    responses((status = 200, description = "a page of model patterns", body = Page<String>)))]
+pub async fn list(
+    caller: Caller,
+    Path(org): Path<String>,
+    Query(page): Query<PageQuery>,
+) -> Result<Json<Page<String>>, ApiError> {
+    Ok(Json(caller.admin.list_models(&org, &page.request()).await?))
+}
+
+/// Allows a model name or pattern; `changed` is false when it already was.
+#[utoipa::path(post, path = "/orgs/{org}/models", tag = "models", request_body = AllowModel,
+    params(("org" = String, Path, description = "the organization's slug", pattern = "^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")),
+    responses((status = 200, description = "the pattern as stored", body = ModelChange)))]
+pub async fn allow(
+    caller: Caller,
+    Path(org): Path<String>,
+    extract::Json(body): extract::Json<AllowModel>,
+) -> Result<Json<ModelChange>, ApiError> {
+    Ok(Json(caller.admin.allow_model(&org, &body.model).await?))
+}
+
+/// Removes a model name or pattern (URL-encoded) from the allowed list.
+#[utoipa::path(delete, path = "/orgs/{org}/models/{model}", tag = "models",
+    params(
+        ("org" = String, Path, description = "the organization's slug", pattern = "^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"),
+        ("model" = String, Path, description = "the name or pattern, URL-encoded"),
+    ),
+    responses((status = 200, description = "the pattern; `changed` is false when it was not allowed",
+        body = ModelChange)))]
+pub async fn deny(
+    caller: Caller,
+    Path((org, model)): Path<(String, String)>,
+) -> Result<Json<ModelChange>, ApiError> {
+    Ok(Json(caller.admin.deny_model(&org, &model).await?))
+}

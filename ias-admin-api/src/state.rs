@@ -1,0 +1,113 @@
+//! What the handlers share: the governor, the grant cache, and GitOps when it runs.
+
+use std::sync::Arc;
+
+use ias_core::audit::{Actor, Source};
+use ias_core::gitops::{ManifestSource, NewGitopsSettings, Reconciler};
+use ias_core::{Admin, Error, Governor, GrantCache, Result, Store};
+
+/// The admin API's state: build it once and pass it to [`crate::router`].
+#[derive(Clone)]
+pub struct AdminApi {
+    governor: Governor,
+    grants: Arc<GrantCache>,
+    gitops: Option<Gitops>,
+    allowed_repos: Option<Arc<[String]>>,
+}
+
+/// The reconciler and the file source, for sync, plan and enable.
+#[derive(Clone)]
+pub(crate) struct Gitops {
+    pub reconciler: Reconciler,
+    pub source: Arc<dyn ManifestSource>,
+}
+
+impl AdminApi {
+    /// Refuses settings the source cannot fetch, or a repository outside the allowed prefixes.
+    pub(crate) fn check_settings(
+        &self,
+        gitops: &Gitops,
+        settings: &NewGitopsSettings,
+    ) -> Result<()> {
+        gitops.source.check(settings)?;
+        let Some(prefixes) = &self.allowed_repos else {
+            return Ok(());
+        };
+        let url = settings.repo_url.as_str();
+        let lower = url.to_ascii_lowercase();
+        // A `..` segment (plain or encoded) could climb out of an allowed prefix.
+        let climbs = url.split(['/', '\\']).any(|segment| segment == "..")
+            || lower.contains("%2e")
+            || lower.contains("%2f")
+            || lower.contains("%5c");
+        if climbs
+            || !prefixes
+                .iter()
+                .any(|prefix| url.starts_with(prefix.as_str()))
+        {
+            let allowed = prefixes.join("`, `");
+            return Err(Error::invalid(
+                "repo_url",
+                url,
+                format!("this server accepts only repositories under `{allowed}`"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl AdminApi {
+    /// An admin API over `governor`'s store, keeping `governor`'s cache
+    /// current after every change it makes.
+    pub fn new(governor: Governor) -> Self {
+        AdminApi {
+            governor,
+            grants: Arc::new(GrantCache::default()),
+            gitops: None,
+            allowed_repos: None,
+        }
+    }
+
+    /// Serves GitOps `sync`, `plan` from the repository and `enable`, with
+    /// `reconciler` and the `source` it fetches through. Without it those
+    /// answer 503 `gitops_unavailable`; status, drift, disable and planning
+    /// a given file still work.
+    pub fn with_gitops(mut self, reconciler: Reconciler, source: Arc<dyn ManifestSource>) -> Self {
+        self.gitops = Some(Gitops { reconciler, source });
+        self
+    }
+
+    /// Accepts in GitOps `enable` only repository URLs that start with one
+    /// of `prefixes` (end each with `/`), and none with a `..` segment or
+    /// an encoded `.`, `/` or `\\`: an org admin then cannot make the server
+    /// fetch from anywhere else. Without it, any URL the source can fetch
+    /// is accepted (`file://` and credentials stay for system admins).
+    pub fn allow_repos(mut self, prefixes: impl IntoIterator<Item = String>) -> Self {
+        self.allowed_repos = Some(prefixes.into_iter().collect());
+        self
+    }
+
+    /// The governor callers' keys are checked against.
+    pub fn governor(&self) -> &Governor {
+        &self.governor
+    }
+
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+        self.governor.store()
+    }
+
+    pub(crate) fn gitops(&self) -> Option<&Gitops> {
+        self.gitops.as_ref()
+    }
+
+    /// Admin operations by `actor`, audited with source `api`.
+    pub(crate) fn admin(&self, actor: Actor, break_glass: bool) -> Admin {
+        let admin = Admin::new(self.store().clone(), actor, Source::Api)
+            .with_governor(self.governor.clone())
+            .with_grant_cache(self.grants.clone());
+        match break_glass {
+            true => admin.with_break_glass(),
+            false => admin,
+        }
+    }
+}

@@ -1,0 +1,597 @@
+//! The admin API's contract: keys shown once, errors, pages, GitOps
+//! ownership, usage and the OpenAPI document.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use common::{COMMIT, World};
+use ias_core::gitops::NewGitopsSettings;
+use ias_core::{Decision, Role};
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn a_new_key_is_shown_once_works_at_once_and_stops_when_revoked() {
+    let w = World::new().await;
+    let me = &w.acme_member;
+    let path = format!("/api/v1/users/{}/keys", me.user.id);
+
+    let created = w.post(me, &path, json!({"expires_in": "90d"})).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    assert_eq!(created.headers["cache-control"], "no-store");
+    let secret = created.body["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with(created.body["key"]["prefix"].as_str().unwrap()));
+    assert!(created.body["key"]["expires_at"].is_string());
+
+    // The new secret authenticates; lists never show a secret.
+    let mut holder = me.clone();
+    holder.key = secret.clone();
+    let me_again = w.get(&holder, "/api/v1/me").await;
+    assert_eq!(me_again.status, StatusCode::OK);
+    let listed = w.get(me, &path).await;
+    assert_eq!(listed.body["items"].as_array().unwrap().len(), 2);
+    assert!(!listed.body.to_string().contains(&secret));
+
+    let id = created.body["key"]["id"].as_i64().unwrap();
+    let revoked = w
+        .call(
+            Some(me),
+            Method::DELETE,
+            &format!("/api/v1/keys/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK);
+    assert!(revoked.body["revoked_at"].is_string());
+    let refused = w.get(&holder, "/api/v1/me").await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(refused.code(), "revoked_key");
+    let twice = w
+        .call(
+            Some(me),
+            Method::DELETE,
+            &format!("/api/v1/keys/{id}"),
+            None,
+        )
+        .await;
+    twice.expect_error(StatusCode::CONFLICT, "conflict");
+
+    let bad = w.post(me, &path, json!({"expires_in": "forever"})).await;
+    bad.expect_error(StatusCode::BAD_REQUEST, "invalid_input");
+    assert_eq!(bad.body["error"]["details"]["field"], "expires_in");
+}
+
+#[tokio::test]
+async fn callers_without_a_usable_key_are_refused_with_401() {
+    let w = World::new().await;
+    let none = w.call(None, Method::GET, "/api/v1/orgs", None).await;
+    none.expect_error(StatusCode::UNAUTHORIZED, "missing_api_key");
+    assert_eq!(none.headers["www-authenticate"], "Bearer");
+
+    for header in [
+        "Bearer ias_notakey",
+        "Basic cm9vdDpyb290",
+        "Bearer",
+        "ias_x",
+    ] {
+        let request = Request::get("/api/v1/orgs")
+            .header("authorization", header)
+            .body(Body::empty())
+            .unwrap();
+        let answer = w.send(request).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{header}");
+        assert!(!answer.body.to_string().contains("cm9vdDpyb290"));
+    }
+}
+
+#[tokio::test]
+async fn errors_are_json_with_a_stable_code() {
+    let w = World::new().await;
+    let root = &w.root;
+
+    let unknown = w.get(root, "/api/v1/nope").await;
+    unknown.expect_error(StatusCode::NOT_FOUND, "not_found");
+    let method = w
+        .call(Some(root), Method::PUT, "/api/v1/orgs", Some(json!({})))
+        .await;
+    method.expect_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+
+    let request = Request::post("/api/v1/orgs")
+        .header("authorization", format!("Bearer {}", root.key))
+        .header("content-type", "application/json")
+        .body(Body::from("{\"slug\": "))
+        .unwrap();
+    let broken = w.send(request).await;
+    broken.expect_error(StatusCode::BAD_REQUEST, "invalid_body");
+
+    let extra = w
+        .post(
+            root,
+            "/api/v1/orgs",
+            json!({"slug": "x1", "monthly_token_budget": 1, "owner": "me"}),
+        )
+        .await;
+    extra.expect_error(StatusCode::BAD_REQUEST, "invalid_body");
+    assert!(
+        extra.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("owner")
+    );
+
+    let slug = w
+        .post(
+            root,
+            "/api/v1/orgs",
+            json!({"slug": "Bad Slug", "monthly_token_budget": 1}),
+        )
+        .await;
+    slug.expect_error(StatusCode::BAD_REQUEST, "invalid_input");
+    assert_eq!(slug.body["error"]["details"]["field"], "slug");
+    assert!(
+        slug.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`Bad Slug`")
+    );
+
+    let clash = w
+        .post(
+            root,
+            "/api/v1/orgs",
+            json!({"slug": "acme", "monthly_token_budget": 1}),
+        )
+        .await;
+    clash.expect_error(StatusCode::CONFLICT, "conflict");
+
+    let missing = w.get(root, "/api/v1/orgs/nowhere").await;
+    missing.expect_error(StatusCode::NOT_FOUND, "not_found");
+
+    let path = w.get(root, "/api/v1/users/abc").await;
+    path.expect_error(StatusCode::BAD_REQUEST, "invalid_path");
+    let query = w.get(root, "/api/v1/orgs?limit=many").await;
+    query.expect_error(StatusCode::BAD_REQUEST, "invalid_query");
+
+    let patch = w
+        .call(
+            Some(root),
+            Method::PATCH,
+            &format!("/api/v1/users/{}", w.acme_member.user.id),
+            Some(json!({})),
+        )
+        .await;
+    patch.expect_error(StatusCode::BAD_REQUEST, "invalid_input");
+    assert_eq!(
+        patch.body["error"]["details"]["field"],
+        "monthly_token_limit"
+    );
+}
+
+#[tokio::test]
+async fn every_list_pages_with_limit_and_after() {
+    let w = World::new().await;
+    let root = &w.root;
+    for n in 0..5 {
+        let org = w
+            .post(
+                root,
+                "/api/v1/orgs",
+                json!({"slug": format!("team-{n}"), "monthly_token_budget": 100}),
+            )
+            .await;
+        assert_eq!(org.status, StatusCode::CREATED);
+    }
+    let mut seen = Vec::new();
+    let mut path = "/api/v1/orgs?limit=2".to_owned();
+    loop {
+        let page = w.get(root, &path).await;
+        assert_eq!(page.status, StatusCode::OK, "{:?}", page.body);
+        let items = page.body["items"].as_array().unwrap();
+        assert!(items.len() <= 2);
+        seen.extend(items.iter().map(|o| o["slug"].as_str().unwrap().to_owned()));
+        match page.body["next_after"].as_str() {
+            Some(after) => path = format!("/api/v1/orgs?limit=2&after={after}"),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            "acme", "globex", "team-0", "team-1", "team-2", "team-3", "team-4"
+        ]
+    );
+
+    for bad in ["limit=0", "limit=1001", "after=-3"] {
+        let answer = w.get(root, &format!("/api/v1/orgs?{bad}")).await;
+        answer.expect_error(StatusCode::BAD_REQUEST, "invalid_input");
+    }
+
+    // Users, keys, models, audit and GitOps states page the same way.
+    for path in [
+        "/api/v1/orgs/acme/users?limit=1".to_owned(),
+        format!("/api/v1/users/{}/keys?limit=1", root.user.id),
+        "/api/v1/orgs/acme/models?limit=1".to_owned(),
+        "/api/v1/audit?limit=1".to_owned(),
+        "/api/v1/gitops?limit=1".to_owned(),
+        "/api/v1/orgs/acme/usage/daily?limit=1".to_owned(),
+    ] {
+        let page = w.get(root, &path).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}: {:?}", page.body);
+        assert!(page.body["items"].as_array().unwrap().len() <= 1, "{path}");
+        assert!(page.body.get("next_after").is_some(), "{path}");
+    }
+    let users = w.get(root, "/api/v1/orgs/acme/users?limit=1").await;
+    assert!(users.body["next_after"].is_string());
+}
+
+const FILE: &str = "version: 1
+org: acme
+budget:
+  monthly_tokens: 2000000
+allowed_models: [gpt-4o]
+users:
+  - email: ada@acme.example
+    role: org_admin
+  - email: max@acme.example
+    role: member
+    monthly_token_limit: 50000
+";
+
+#[tokio::test]
+async fn a_write_to_a_git_owned_field_answers_409_naming_repo_and_commit() {
+    let w = World::new().await;
+    *w.source.content.lock().unwrap() = (FILE.to_owned(), COMMIT.to_owned());
+    let repo = "https://git.example/acme/ias.git";
+
+    let enabled = w
+        .call(
+            Some(&w.acme_admin),
+            Method::PUT,
+            "/api/v1/orgs/acme/gitops",
+            Some(json!({"repo_url": repo, "prune": false})),
+        )
+        .await;
+    assert_eq!(enabled.status, StatusCode::OK, "{:?}", enabled.body);
+    assert_eq!(enabled.body["settings"]["repo_url"], repo);
+    assert_eq!(enabled.body["status"]["reason"], "never_synced");
+
+    // Plan before the sync: what the file at the ref would change.
+    let plan = w
+        .call(
+            Some(&w.acme_admin),
+            Method::POST,
+            "/api/v1/orgs/acme/gitops/plan",
+            None,
+        )
+        .await;
+    assert_eq!(plan.status, StatusCode::OK, "{:?}", plan.body);
+    assert_eq!(plan.body["commit"], COMMIT);
+    let changes = plan.body["plan"]["changes"].as_array().unwrap();
+    assert!(
+        changes
+            .iter()
+            .any(|c| c["field"] == "monthly_token_limit" && c["after"] == 50000),
+        "{changes:?}"
+    );
+
+    let synced = w
+        .post(&w.acme_admin, "/api/v1/orgs/acme/gitops/sync", json!(null))
+        .await;
+    assert_eq!(synced.status, StatusCode::OK, "{:?}", synced.body);
+    assert_eq!(
+        synced.body["status"]["status"], "synced",
+        "{:?}",
+        synced.body
+    );
+    assert_eq!(synced.body["status"]["last_applied_commit"], COMMIT);
+
+    let member = w.acme_member.user.id;
+    let refused = w
+        .call(
+            Some(&w.acme_admin),
+            Method::PATCH,
+            &format!("/api/v1/users/{member}"),
+            Some(json!({"monthly_token_limit": 9})),
+        )
+        .await;
+    refused.expect_error(StatusCode::CONFLICT, "gitops_managed");
+    assert_eq!(refused.body["error"]["details"]["repo_url"], repo);
+    assert_eq!(refused.body["error"]["details"]["commit"], COMMIT);
+    let message = refused.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(repo) && message.contains(&COMMIT[..12]),
+        "{message}"
+    );
+
+    for (method, path, body) in [
+        (
+            Method::POST,
+            "/api/v1/orgs/acme/models",
+            json!({"model": "o3"}),
+        ),
+        (
+            Method::PUT,
+            "/api/v1/orgs/acme/rate-limits",
+            json!({"rpm": 5}),
+        ),
+        (
+            Method::POST,
+            "/api/v1/orgs/acme/users",
+            json!({"email": "new@acme.example", "role": "member"}),
+        ),
+    ] {
+        let answer = w.call(Some(&w.acme_admin), method, path, Some(body)).await;
+        answer.expect_error(StatusCode::CONFLICT, "gitops_managed");
+    }
+    // Keys stay API-managed.
+    let key = w
+        .post(
+            &w.acme_admin,
+            &format!("/api/v1/users/{member}/keys"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(key.status, StatusCode::CREATED);
+
+    // A system admin may force it (break-glass); the sync state shows the drift.
+    let forced = Request::patch(format!("/api/v1/users/{member}"))
+        .header("authorization", format!("Bearer {}", w.root.key))
+        .header("content-type", "application/json")
+        .header("ias-break-glass", "true")
+        .body(Body::from(r#"{"monthly_token_limit": 9}"#))
+        .unwrap();
+    let forced = w.send(forced).await;
+    assert_eq!(forced.status, StatusCode::OK, "{:?}", forced.body);
+    let drift = w.get(&w.acme_admin, "/api/v1/orgs/acme/gitops/drift").await;
+    assert_eq!(drift.status, StatusCode::OK);
+    let drift = drift.body["changes"].as_array().unwrap();
+    assert!(
+        drift
+            .iter()
+            .any(|c| c["target"] == "user:max@acme.example" && c["before"] == 9),
+        "{drift:?}"
+    );
+
+    // A file sent in the request is planned without fetching; a bad one is a 422 naming its line.
+    let sent = w
+        .post(
+            &w.acme_admin,
+            "/api/v1/orgs/acme/gitops/plan",
+            json!({"manifest": FILE.replace("50000", "60000")}),
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::OK, "{:?}", sent.body);
+    assert!(sent.body["commit"].is_null());
+    let bad = w
+        .post(
+            &w.acme_admin,
+            "/api/v1/orgs/acme/gitops/plan",
+            json!({"manifest": "version: 1\norg: acme\nbudget: lots\n"}),
+        )
+        .await;
+    bad.expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_manifest");
+    let errors = bad.body["error"]["details"]["errors"].as_array().unwrap();
+    let budget = errors.iter().find(|e| e["path"] == "budget").unwrap();
+    assert_eq!(
+        (budget["line"].as_i64(), budget["column"].as_i64()),
+        (Some(3), Some(9))
+    );
+
+    let disabled = w
+        .call(
+            Some(&w.acme_admin),
+            Method::DELETE,
+            "/api/v1/orgs/acme/gitops",
+            None,
+        )
+        .await;
+    assert_eq!(disabled.body, json!({"changed": true}));
+    let free = w
+        .call(
+            Some(&w.acme_admin),
+            Method::PATCH,
+            &format!("/api/v1/users/{member}"),
+            Some(json!({"monthly_token_limit": 10})),
+        )
+        .await;
+    assert_eq!(free.status, StatusCode::OK, "{:?}", free.body);
+}
+
+#[tokio::test]
+async fn gitops_enable_accepts_only_allowed_repositories() {
+    let w = World::with(|api| api.allow_repos(["https://git.example/acme/".to_owned()])).await;
+    let enable = |repo: &'static str| {
+        let w = &w;
+        async move {
+            w.call(
+                Some(&w.root),
+                Method::PUT,
+                "/api/v1/orgs/acme/gitops",
+                Some(json!({"repo_url": repo})),
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        enable("https://git.example/acme/orgs.git").await.status,
+        StatusCode::OK
+    );
+    for outside in [
+        "https://git.example/acme-evil/orgs.git",
+        "https://git.example/acme/../other/orgs.git",
+        "https://git.example/acme/%2e%2e/other/orgs.git",
+        "http://169.254.169.254/latest/",
+    ] {
+        let answer = enable(outside).await;
+        answer.expect_error(StatusCode::BAD_REQUEST, "invalid_input");
+        assert_eq!(answer.body["error"]["details"]["field"], "repo_url");
+    }
+    let state = w.operator.gitops_status("acme").await.unwrap();
+    assert_eq!(state.settings.repo_url, "https://git.example/acme/orgs.git");
+}
+
+#[tokio::test]
+async fn usage_is_reported_by_org_user_model_and_day_with_a_forecast() {
+    let w = World::new().await;
+    for _ in 0..3 {
+        let decision = w
+            .governor
+            .authorize(&w.acme_member.key, "gpt-4o", 100)
+            .await
+            .unwrap();
+        let Decision::Allowed(allowed) = decision else {
+            panic!("denied: {decision:?}")
+        };
+        w.governor
+            .settle(allowed.reservation.as_ref().unwrap(), 1_000)
+            .await
+            .unwrap();
+    }
+    w.governor.flush().await.unwrap();
+
+    let report = w.get(&w.acme_admin, "/api/v1/orgs/acme/usage").await;
+    assert_eq!(report.status, StatusCode::OK, "{:?}", report.body);
+    assert_eq!(report.body["org"]["used"], 3_000);
+    assert_eq!(
+        report.body["models"],
+        json!([{"model": "gpt-4o", "tokens": 3000, "requests": 3}])
+    );
+    let max = report.body["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["email"] == "max@acme.example")
+        .cloned()
+        .unwrap();
+    assert_eq!(max["requests"], 3);
+
+    let daily = w
+        .get(
+            &w.acme_member,
+            &format!(
+                "/api/v1/orgs/acme/usage/daily?user_id={}",
+                w.acme_member.user.id
+            ),
+        )
+        .await;
+    assert_eq!(daily.status, StatusCode::OK, "{:?}", daily.body);
+    assert_eq!(daily.body["items"][0]["tokens"], 3000);
+
+    let forecast = w
+        .get(&w.acme_admin, "/api/v1/orgs/acme/usage/forecast")
+        .await;
+    assert_eq!(forecast.status, StatusCode::OK, "{:?}", forecast.body);
+    assert_eq!(forecast.body["limit"], 1_000_000);
+    assert_eq!(forecast.body["used"], 3_000);
+    assert!(forecast.body["tokens_per_day"].as_i64().unwrap() > 0);
+
+    // A user of another organization is not a filter of this one.
+    let other = w
+        .get(
+            &w.root,
+            &format!(
+                "/api/v1/orgs/acme/usage?user_id={}",
+                w.globex_member.user.id
+            ),
+        )
+        .await;
+    other.expect_error(StatusCode::BAD_REQUEST, "invalid_input");
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_route_as_served() {
+    let w = World::new().await;
+    let doc = w
+        .call(None, Method::GET, "/api/v1/openapi.json", None)
+        .await;
+    assert_eq!(doc.status, StatusCode::OK);
+    assert!(doc.body["openapi"].as_str().unwrap().starts_with("3.1"));
+    assert_eq!(doc.body["info"]["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        doc.body,
+        serde_json::to_value(ias_admin_api::openapi()).unwrap()
+    );
+
+    let paths = doc.body["paths"].as_object().unwrap();
+    let expected = [
+        ("get", "/api/v1/me"),
+        ("post", "/api/v1/orgs"),
+        ("get", "/api/v1/orgs/{org}/users"),
+        ("patch", "/api/v1/users/{id}"),
+        ("post", "/api/v1/users/{id}/reset-password"),
+        ("post", "/api/v1/users/{id}/keys"),
+        ("delete", "/api/v1/keys/{id}"),
+        ("delete", "/api/v1/orgs/{org}/models/{model}"),
+        ("put", "/api/v1/orgs/{org}/rate-limits"),
+        ("get", "/api/v1/orgs/{org}/usage/forecast"),
+        ("get", "/api/v1/audit/verify"),
+        ("put", "/api/v1/orgs/{org}/gitops"),
+        ("post", "/api/v1/orgs/{org}/gitops/plan"),
+    ];
+    for (method, path) in expected {
+        assert!(paths[path].get(method).is_some(), "{method} {path}");
+    }
+    let mut operations = 0;
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().unwrap() {
+            operations += 1;
+            for status in ["400", "401", "403", "404", "503"] {
+                assert!(
+                    operation["responses"].get(status).is_some(),
+                    "{method} {path} {status}"
+                );
+            }
+            // Each documented operation is served: an unauthenticated call gets 401, not 404/405.
+            let concrete = path
+                .replace("{org}", "acme")
+                .replace("{id}", "1")
+                .replace("{model}", "x");
+            let method: Method = method.to_uppercase().parse().unwrap();
+            let answer = w.call(None, method.clone(), &concrete, None).await;
+            assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{method} {path}");
+        }
+    }
+    assert_eq!(operations, 31);
+    assert_eq!(
+        doc.body["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    let created: &Value = &paths["/api/v1/users/{id}/keys"]["post"]["responses"]["201"];
+    assert!(created.is_object());
+}
+
+#[tokio::test]
+async fn a_role_changed_in_the_store_applies_to_the_next_call() {
+    let w = World::new().await;
+    let denied = w.get(&w.acme_member, "/api/v1/orgs/acme/users").await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN);
+    // GitOps (or any other writer) promotes the member; its key is the same.
+    let mut settings = NewGitopsSettings::new("https://git.example/acme/ias.git");
+    settings.prune = false;
+    *w.source.content.lock().unwrap() = (
+        FILE.replace("role: member", "role: org_admin"),
+        COMMIT.to_owned(),
+    );
+    w.operator.gitops_enable("acme", settings).await.unwrap();
+    let synced = w
+        .post(&w.root, "/api/v1/orgs/acme/gitops/sync", json!(null))
+        .await;
+    assert_eq!(
+        synced.body["status"]["status"], "synced",
+        "{:?}",
+        synced.body
+    );
+    let user = w
+        .get(&w.root, &format!("/api/v1/users/{}", w.acme_member.user.id))
+        .await;
+    assert_eq!(user.body["role"], Role::OrgAdmin.as_str());
+    let allowed = w.get(&w.acme_member, "/api/v1/orgs/acme/users").await;
+    assert_eq!(allowed.status, StatusCode::OK);
+}
