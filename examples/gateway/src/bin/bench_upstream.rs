@@ -1,10 +1,12 @@
 //! `ias-bench-upstream`: a minimal OpenAI-compatible upstream for benchmarks.
 //!
-//! Answers every `POST /v1/chat/completions` at once with the same small
-//! chat completion (usage: 8 prompt, 12 completion, 20 total tokens), so
+//! Answers every `POST /v1/chat/completions` with the same small chat
+//! completion (usage: 8 prompt, 12 completion, 20 total tokens), so
 //! `scripts/gateway-bench` can measure what the gateway adds on top of an
-//! upstream that costs next to nothing. Not a model and not a test double:
-//! it reads the request body and ignores it.
+//! upstream that costs next to nothing: at once, or after `--delay-ms`, as
+//! a model that takes that long to answer would (the CPU stays idle while
+//! it waits). Not a model and not a test double: it reads the request body
+//! and ignores it.
 //!
 //! With `--forward-to URL` it is instead a plain, ungoverned proxy that
 //! forwards each request to `URL` with the same upstream client as
@@ -15,6 +17,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -40,9 +43,16 @@ struct Args {
     /// Forward every chat completion to this base URL (ungoverned) instead of answering.
     #[arg(long, value_name = "URL")]
     forward_to: Option<String>,
+
+    /// Wait this many milliseconds before each answer, as a model would.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    delay_ms: u64,
 }
 
-async fn chat(_body: Bytes) -> impl IntoResponse {
+async fn chat(State(delay): State<Duration>, _body: Bytes) -> impl IntoResponse {
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     ([(header::CONTENT_TYPE, "application/json")], ANSWER)
 }
 
@@ -52,9 +62,11 @@ async fn forward(State(upstream): State<Arc<HttpUpstream>>, body: Bytes) -> Resp
         .await
 }
 
-fn app(forward_to: Option<&str>) -> Result<Router, String> {
+fn app(forward_to: Option<&str>, delay: Duration) -> Result<Router, String> {
     let Some(base) = forward_to else {
-        return Ok(Router::new().route("/v1/chat/completions", post(chat)));
+        return Ok(Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .with_state(delay));
     };
     let upstream = Arc::new(HttpUpstream::new(base, None)?);
     Ok(Router::new()
@@ -65,7 +77,10 @@ fn app(forward_to: Option<&str>) -> Result<Router, String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let app = match app(args.forward_to.as_deref()) {
+    let app = match app(
+        args.forward_to.as_deref(),
+        Duration::from_millis(args.delay_ms),
+    ) {
         Ok(app) => app,
         Err(err) => {
             eprintln!("error: {err}");
