@@ -102,10 +102,10 @@ impl ApiError {
         )
     }
 
-    /// 503: GitOps needs a reconciler this server was started without.
+    /// 501: GitOps needs a reconciler this server was started without.
     pub fn gitops_unavailable(what: &str) -> Self {
         ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::NOT_IMPLEMENTED,
             "gitops_unavailable",
             format!("{what} needs the GitOps reconciler, which this server does not run"),
         )
@@ -128,7 +128,7 @@ impl ApiError {
 
 impl From<Error> for ApiError {
     fn from(err: Error) -> Self {
-        let message = err.to_string();
+        let mut message = err.to_string();
         let (status, code, details) = match &err {
             Error::InvalidInput { field, .. } => (
                 StatusCode::BAD_REQUEST,
@@ -160,11 +160,15 @@ impl From<Error> for ApiError {
                 "gitops_managed",
                 Some(json!({ "entity": entity, "repo_url": repo_url, "commit": commit })),
             ),
-            Error::PermissionDenied { permission, .. } => (
-                StatusCode::FORBIDDEN,
-                "permission_denied",
-                Some(json!({ "permission": permission })),
-            ),
+            Error::PermissionDenied { permission, .. } => {
+                // Not the target: it could name a user or key of another organization.
+                message = format!("permission denied: your role may not `{permission}` here");
+                (
+                    StatusCode::FORBIDDEN,
+                    "permission_denied",
+                    Some(json!({ "permission": permission })),
+                )
+            }
             Error::WeakPassword { broken } => (
                 StatusCode::BAD_REQUEST,
                 "weak_password",

@@ -29,7 +29,7 @@ impl AdminApi {
         gitops: &Gitops,
         settings: &NewGitopsSettings,
     ) -> Result<()> {
-        gitops.source.check(settings)?;
+        gitops.source.check(settings).map_err(body_field)?;
         let Some(prefixes) = &self.allowed_repos else {
             return Ok(());
         };
@@ -48,7 +48,7 @@ impl AdminApi {
             let allowed = prefixes.join("`, `");
             return Err(Error::invalid(
                 "repo_url",
-                url,
+                ias_core::url::redact(url),
                 format!("this server accepts only repositories under `{allowed}`"),
             ));
         }
@@ -109,5 +109,31 @@ impl AdminApi {
             true => admin.with_break_glass(),
             false => admin,
         }
+    }
+}
+
+/// An error about GitOps settings, naming the request body's field instead
+/// of the command line's or the transport's.
+pub(crate) fn body_field(err: Error) -> Error {
+    match err {
+        Error::InvalidInput {
+            field,
+            value,
+            reason,
+        } => {
+            let field = match field {
+                "git url" | "repo" => "repo_url",
+                "git reference" | "ref" => "git_ref",
+                "git path" => "path",
+                "git credentials" => "credentials",
+                other => other,
+            };
+            Error::InvalidInput {
+                field,
+                value,
+                reason,
+            }
+        }
+        other => other,
     }
 }

@@ -264,12 +264,7 @@ async fn a_write_to_a_git_owned_field_answers_409_naming_repo_and_commit() {
 
     // Plan before the sync: what the file at the ref would change.
     let plan = w
-        .call(
-            Some(&w.acme_admin),
-            Method::POST,
-            "/api/v1/orgs/acme/gitops/plan",
-            None,
-        )
+        .post(&w.acme_admin, "/api/v1/orgs/acme/gitops/plan", json!({}))
         .await;
     assert_eq!(plan.status, StatusCode::OK, "{:?}", plan.body);
     assert_eq!(plan.body["commit"], COMMIT);
@@ -435,6 +430,27 @@ async fn gitops_enable_accepts_only_allowed_repositories() {
     }
     let state = w.operator.gitops_status("acme").await.unwrap();
     assert_eq!(state.settings.repo_url, "https://git.example/acme/orgs.git");
+
+    // A caller without the permission is refused first, and learns no prefix.
+    let member = w
+        .call(
+            Some(&w.acme_member),
+            Method::PUT,
+            "/api/v1/orgs/acme/gitops",
+            Some(json!({"repo_url": "https://elsewhere.example/x.git"})),
+        )
+        .await;
+    member.expect_error(StatusCode::FORBIDDEN, "permission_denied");
+    assert!(!member.body.to_string().contains("git.example/acme/"));
+    // The transport's refusals name the body's field.
+    let userinfo = enable("https://user:pw@git.example/acme/x.git").await;
+    userinfo.expect_error(StatusCode::BAD_REQUEST, "invalid_input");
+    assert_eq!(userinfo.body["error"]["details"]["field"], "repo_url");
+    assert!(
+        !userinfo.body.to_string().contains("pw@"),
+        "{:?}",
+        userinfo.body
+    );
 }
 
 #[tokio::test]
@@ -503,6 +519,64 @@ async fn usage_is_reported_by_org_user_model_and_day_with_a_forecast() {
         )
         .await;
     other.expect_error(StatusCode::BAD_REQUEST, "invalid_input");
+    assert_eq!(other.body["error"]["details"]["field"], "user_id");
+    assert!(!other.body.to_string().contains("gus@globex.example"));
+}
+
+#[tokio::test]
+async fn refusals_name_no_user_or_key_of_another_organization() {
+    let w = World::new().await;
+    let member = &w.acme_member;
+    let gus = w.globex_member.user.id;
+    let keys = w.get(&w.root, &format!("/api/v1/users/{gus}/keys")).await;
+    let key = keys.body["items"][0]["id"].as_i64().unwrap();
+    let prefix = keys.body["items"][0]["prefix"].as_str().unwrap().to_owned();
+    for (method, path) in [
+        (Method::GET, format!("/api/v1/users/{gus}")),
+        (Method::GET, format!("/api/v1/users/{gus}/keys")),
+        (Method::DELETE, format!("/api/v1/keys/{key}")),
+    ] {
+        let answer = w.call(Some(member), method, &path, None).await;
+        answer.expect_error(StatusCode::FORBIDDEN, "permission_denied");
+        let text = answer.body.to_string();
+        assert!(
+            !text.contains("gus@") && !text.contains(&prefix),
+            "{path}: {text}"
+        );
+    }
+    // The audit log, for those who may read it, still says what was tried on whom.
+    let tried = w.audit(None, "user.read.denied").await;
+    assert_eq!(tried[0].record.target, "user:gus@globex.example");
+}
+
+#[tokio::test]
+async fn a_body_must_be_a_json_object() {
+    let w = World::new().await;
+    let path = format!("/api/v1/users/{}/keys", w.acme_member.user.id);
+    for body in [json!(["1d"]), json!("1d"), json!(null), json!(7)] {
+        let answer = w.post(&w.acme_member, &path, body.clone()).await;
+        answer.expect_error(StatusCode::BAD_REQUEST, "invalid_body");
+    }
+    let orgs = w
+        .post(&w.root, "/api/v1/orgs", json!(["zeta", 5, null]))
+        .await;
+    orgs.expect_error(StatusCode::BAD_REQUEST, "invalid_body");
+    let keys = w.get(&w.acme_member, &path).await;
+    assert_eq!(keys.body["items"].as_array().unwrap().len(), 1);
+
+    // A plan's body too: `{}` plans the file at the ref; text is not JSON.
+    let request = Request::post("/api/v1/orgs/acme/gitops/plan")
+        .header("authorization", format!("Bearer {}", w.root.key))
+        .header("content-type", "text/plain")
+        .body(Body::from("version: 1"))
+        .unwrap();
+    w.send(request)
+        .await
+        .expect_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    let big = json!({"manifest": "x".repeat(3 << 20)});
+    w.post(&w.root, "/api/v1/orgs/acme/gitops/plan", big)
+        .await
+        .expect_error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
 }
 
 #[tokio::test]
@@ -528,7 +602,7 @@ async fn the_openapi_document_describes_every_route_as_served() {
         ("post", "/api/v1/users/{id}/reset-password"),
         ("post", "/api/v1/users/{id}/keys"),
         ("delete", "/api/v1/keys/{id}"),
-        ("delete", "/api/v1/orgs/{org}/models/{model}"),
+        ("delete", "/api/v1/orgs/{org}/models"),
         ("put", "/api/v1/orgs/{org}/rate-limits"),
         ("get", "/api/v1/orgs/{org}/usage/forecast"),
         ("get", "/api/v1/audit/verify"),
@@ -549,10 +623,7 @@ async fn the_openapi_document_describes_every_route_as_served() {
                 );
             }
             // Each documented operation is served: an unauthenticated call gets 401, not 404/405.
-            let concrete = path
-                .replace("{org}", "acme")
-                .replace("{id}", "1")
-                .replace("{model}", "x");
+            let concrete = path.replace("{org}", "acme").replace("{id}", "1");
             let method: Method = method.to_uppercase().parse().unwrap();
             let answer = w.call(None, method.clone(), &concrete, None).await;
             assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{method} {path}");
@@ -594,4 +665,89 @@ async fn a_role_changed_in_the_store_applies_to_the_next_call() {
     assert_eq!(user.body["role"], Role::OrgAdmin.as_str());
     let allowed = w.get(&w.acme_member, "/api/v1/orgs/acme/users").await;
     assert_eq!(allowed.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn gitops_enable_and_sync_answer_501_without_a_reconciler() {
+    let mut w = World::new().await;
+    w.app = ias_admin_api::router(ias_admin_api::AdminApi::new(w.governor.clone()));
+    let body = json!({"repo_url": "https://git.example/acme/ias.git"});
+    let enable = w
+        .call(
+            Some(&w.root),
+            Method::PUT,
+            "/api/v1/orgs/acme/gitops",
+            Some(body),
+        )
+        .await;
+    enable.expect_error(StatusCode::NOT_IMPLEMENTED, "gitops_unavailable");
+    assert!(enable.headers.get("retry-after").is_none());
+    let sync = w
+        .post(&w.root, "/api/v1/orgs/acme/gitops/sync", json!(null))
+        .await;
+    sync.expect_error(StatusCode::NOT_IMPLEMENTED, "gitops_unavailable");
+}
+
+#[tokio::test]
+async fn a_typo_in_a_body_is_refused_not_taken_as_absent() {
+    let w = World::new().await;
+    let set = w
+        .call(
+            Some(&w.root),
+            Method::PUT,
+            "/api/v1/orgs/acme/rate-limits",
+            Some(json!({"rpm": 100, "tpm": 5000})),
+        )
+        .await;
+    assert_eq!(set.status, StatusCode::OK);
+    let typo = w
+        .call(
+            Some(&w.acme_admin),
+            Method::PUT,
+            "/api/v1/orgs/acme/rate-limits",
+            Some(json!({"rmp": 50})),
+        )
+        .await;
+    typo.expect_error(StatusCode::BAD_REQUEST, "invalid_body");
+    assert!(
+        typo.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("rmp")
+    );
+    let limits = w.get(&w.root, "/api/v1/orgs/acme/rate-limits").await;
+    assert_eq!(limits.body, json!({"rpm": 100, "tpm": 5000}));
+}
+
+#[tokio::test]
+async fn only_a_system_admin_disables_gitops_that_reaches_the_host() {
+    let w = World::new().await;
+    let body = json!({"repo_url": "file:///srv/git/acme.git"});
+    let enabled = w
+        .call(
+            Some(&w.root),
+            Method::PUT,
+            "/api/v1/orgs/acme/gitops",
+            Some(body),
+        )
+        .await;
+    assert_eq!(enabled.status, StatusCode::OK, "{:?}", enabled.body);
+    let refused = w
+        .call(
+            Some(&w.acme_admin),
+            Method::DELETE,
+            "/api/v1/orgs/acme/gitops",
+            None,
+        )
+        .await;
+    refused.expect_error(StatusCode::FORBIDDEN, "permission_denied");
+    let disabled = w
+        .call(
+            Some(&w.root),
+            Method::DELETE,
+            "/api/v1/orgs/acme/gitops",
+            None,
+        )
+        .await;
+    assert_eq!(disabled.body, json!({"changed": true}));
 }

@@ -311,6 +311,10 @@ impl Admin {
         let now = self.clock.now();
         let expires_at = key_expiry(now, expires_in)?;
         let user = self.find_user_ref(user.into()).await?;
+        let changes = key_changes(&user, None, expires_at);
+        let attempt = self.record("key.create", Some(user.org_id), user_label(&user), changes);
+        self.require(Permission::KeyCreate, Target::user(&user), &attempt)
+            .await?;
         if user.removed_at.is_some() {
             return Err(Error::conflict(
                 "user",
@@ -318,10 +322,6 @@ impl Admin {
                 "was removed from its organization by GitOps; its keys no longer work",
             ));
         }
-        let changes = key_changes(&user, None, expires_at);
-        let attempt = self.record("key.create", Some(user.org_id), user_label(&user), changes);
-        self.require(Permission::KeyCreate, Target::user(&user), &attempt)
-            .await?;
         let secret = KeySecret::generate();
         let new = NewApiKey {
             user_id: user.id,
@@ -616,13 +616,15 @@ impl Admin {
     ) -> Result<(Organization, Option<User>)> {
         let org = self.find_org(org_slug).await?;
         let user = match user {
-            Some(user) => Some(self.find_user_ref(user).await?),
+            Some(given) => {
+                let user = self.find_user_ref(given.clone()).await?;
+                if user.org_id != org.id {
+                    return Err(not_in_org(&given, &org));
+                }
+                Some(user)
+            }
             None => None,
         };
-        if let Some(user) = user.as_ref().filter(|u| u.org_id != org.id) {
-            let reason = format!("does not belong to organization `{}`", org.slug);
-            return Err(Error::invalid("email", &user.email, reason));
-        }
         let (target, label) = match &user {
             Some(user) => (Target::user(user), user_label(user)),
             None => (Target::org(org.id), org_label(&org)),
@@ -656,10 +658,10 @@ impl Admin {
                 org_label(org),
             )),
             LimitTarget::User(user) => {
-                let user = self.find_user_ref(user.clone()).await?;
+                let given = user;
+                let user = self.find_user_ref(given.clone()).await?;
                 if user.org_id != org.id {
-                    let reason = format!("does not belong to organization `{}`", org.slug);
-                    return Err(Error::invalid("email", &user.email, reason));
+                    return Err(not_in_org(given, org));
                 }
                 Ok((
                     LimitScope::User,
@@ -792,6 +794,16 @@ impl Admin {
     /// The record of a read, audited only if it is denied.
     fn attempt(&self, action: &str, org_id: Option<OrgId>, target: String) -> AuditRecord {
         self.record(action, org_id, target, serde_json::json!({}))
+    }
+}
+
+/// A user named as `given` is not of `org`: the error names it as given
+/// (never by an email the caller did not send).
+fn not_in_org(given: &UserRef, org: &Organization) -> Error {
+    let reason = format!("does not belong to organization `{}`", org.slug);
+    match given {
+        UserRef::Email(email) => Error::invalid("email", email, reason),
+        UserRef::Id(id) => Error::invalid("user_id", id.to_string(), reason),
     }
 }
 

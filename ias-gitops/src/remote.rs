@@ -3,7 +3,10 @@
 
 use std::cell::Cell;
 
-use git2::{AutotagOption, Direction, ErrorClass, ErrorCode, FetchOptions, Oid, RemoteCallbacks};
+use git2::{
+    AutotagOption, Direction, ErrorClass, ErrorCode, FetchOptions, Oid, RemoteCallbacks,
+    RemoteRedirect,
+};
 
 use crate::credentials::Resolved;
 use crate::error::{GitError, clean_message};
@@ -19,9 +22,21 @@ struct AuthState {
     refused: Cell<bool>,
 }
 
-fn callbacks<'a>(resolved: &'a Resolved, auth: &'a AuthState) -> RemoteCallbacks<'a> {
+fn callbacks<'a>(
+    src: &'a GitSource,
+    resolved: &'a Resolved,
+    auth: &'a AuthState,
+) -> RemoteCallbacks<'a> {
     let mut callbacks = RemoteCallbacks::new();
-    callbacks.credentials(move |_url, username_from_url, allowed| {
+    callbacks.credentials(move |url, username_from_url, allowed| {
+        // A server may redirect elsewhere: credentials go only to the
+        // configured repository's own scheme, host and port.
+        if !same_origin(url, src.url()) {
+            auth.refused.set(true);
+            return Err(git2::Error::from_str(
+                "credentials are sent only to the configured repository's host",
+            ));
+        }
         let result = resolved.credential(username_from_url, allowed, auth.offered.get());
         match &result {
             Ok(_) if allowed != git2::CredentialType::USERNAME => {
@@ -33,6 +48,29 @@ fn callbacks<'a>(resolved: &'a Resolved, auth: &'a AuthState) -> RemoteCallbacks
         result
     });
     callbacks
+}
+
+/// Whether `url` (what libgit2 asks credentials for) has the scheme, host and
+/// port of `configured`; user names are ignored. URLs without `://` (the
+/// scp-like `git@host:path`) are compared by the host before `:`.
+fn same_origin(url: &str, configured: &str) -> bool {
+    origin(url).is_some_and(|origin| Some(origin) == self::origin(configured))
+}
+
+/// `scheme://host[:port]`, lowercase, without the user, for URLs with a scheme;
+/// `host` for scp-like ones.
+fn origin(url: &str) -> Option<String> {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (scheme.to_ascii_lowercase(), rest),
+        None => {
+            let (authority, _) = url.split_once(':')?;
+            let host = authority.rsplit('@').next()?;
+            return Some(host.to_ascii_lowercase());
+        }
+    };
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host = authority.rsplit('@').next()?;
+    Some(format!("{scheme}://{}", host.to_ascii_lowercase()))
 }
 
 /// A ref as the remote advertises it.
@@ -51,7 +89,11 @@ pub(crate) fn list(src: &GitSource, resolved: &Resolved) -> Result<Vec<Advertise
         })?;
     let auth = AuthState::default();
     let connection = remote
-        .connect_auth(Direction::Fetch, Some(callbacks(resolved, &auth)), None)
+        .connect_auth(
+            Direction::Fetch,
+            Some(callbacks(src, resolved, &auth)),
+            None,
+        )
         .map_err(|e| network_error(src, resolved, &auth, &e))?;
     let heads = connection
         .list()
@@ -118,7 +160,9 @@ pub(crate) fn fetch(
     let auth = AuthState::default();
     let mut options = FetchOptions::new();
     options
-        .remote_callbacks(callbacks(resolved, &auth))
+        .remote_callbacks(callbacks(src, resolved, &auth))
+        // Objects come from the configured repository only, never from where it redirects.
+        .follow_redirects(RemoteRedirect::None)
         .download_tags(AutotagOption::None)
         .update_fetchhead(false);
     remote
@@ -168,5 +212,44 @@ fn network_error(
             url: src.url_redacted(),
             reason,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_compare_scheme_host_and_port_without_the_user() {
+        let configured = "https://git.example.com/acme/ias.git";
+        assert!(same_origin(
+            "https://git.example.com/acme/ias.git/info/refs",
+            configured
+        ));
+        assert!(same_origin("https://bot@GIT.example.com/other", configured));
+        assert!(!same_origin(
+            "https://git.example.com:8443/acme/ias.git",
+            configured
+        ));
+        assert!(!same_origin(
+            "http://git.example.com/acme/ias.git",
+            configured
+        ));
+        assert!(!same_origin(
+            "https://evil.example/acme/ias.git",
+            configured
+        ));
+        assert!(!same_origin(
+            "https://git.example.com.evil.example/x",
+            configured
+        ));
+        assert!(same_origin(
+            "git@git.example.com:acme/ias.git",
+            "git@git.example.com:other.git"
+        ));
+        assert!(!same_origin(
+            "git@evil.example:acme/ias.git",
+            "git@git.example.com:acme.git"
+        ));
     }
 }

@@ -330,6 +330,61 @@ fn a_token_file_authenticates_and_a_wrong_token_is_auth_failed() {
     assert!(matches!(err, GitError::AuthFailed { .. }), "{err:?}");
 }
 
+/// A server on its own port that answers every request with a redirect to
+/// the same path on `target` (another origin, as a hostile host would).
+fn redirecting_to(target: &GitHttpServer) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let target = target.port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = [0u8; 4096];
+            let read = stream.read(&mut request).unwrap_or(0);
+            let text = String::from_utf8_lossy(&request[..read]);
+            let path = text.split_whitespace().nth(1).unwrap_or("/").to_owned();
+            let answer = format!(
+                "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:{target}{path}\r\n\
+                 Content-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    });
+    format!("http://127.0.0.1:{port}/{}", support::REPO_NAME)
+}
+
+#[test]
+fn a_redirect_elsewhere_gets_no_credentials_and_no_objects() {
+    let token = "ias-test-token-redirected";
+    let upstream = Upstream::new();
+    upstream.commit_and_push(FILE, b"v: 1\n");
+    // The repository lives elsewhere, behind the token; the configured URL only redirects there.
+    let elsewhere = GitHttpServer::start_with_token(&upstream.project_root(), Some(token));
+    let redirector = redirecting_to(&elsewhere);
+    let (dir, fetcher) = fetcher();
+    let token_path = dir.path().join("token");
+    std::fs::write(&token_path, token).unwrap();
+    let creds: Credentials = format!("token-file:{}", token_path.display())
+        .parse()
+        .unwrap();
+    let src = source(&redirector, "main");
+
+    let head = fetcher.remote_head(&src, &creds);
+    assert!(head.is_err(), "the token reached the other host: {head:?}");
+    let file = fetcher.fetch_file(&src, &creds);
+    assert!(file.is_err(), "objects came from the other host: {file:?}");
+    // Nothing at the other host was fetched past the refusal of credentials.
+    assert!(
+        elsewhere
+            .requests()
+            .iter()
+            .all(|r| !r.contains("git-upload-pack") || r.starts_with("GET")),
+        "{:?}",
+        elsewhere.requests()
+    );
+}
+
 #[test]
 fn a_missing_token_file_names_the_file_and_touches_no_network() {
     let upstream = Upstream::new();

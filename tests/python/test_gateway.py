@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import signal
 import string
 import time
 from typing import Callable
@@ -375,6 +376,23 @@ def test_a_stream_past_the_grace_period_is_cut_off_and_charged(
 def test_gateway_stops_cleanly_on_sigterm(gateway: Gateway) -> None:
     assert gateway.stop() == 0
     assert "ias-gateway stopped" in gateway.log()
+
+
+def test_ctrl_c_writes_the_last_usage_and_gives_back_what_was_held(gateway: Gateway) -> None:
+    gateway.create_org("acme", budget=1_000_000)
+    key = gateway.create_user("acme", "ann@acme.example.com")
+    spent = 0
+    for _ in range(3):
+        completion = ask(gateway.client(key))
+        assert completion.usage is not None
+        spent += completion.usage.total_tokens
+    # While it runs, the governor holds a lease on the budget; Ctrl-C is SIGINT.
+    assert gateway.org_reserved("acme") > 0
+    gateway.process.send_signal(signal.SIGINT)
+    assert gateway.process.wait(10) == 0
+    assert "ias-gateway stopped" in gateway.log()
+    assert gateway.org_reserved("acme") == 0
+    assert gateway.org_used("acme") == spent
 
 
 def test_an_http_upstream_gets_its_own_key_and_its_usage_is_charged(

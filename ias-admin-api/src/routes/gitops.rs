@@ -1,7 +1,6 @@
 //! GitOps per organization: enable, disable, suspend, sync, status, drift, plan.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use ias_core::gitops::manifest;
 use ias_core::gitops::{DriftPolicy, FieldChange, GitopsState, NewGitopsSettings, Plan};
@@ -13,7 +12,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{self, Path, Query};
 use crate::routes::PageQuery;
-use crate::state::AdminApi;
+use crate::state::{AdminApi, body_field};
 
 /// Where an organization's file lives and how it is applied; absent fields take their defaults.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -33,7 +32,7 @@ pub struct EnableGitops {
     pub prune: Option<bool>,
     /// `report` (default) or `heal` out-of-band changes.
     pub drift: Option<DriftPolicy>,
-    /// The largest share of users (percent) one apply may remove (default 20).
+    /// The largest share of users (percent) one apply may remove (default 25).
     #[schema(minimum = 0, maximum = 100)]
     pub max_removal_percent: Option<u8>,
     /// Whether an apply may leave the organization with no user or no org admin (default false).
@@ -44,7 +43,8 @@ pub struct EnableGitops {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanRequest {
-    /// The GitOps file's YAML text; absent or `null`: the file at the ref is fetched.
+    /// The GitOps file's YAML text; absent or `null` (a body of `{}`): the file at
+    /// the ref is fetched.
     pub manifest: Option<String>,
 }
 
@@ -125,8 +125,13 @@ pub async fn enable(
         allow_empty: body.allow_empty.unwrap_or(defaults.allow_empty),
         ..defaults
     };
-    api.check_settings(gitops, &settings)?;
-    Ok(Json(caller.admin.gitops_enable(&org, settings).await?))
+    let check = |settings: &NewGitopsSettings| api.check_settings(gitops, settings);
+    let state = caller
+        .admin
+        .gitops_enable_checked(&org, settings, check)
+        .await
+        .map_err(body_field)?;
+    Ok(Json(state))
 }
 
 /// Disables GitOps for an organization: its fields are managed here again.
@@ -186,17 +191,16 @@ pub async fn drift(caller: Caller, Path(org): Path<String>) -> Result<Json<Drift
 
 /// What applying the file at the ref (or the one sent) would change; changes nothing.
 #[utoipa::path(post, path = "/orgs/{org}/gitops/plan", tag = "gitops",
-    request_body(content = Option<PlanRequest>,
-        description = "a file to plan; no body plans the file at the ref"),
+    request_body(content = PlanRequest,
+        description = "a file to plan; `{}` plans the file at the ref"),
     params(("org" = String, Path, description = "the organization's slug", pattern = "^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")),
     responses((status = 200, description = "the plan", body = PlanView)))]
 pub async fn plan(
     State(api): State<AdminApi>,
     caller: Caller,
     Path(org): Path<String>,
-    body: Bytes,
+    extract::Json(request): extract::Json<PlanRequest>,
 ) -> Result<Json<PlanView>, ApiError> {
-    let request = plan_request(&body)?;
     let state = caller.admin.gitops_status(&org).await?;
     let (text, commit) = match request.manifest {
         Some(text) => (text.into_bytes(), None),
@@ -216,18 +220,4 @@ pub async fn plan(
         commit,
         plan,
     }))
-}
-
-/// The plan request: an empty body is the file at the ref.
-fn plan_request(body: &[u8]) -> Result<PlanRequest, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(PlanRequest::default());
-    }
-    serde_json::from_slice(body).map_err(|err| {
-        ApiError::new(
-            axum::http::StatusCode::BAD_REQUEST,
-            "invalid_body",
-            format!("failed to deserialize the JSON body: {err}"),
-        )
-    })
 }

@@ -20,6 +20,18 @@ pub struct LimitQuery {
     pub key_id: Option<i64>,
 }
 
+/// New rate limits: each replaces what was set; `null` or absent removes it.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewLimits {
+    /// Requests per minute, 1 to 1,000,000,000.
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
+    pub rpm: Option<i64>,
+    /// Tokens per minute, 1 to 1,000,000,000.
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
+    pub tpm: Option<i64>,
+}
+
 /// The limits after a change.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LimitsChange {
@@ -59,16 +71,20 @@ pub async fn get(
 }
 
 /// Replaces the rate limits of an organization, a user or a key; `null` removes one.
-#[utoipa::path(put, path = "/orgs/{org}/rate-limits", tag = "limits", request_body = RateLimits,
+#[utoipa::path(put, path = "/orgs/{org}/rate-limits", tag = "limits", request_body = NewLimits,
     params(("org" = String, Path, description = "the organization's slug", pattern = "^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"), LimitQuery),
     responses((status = 200, description = "the limits now set", body = LimitsChange)))]
 pub async fn set(
     caller: Caller,
     Path(org): Path<String>,
     Query(query): Query<LimitQuery>,
-    extract::Json(limits): extract::Json<RateLimits>,
+    extract::Json(new): extract::Json<NewLimits>,
 ) -> Result<Json<LimitsChange>, ApiError> {
     let target = query.target()?;
+    let limits = RateLimits {
+        rpm: new.rpm,
+        tpm: new.tpm,
+    };
     let changed = caller.admin.set_rate_limits(&org, target, limits).await?;
     Ok(Json(LimitsChange { limits, changed }))
 }

@@ -3,7 +3,7 @@
 use axum::Json;
 use ias_core::{ModelChange, Page};
 use serde::Deserialize;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -43,17 +43,28 @@ pub async fn allow(
     Ok(Json(caller.admin.allow_model(&org, &body.model).await?))
 }
 
-/// Removes a model name or pattern (URL-encoded) from the allowed list.
-#[utoipa::path(delete, path = "/orgs/{org}/models/{model}", tag = "models",
+/// Which pattern to remove.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct DenyModel {
+    /// The name or pattern, as listed (`gpt-4o`, `anthropic/*`); in the query,
+    /// not the path, because a pattern may hold `/`.
+    pub model: String,
+}
+
+/// Removes a model name or pattern from the allowed list.
+#[utoipa::path(delete, path = "/orgs/{org}/models", tag = "models",
     params(
         ("org" = String, Path, description = "the organization's slug", pattern = "^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"),
-        ("model" = String, Path, description = "the name or pattern, URL-encoded"),
+        DenyModel,
     ),
     responses((status = 200, description = "the pattern; `changed` is false when it was not allowed",
         body = ModelChange)))]
 pub async fn deny(
     caller: Caller,
-    Path((org, model)): Path<(String, String)>,
+    Path(org): Path<String>,
+    Query(query): Query<DenyModel>,
 ) -> Result<Json<ModelChange>, ApiError> {
-    Ok(Json(caller.admin.deny_model(&org, &model).await?))
+    Ok(Json(caller.admin.deny_model(&org, &query.model).await?))
 }

@@ -22,7 +22,7 @@ pub struct NewOrg {
     )]
     pub slug: String,
     /// Tokens the whole organization may spend per calendar month.
-    #[schema(example = 10_000_000)]
+    #[schema(example = 10_000_000, minimum = 0, maximum = 1_000_000_000_000_000_i64)]
     pub monthly_token_budget: i64,
     /// The IANA time zone whose calendar months are the budget periods (default `UTC`).
     #[schema(example = "Europe/Paris")]

@@ -21,6 +21,7 @@ pub struct NewUser {
     /// `org_admin` or `member` (`system_admin` for system admins only).
     pub role: Role,
     /// The user's own monthly token limit; absent or `null`: only the org budget applies.
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_000_i64)]
     pub monthly_token_limit: Option<i64>,
 }
 
@@ -31,7 +32,7 @@ pub struct UserPatch {
     /// The user's own monthly token limit; `null` removes it, so only the
     /// org budget applies. Required.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<i64>, required = true)]
+    #[schema(value_type = Option<i64>, required = true, minimum = 0, maximum = 1_000_000_000_000_000_i64)]
     pub monthly_token_limit: Option<Option<i64>>,
 }
 

@@ -31,8 +31,21 @@ impl Admin {
         org_slug: &str,
         new: NewGitopsSettings,
     ) -> Result<GitopsState> {
+        self.gitops_enable_checked(org_slug, new, |_| Ok(())).await
+    }
+
+    /// Enables GitOps like [`Admin::gitops_enable`], and runs `check` on the
+    /// settings once the actor's permission is established: the rules of a
+    /// transport or of a server (the repositories it accepts), which a caller
+    /// without the permission is refused before it learns them.
+    pub async fn gitops_enable_checked(
+        &self,
+        org_slug: &str,
+        new: NewGitopsSettings,
+        check: impl FnOnce(&NewGitopsSettings) -> Result<()>,
+    ) -> Result<GitopsState> {
         let org = self.find_org(org_slug).await?;
-        let settings = settings_for(&org, new)?;
+        let settings = settings_for(&org, new.clone())?;
         let changes = json!({
             "repo_url": settings.repo_url,
             "git_ref": settings.git_ref,
@@ -52,6 +65,7 @@ impl Admin {
             self.require(Permission::GitopsManage, Target::global(), &record)
                 .await?;
         }
+        check(&new)?;
         let at = self.clock.now();
         let enabled = self.store.gitops_enable(&settings, at, &record).await;
         self.applied(&record, enabled).await
@@ -66,6 +80,14 @@ impl Admin {
         let record = self.record("gitops.disable", Some(org.id), org_label(&org), changes);
         self.require(Permission::GitopsManage, Target::org(org.id), &record)
             .await?;
+        if let Some(state) = self.store.gitops_state(org.id).await?
+            && reaches_host(&state.settings)
+        {
+            // A system admin pointed it at the host (file://, credentials): only
+            // one may turn it off, as only one may force a Git-owned field.
+            self.require(Permission::GitopsManage, Target::global(), &record)
+                .await?;
+        }
         let disabled = self.store.gitops_disable(org.id, &record).await;
         self.applied(&record, disabled).await
     }
