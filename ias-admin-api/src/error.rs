@@ -82,7 +82,7 @@ impl ApiError {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
             "missing_api_key",
-            "no API key: send one as `Authorization: Bearer <key>`",
+            "missing API key: send `Authorization: Bearer <ias key>`",
         )
     }
 

@@ -70,7 +70,7 @@ impl AdminApi {
 
     /// Serves GitOps `sync`, `plan` from the repository and `enable`, with
     /// `reconciler` and the `source` it fetches through. Without it those
-    /// answer 503 `gitops_unavailable`; status, drift, disable and planning
+    /// answer 501 `gitops_unavailable`; status, drift, disable and planning
     /// a given file still work.
     pub fn with_gitops(mut self, reconciler: Reconciler, source: Arc<dyn ManifestSource>) -> Self {
         self.gitops = Some(Gitops { reconciler, source });
@@ -125,6 +125,7 @@ pub(crate) fn body_field(err: Error) -> Error {
                 "git url" | "repo" => "repo_url",
                 "git reference" | "ref" => "git_ref",
                 "git path" => "path",
+                "max_removal" => "max_removal_percent",
                 "git credentials" => "credentials",
                 other => other,
             };

@@ -741,6 +741,19 @@ async fn only_a_system_admin_disables_gitops_that_reaches_the_host() {
         )
         .await;
     refused.expect_error(StatusCode::FORBIDDEN, "permission_denied");
+    // Nor may it point the organization elsewhere first, then disable it.
+    let elsewhere = json!({"repo_url": "https://git.example/acme/ias.git"});
+    let repointed = w
+        .call(
+            Some(&w.acme_admin),
+            Method::PUT,
+            "/api/v1/orgs/acme/gitops",
+            Some(elsewhere),
+        )
+        .await;
+    repointed.expect_error(StatusCode::FORBIDDEN, "permission_denied");
+    let state = w.operator.gitops_status("acme").await.unwrap();
+    assert_eq!(state.settings.repo_url, "file:///srv/git/acme.git");
     let disabled = w
         .call(
             Some(&w.root),

@@ -117,15 +117,19 @@ pub struct Forecast {
 impl Forecast {
     /// The forecast at `now` for a counter against `limit` in `period`, from
     /// the scope's usage per local day of the organization's zone `tz`.
+    ///
+    /// `began` is when the scope (the organization, or the user) was created:
+    /// the pace is not averaged over time before it existed.
     pub fn compute(
         now: DateTime<Utc>,
         tz: Tz,
         period: &MonthlyPeriod,
+        began: DateTime<Utc>,
         limit: Option<i64>,
         counter: Counter,
         daily: &[DailyUsage],
     ) -> Forecast {
-        let pace_since = pace_start(now, tz, period);
+        let pace_since = pace_start(now, tz, period).max(began);
         let first_day = pace_since.with_timezone(&tz).format("%Y-%m-%d").to_string();
         let paced: i64 = daily
             .iter()
@@ -244,7 +248,36 @@ mod tests {
         let now = at(now);
         let period = MonthlyPeriod::containing(now, chrono_tz::UTC);
         let counter = Counter { used, reserved: 0 };
-        Forecast::compute(now, chrono_tz::UTC, &period, limit, counter, daily)
+        Forecast::compute(
+            now,
+            chrono_tz::UTC,
+            &period,
+            period.starts_at,
+            limit,
+            counter,
+            daily,
+        )
+    }
+
+    #[test]
+    fn a_new_scope_is_paced_from_its_creation() {
+        // Created at 10:00 on the 20th; 1,000 tokens by 12:00: 12,000 a day, not 1,000 / 6 days.
+        let now = at("2026-06-20T12:00:00Z");
+        let period = MonthlyPeriod::containing(now, chrono_tz::UTC);
+        let counter = Counter {
+            used: 1_000,
+            reserved: 0,
+        };
+        let daily = [DailyUsage {
+            day: "2026-06-20".into(),
+            model: "m".into(),
+            tokens: 1_000,
+            requests: 4,
+        }];
+        let began = at("2026-06-20T10:00:00Z");
+        let f = Forecast::compute(now, chrono_tz::UTC, &period, began, None, counter, &daily);
+        assert_eq!(f.pace_since, began);
+        assert_eq!(f.tokens_per_day, 12_000);
     }
 
     #[test]
@@ -311,7 +344,7 @@ mod tests {
             used: 0,
             reserved: 0,
         };
-        let f = Forecast::compute(now, tz, &period, Some(1), counter, &[]);
+        let f = Forecast::compute(now, tz, &period, period.starts_at, Some(1), counter, &[]);
         assert_eq!(f.pace_since, at("2026-06-08T15:00:00Z"));
     }
 

@@ -32,7 +32,11 @@ impl Admin {
                 (user.monthly_token_limit, counter)
             }
         };
-        let since = pace_start(now, org.timezone, &period);
+        // The pace is not averaged over days before the scope existed.
+        let began = user
+            .as_ref()
+            .map_or(org.created_at, |u| u.created_at.max(org.created_at));
+        let since = pace_start(now, org.timezone, &period).max(began);
         let day = |at: chrono::DateTime<chrono::Utc>| {
             at.with_timezone(&org.timezone)
                 .format("%Y-%m-%d")
@@ -60,6 +64,7 @@ impl Admin {
             now,
             org.timezone,
             &period,
+            began,
             limit,
             counter,
             &daily,

@@ -59,9 +59,11 @@ impl Admin {
         let record = self.record("gitops.enable", Some(org.id), org_label(&org), changes);
         self.require(Permission::GitopsManage, Target::org(org.id), &record)
             .await?;
-        if reaches_host(&settings) {
+        let current = self.store.gitops_state(org.id).await?;
+        let was_host = current.is_some_and(|state| reaches_host(&state.settings));
+        if reaches_host(&settings) || was_host {
             // Credentials name host secrets, and file:// names host paths:
-            // only a system admin may point ias at them.
+            // only a system admin may point ias at them, or away from them.
             self.require(Permission::GitopsManage, Target::global(), &record)
                 .await?;
         }
