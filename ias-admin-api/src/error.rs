@@ -261,18 +261,40 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A rejection's text on one line, lowercase first letter, no final period.
-fn one_line(text: &str) -> String {
+/// A rejection's text on one line, lowercase first letter, no final period,
+/// with Rust's integer type names said in words.
+pub(crate) fn one_line(text: &str) -> String {
     let line: String = text
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
+    let line = plain_types(&line);
     let line = line.trim().trim_end_matches('.');
     let mut chars = line.chars();
     match chars.next() {
         Some(first) => first.to_lowercase().chain(chars).take(300).collect(),
         None => "the request could not be read".to_owned(),
     }
+}
+
+/// `text` with `i64`, `u32`, `u8` (as serde and axum name the expected type) in words.
+fn plain_types(text: &str) -> String {
+    let mut text = text.to_owned();
+    for (rust, words) in [
+        ("i64", "a whole number"),
+        ("u64", "a whole number"),
+        ("u32", "a whole number"),
+        ("u8", "a whole number from 0 to 255"),
+    ] {
+        for (before, after) in [
+            (format!("expected {rust}"), format!("expected {words}")),
+            (format!("to a `{rust}`"), format!("to {words}")),
+            (format!("to a {rust}"), format!("to {words}")),
+        ] {
+            text = text.replace(&before, &after);
+        }
+    }
+    text
 }
 
 /// `text` with control characters escaped and cut to 200 characters, to quote safely.
@@ -344,6 +366,18 @@ mod tests {
             let err = ApiError::from(err);
             assert_eq!((err.status().as_u16(), err.code()), (status, code));
         }
+    }
+
+    #[test]
+    fn rust_type_names_are_said_in_words() {
+        assert_eq!(
+            one_line("invalid type: string \"100\", expected i64 at line 1 column 9"),
+            "invalid type: string \"100\", expected a whole number at line 1 column 9"
+        );
+        assert_eq!(
+            one_line("Cannot parse `abc` to a `i64`"),
+            "cannot parse `abc` to a whole number"
+        );
     }
 
     #[test]

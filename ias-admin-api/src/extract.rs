@@ -37,9 +37,10 @@ where
                 kind(&value)
             )));
         }
-        serde_json::from_value(value)
-            .map(Json)
-            .map_err(|err| invalid_body(format!("failed to deserialize the JSON body: {err}")))
+        serde_json::from_value(value).map(Json).map_err(|err| {
+            let message = format!("failed to deserialize the JSON body: {err}");
+            invalid_body(crate::error::one_line(&message))
+        })
     }
 }
 
