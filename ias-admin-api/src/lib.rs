@@ -31,8 +31,8 @@
 //!
 //! # Limitations
 //!
-//! - An organization's budget and time zone are set when it is created or
-//!   by its GitOps file; there is no endpoint that changes them.
+//! - There is no endpoint that changes a user's role or deletes an
+//!   organization or user.
 //! - The caller's user is read from the store on every call, so the admin
 //!   API costs a store query per request (the inference hot path does not).
 

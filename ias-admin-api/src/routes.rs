@@ -200,7 +200,7 @@ fn openapi_router() -> OpenApiRouter<AdminApi> {
     let api = OpenApiRouter::<AdminApi>::new()
         .routes(routes!(orgs::me))
         .routes(routes!(orgs::list, orgs::create))
-        .routes(routes!(orgs::get))
+        .routes(routes!(orgs::get, orgs::update))
         .routes(routes!(users::list, users::create))
         .routes(routes!(users::get, users::update))
         .routes(routes!(users::reset_password))

@@ -629,7 +629,7 @@ async fn the_openapi_document_describes_every_route_as_served() {
             assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{method} {path}");
         }
     }
-    assert_eq!(operations, 31);
+    assert_eq!(operations, 32);
     assert_eq!(
         doc.body["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
@@ -763,4 +763,72 @@ async fn only_a_system_admin_disables_gitops_that_reaches_the_host() {
         )
         .await;
     assert_eq!(disabled.body, json!({"changed": true}));
+}
+
+#[tokio::test]
+async fn an_org_budget_changes_at_once_and_is_git_owned_in_gitops_mode() {
+    let w = World::new().await;
+    let patch = |who: &common::Person, body: serde_json::Value| {
+        let who = who.clone();
+        let w = &w;
+        async move {
+            w.call(Some(&who), Method::PATCH, "/api/v1/orgs/acme", Some(body))
+                .await
+        }
+    };
+    patch(&w.acme_member, json!({"monthly_token_budget": 10}))
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "permission_denied");
+    patch(&w.globex_admin, json!({"monthly_token_budget": 10}))
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "permission_denied");
+    patch(&w.acme_admin, json!({}))
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_input");
+    patch(&w.acme_admin, json!({"timezone": "Mars/Olympus"}))
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_input");
+
+    // A lower budget refuses the next request, with no reload to wait for.
+    let allowed = w
+        .governor
+        .check(&w.acme_member.key, "gpt-4o", 500)
+        .await
+        .unwrap();
+    assert!(allowed.is_allowed(), "{allowed:?}");
+    let changed = patch(
+        &w.acme_admin,
+        json!({"monthly_token_budget": 100, "timezone": "Europe/Paris"}),
+    )
+    .await;
+    assert_eq!(changed.status, StatusCode::OK, "{:?}", changed.body);
+    assert_eq!(changed.body["monthly_token_budget"], 100);
+    assert_eq!(changed.body["timezone"], "Europe/Paris");
+    let refused = w
+        .governor
+        .check(&w.acme_member.key, "gpt-4o", 500)
+        .await
+        .unwrap();
+    assert!(!refused.is_allowed(), "{refused:?}");
+
+    // In GitOps mode the budget is the file's.
+    *w.source.content.lock().unwrap() = (FILE.to_owned(), COMMIT.to_owned());
+    w.operator
+        .gitops_enable(
+            "acme",
+            NewGitopsSettings::new("https://git.example/acme/ias.git"),
+        )
+        .await
+        .unwrap();
+    let synced = w
+        .post(&w.root, "/api/v1/orgs/acme/gitops/sync", json!(null))
+        .await;
+    assert_eq!(
+        synced.body["status"]["status"], "synced",
+        "{:?}",
+        synced.body
+    );
+    let owned = patch(&w.acme_admin, json!({"monthly_token_budget": 5})).await;
+    owned.expect_error(StatusCode::CONFLICT, "gitops_managed");
+    assert_eq!(owned.body["error"]["details"]["commit"], COMMIT);
 }

@@ -1,4 +1,4 @@
-//! `ias-admin org`: create, list and show organizations.
+//! `ias-admin org`: create, list, show organizations and change their budgets.
 
 use clap::{Args, Subcommand};
 use ias_core::page::MAX_PAGE_LIMIT;
@@ -20,6 +20,22 @@ pub enum OrgCommand {
     List(ListArgs),
     /// Show one organization and its allowed models
     Show(ShowArgs),
+    /// Change an organization's monthly token budget or time zone
+    SetBudget(SetBudgetArgs),
+}
+
+/// Arguments of `org set-budget`.
+#[derive(Debug, Args)]
+pub struct SetBudgetArgs {
+    /// The organization's slug
+    #[arg(long)]
+    org: String,
+    /// Tokens the whole organization may spend per calendar month, from now on
+    #[arg(long, value_name = "TOKENS", allow_hyphen_values = true)]
+    monthly_token_budget: Option<String>,
+    /// IANA time zone whose calendar months are the budget periods
+    #[arg(long)]
+    timezone: Option<String>,
 }
 
 /// Arguments of `org create`.
@@ -66,7 +82,27 @@ pub async fn run(command: OrgCommand, ctx: &Context) -> CliResult<Report> {
         OrgCommand::Create(args) => create(args, ctx).await,
         OrgCommand::List(args) => list(args, ctx).await,
         OrgCommand::Show(args) => show(args, ctx).await,
+        OrgCommand::SetBudget(args) => set_budget(args, ctx).await,
     }
+}
+
+async fn set_budget(args: SetBudgetArgs, ctx: &Context) -> CliResult<Report> {
+    let budget = args
+        .monthly_token_budget
+        .as_deref()
+        .map(|value| values::tokens("monthly_token_budget", value))
+        .transpose()?;
+    let admin = ctx.admin().await?;
+    let org = admin
+        .set_org_budget(&args.org, budget, args.timezone.as_deref())
+        .await?;
+    let text = format!(
+        "organization `{}`: {} tokens per month, months in {}",
+        org.slug,
+        org.monthly_token_budget,
+        org.timezone.name()
+    );
+    Report::new(text, &org)
 }
 
 async fn create(args: CreateArgs, ctx: &Context) -> CliResult<Report> {

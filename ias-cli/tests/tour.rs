@@ -188,6 +188,28 @@ fn set_limit_none_leaves_only_the_org_budget() {
 }
 
 #[test]
+fn set_budget_changes_what_the_org_may_spend_at_once() {
+    let (db, secret) = Db::with_team();
+    let (run, _) = db.authorize(&secret, "gpt-4o-mini", "400");
+    assert_eq!(run.code, 0, "{run:?}");
+    let org = db.json(&[
+        "org",
+        "set-budget",
+        "--org",
+        "team-alpha",
+        "--monthly-token-budget",
+        "300",
+        "--timezone",
+        "Asia/Tokyo",
+    ]);
+    assert_eq!(org["monthly_token_budget"], 300);
+    assert_eq!(org["timezone"], "Asia/Tokyo");
+    let (run, denied) = db.authorize(&secret, "gpt-4o-mini", "400");
+    assert_eq!(run.code, 3, "{run:?}");
+    assert_eq!(denied["reason"], "org_budget_exhausted");
+}
+
+#[test]
 fn usage_show_has_period_org_users_and_models() {
     let (db, _) = Db::with_team();
     let usage = db.json(&["usage", "show", "--org", "team-alpha"]);

@@ -184,6 +184,61 @@ impl Admin {
         }))
     }
 
+    /// Changes an organization's monthly token budget, its time zone, or
+    /// both; `None` keeps a field as it is. Needs `org.update` on it.
+    ///
+    /// Both fields are Git-owned while the organization is in GitOps mode.
+    /// A new budget applies to the current period at once (a lower one can
+    /// refuse the next request); a new time zone moves the period's bounds.
+    pub async fn set_org_budget(
+        &self,
+        org_slug: &str,
+        budget: Option<i64>,
+        timezone: Option<&str>,
+    ) -> Result<Organization> {
+        let budget = budget
+            .map(|b| validate::token_amount("monthly_token_budget", b))
+            .transpose()?;
+        let timezone = timezone.map(validate::timezone).transpose()?;
+        if budget.is_none() && timezone.is_none() {
+            return Err(Error::invalid(
+                "monthly_token_budget",
+                "(missing)",
+                "give a new budget, a new time zone, or both",
+            ));
+        }
+        let org = self.find_org(org_slug).await?;
+        let new_budget = budget.unwrap_or(org.monthly_token_budget);
+        let new_timezone = timezone.unwrap_or(org.timezone);
+        let mut changes = serde_json::Map::new();
+        if new_budget != org.monthly_token_budget {
+            let change =
+                serde_json::json!({ "before": org.monthly_token_budget, "after": new_budget });
+            changes.insert("monthly_token_budget".to_owned(), change);
+        }
+        if new_timezone != org.timezone {
+            let change =
+                serde_json::json!({ "before": org.timezone.name(), "after": new_timezone.name() });
+            changes.insert("timezone".to_owned(), change);
+        }
+        let changes = serde_json::Value::Object(changes);
+        let mut record = self.record("org.update", Some(org.id), org_label(&org), changes);
+        self.require(Permission::OrgUpdate, Target::org(org.id), &record)
+            .await?;
+        let forced = self
+            .ensure_not_git_owned(org.id, org.managed_by, "organization", &org.slug)
+            .await?;
+        gitops::mark_break_glass(&mut record, forced.as_ref());
+        let updated = self
+            .store
+            .set_org_budget(org.id, new_budget, new_timezone, &record)
+            .await;
+        let updated = self.applied(&record, updated).await?;
+        let what = format!("the budget of `{}`", org.slug);
+        self.note_break_glass(forced, &what).await;
+        Ok(updated)
+    }
+
     /// Creates a user in an organization.
     pub async fn create_user(
         &self,

@@ -73,7 +73,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::audit::{Actor, GENESIS_HASH, Source, chain_hash};
+use crate::audit::{Actor, AuditFilter, GENESIS_HASH, Source, chain_hash};
 use crate::budget::LimitScope;
 use crate::domain::{KeyId, OrgId, Role, UserId};
 use crate::error::Error;
@@ -98,6 +98,7 @@ macro_rules! conformance_suite {
             a_failed_write_leaves_no_trace,
             users_have_unique_normalised_emails,
             user_limits_can_be_set_and_cleared,
+            org_budgets_and_time_zones_can_be_changed,
             keys_are_loaded_for_the_cache_by_id,
             revoking_is_recorded_once,
             allowing_models_is_idempotent,
@@ -389,6 +390,63 @@ pub async fn user_limits_can_be_set_and_cleared(store: Arc<dyn Store>) {
     assert_eq!(user.monthly_token_limit, None);
     let state = store.budget_state(f.org, f.user, PERIOD).await.unwrap();
     assert_eq!(state.user_limit, None);
+}
+
+/// An organization's budget and time zone change, audited, and its counters
+/// see the new budget at once.
+pub async fn org_budgets_and_time_zones_can_be_changed(store: Arc<dyn Store>) {
+    let f = fixture(&store, 100, None).await;
+    let admin = admin(&store);
+    let org = admin.set_org_budget("acme", Some(250), None).await.unwrap();
+    assert_eq!(org.monthly_token_budget, 250);
+    let state = store.budget_state(f.org, f.user, PERIOD).await.unwrap();
+    assert_eq!(state.org_limit, 250);
+    let org = admin
+        .set_org_budget("acme", None, Some("Asia/Tokyo"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (org.monthly_token_budget, org.timezone.name()),
+        (250, "Asia/Tokyo")
+    );
+    let stored = store.org_by_slug("acme").await.unwrap().unwrap();
+    assert_eq!(stored, org);
+
+    let err = admin
+        .set_org_budget("acme", Some(-1), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidInput {
+                field: "monthly_token_budget",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = admin.set_org_budget("acme", None, None).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidInput { .. }), "{err:?}");
+    let err = admin
+        .set_org_budget("nope", Some(5), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
+
+    let filter = AuditFilter {
+        action: Some("org.update".into()),
+        ..AuditFilter::default()
+    };
+    let entries = store
+        .search_audit(Some(f.org), &filter, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(
+        entries[1].record.changes,
+        serde_json::json!({"monthly_token_budget": {"before": 100, "after": 250}})
+    );
 }
 
 /// The cache loads keys by id, with their hash and their own rate limits.

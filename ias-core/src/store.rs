@@ -55,6 +55,17 @@ pub trait OrgStore: Send + Sync {
     /// Up to `limit` organizations with ids above `after`, by id.
     async fn list_orgs(&self, after: Option<OrgId>, limit: u32) -> Result<Vec<Organization>>;
 
+    /// Sets an organization's monthly token budget and time zone, with the
+    /// audit record, in one transaction; [`Error::NotFound`] if it does not
+    /// exist. Governors learn of it through the change feed.
+    async fn set_org_budget(
+        &self,
+        org: OrgId,
+        monthly_token_budget: i64,
+        timezone: chrono_tz::Tz,
+        audit: &AuditRecord,
+    ) -> Result<Organization>;
+
     /// Adds (`allowed`) or removes an allowed-model pattern, already normalised.
     ///
     /// Idempotent: returns `false` and writes nothing, not even the audit

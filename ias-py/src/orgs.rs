@@ -59,6 +59,18 @@ async fn create_org(
     Ok(org.into())
 }
 
+async fn set_org_budget(
+    admin: Admin,
+    slug: String,
+    budget: Option<i64>,
+    timezone: Option<String>,
+) -> Result<Organization> {
+    let org = admin
+        .set_org_budget(&slug, budget, timezone.as_deref())
+        .await?;
+    Ok(org.into())
+}
+
 async fn org(admin: Admin, slug: String) -> Result<Organization> {
     Ok(admin.org(&slug).await?.into())
 }
@@ -71,6 +83,38 @@ async fn list_orgs(admin: Admin, limit: i64, after: Option<String>) -> Result<Pa
 
 #[pymethods]
 impl Governor {
+    /// Changes an organization's monthly token budget, its time zone, or both.
+    #[pyo3(
+        signature = (slug, *, monthly_token_budget = None, timezone = None),
+        text_signature = "($self, slug, *, monthly_token_budget=None, timezone=None)"
+    )]
+    fn set_org_budget(
+        &self,
+        py: Python<'_>,
+        slug: String,
+        monthly_token_budget: Option<i64>,
+        timezone: Option<String>,
+    ) -> PyResult<Organization> {
+        let change = set_org_budget(self.admin()?, slug, monthly_token_budget, timezone);
+        block_on(py, change)
+    }
+
+    /// `set_org_budget` as an awaitable.
+    #[pyo3(
+        signature = (slug, *, monthly_token_budget = None, timezone = None),
+        text_signature = "($self, slug, *, monthly_token_budget=None, timezone=None)"
+    )]
+    fn set_org_budget_async<'py>(
+        &self,
+        py: Python<'py>,
+        slug: String,
+        monthly_token_budget: Option<i64>,
+        timezone: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let change = set_org_budget(self.admin()?, slug, monthly_token_budget, timezone);
+        awaitable(py, change)
+    }
+
     /// Creates an organization with a monthly token budget.
     #[pyo3(
         signature = (slug, monthly_token_budget, timezone = String::from("UTC")),

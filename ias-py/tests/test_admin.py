@@ -20,6 +20,19 @@ def test_orgs(governor: ias.Governor, team: Team) -> None:
     assert [o.slug for o in governor.list_orgs()] == [ORG, "team-beta"]
 
 
+def test_set_org_budget(governor: ias.Governor, team: Team) -> None:
+    assert governor.authorize(team.key, MODEL, 500).allowed
+    org = governor.set_org_budget(ORG, monthly_token_budget=100, timezone="Asia/Tokyo")
+    assert (org.monthly_token_budget, org.timezone) == (100, "Asia/Tokyo")
+    assert governor.org(ORG).monthly_token_budget == 100
+    # The lower budget refuses the next request at once.
+    assert not governor.check(team.key, MODEL, 500).allowed
+    with pytest.raises(ias.InvalidInputError):
+        governor.set_org_budget(ORG)
+    with pytest.raises(ias.PermissionDeniedError):
+        governor.acting_as(MEMBER).set_org_budget(ORG, monthly_token_budget=10**9)
+
+
 def test_users(governor: ias.Governor, team: Team) -> None:
     bob = governor.user("  BOB@example.com ")
     assert (bob.email, bob.role, bob.monthly_token_limit) == (MEMBER, "member", MEMBER_LIMIT)

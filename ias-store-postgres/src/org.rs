@@ -85,6 +85,33 @@ impl OrgStore for PostgresStore {
         all(&mut *self.conn().await?, query, |row| rows::org(row, 0)).await
     }
 
+    async fn set_org_budget(
+        &self,
+        org: OrgId,
+        monthly_token_budget: i64,
+        timezone: chrono_tz::Tz,
+        record: &AuditRecord,
+    ) -> Result<Organization> {
+        let mut tx = self.begin().await?;
+        let change = sqlx::query(
+            "UPDATE organizations SET monthly_token_budget = $2, timezone = $3, updated_at = $4
+             WHERE id = $1",
+        )
+        .bind(org.0)
+        .bind(monthly_token_budget)
+        .bind(timezone.name())
+        .bind(millis(record.at));
+        if execute(&mut tx, change).await? == 0 {
+            return Err(Error::not_found("organization", org.to_string()));
+        }
+        audit::append(&mut tx, record, Some(org.0)).await?;
+        let updated = by_id(&mut tx, org)
+            .await?
+            .ok_or_else(|| Error::not_found("organization", org.to_string()))?;
+        commit(tx).await?;
+        Ok(updated)
+    }
+
     async fn set_model_allowed(
         &self,
         org: OrgId,

@@ -71,6 +71,39 @@ impl OrgStore for SqliteStore {
         .await
     }
 
+    async fn set_org_budget(
+        &self,
+        org: OrgId,
+        monthly_token_budget: i64,
+        timezone: chrono_tz::Tz,
+        record: &AuditRecord,
+    ) -> Result<Organization> {
+        let record = record.clone();
+        self.run(move |conn| {
+            write(conn, |tx| {
+                let changed = tx
+                    .execute(
+                        "UPDATE organizations
+                         SET monthly_token_budget = ?2, timezone = ?3, updated_at = ?4
+                         WHERE id = ?1",
+                        params![
+                            org.0,
+                            monthly_token_budget,
+                            timezone.name(),
+                            millis(record.at)
+                        ],
+                    )
+                    .map_err(from_sqlite)?;
+                if changed == 0 {
+                    return Err(Error::not_found("organization", org.to_string()));
+                }
+                audit::append(tx, &record, Some(org.0)).map_err(from_sqlite)?;
+                by_id(tx, org)?.ok_or_else(|| Error::not_found("organization", org.to_string()))
+            })
+        })
+        .await
+    }
+
     async fn set_model_allowed(
         &self,
         org: OrgId,

@@ -29,6 +29,18 @@ pub struct NewOrg {
     pub timezone: Option<String>,
 }
 
+/// A change to an organization; absent fields stay as they are.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrgPatch {
+    /// Tokens the whole organization may spend per calendar month, from now on.
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_000_i64)]
+    pub monthly_token_budget: Option<i64>,
+    /// The IANA time zone whose calendar months are the budget periods.
+    #[schema(example = "Europe/Paris")]
+    pub timezone: Option<String>,
+}
+
 /// The caller's own user.
 #[utoipa::path(get, path = "/me", tag = "organizations",
     responses((status = 200, description = "the user whose key was sent", body = User)))]
@@ -67,4 +79,21 @@ pub async fn create(
     responses((status = 200, description = "the organization", body = Organization)))]
 pub async fn get(caller: Caller, Path(org): Path<String>) -> Result<Json<Organization>, ApiError> {
     Ok(Json(caller.admin.org(&org).await?))
+}
+
+/// Changes an organization's monthly budget or time zone (`org.update`: its
+/// org admins and system admins); 409 `gitops_managed` in GitOps mode.
+#[utoipa::path(patch, path = "/orgs/{org}", tag = "organizations", request_body = OrgPatch,
+    params(("org" = String, Path, description = "the organization's slug", pattern = "^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")),
+    responses((status = 200, description = "the organization as changed", body = Organization)))]
+pub async fn update(
+    caller: Caller,
+    Path(org): Path<String>,
+    extract::Json(patch): extract::Json<OrgPatch>,
+) -> Result<Json<Organization>, ApiError> {
+    let org = caller
+        .admin
+        .set_org_budget(&org, patch.monthly_token_budget, patch.timezone.as_deref())
+        .await?;
+    Ok(Json(org))
 }

@@ -274,6 +274,13 @@ class Governor:
     def create_org_async(
         self, slug: str, monthly_token_budget: int, timezone: str = "UTC"
     ) -> Awaitable[Organization]: ...
+    def set_org_budget(
+        self, slug: str, *, monthly_token_budget: int | None = None, timezone: str | None = None
+    ) -> Organization:
+        """Changes an organization's monthly token budget, its time zone, or both."""
+    def set_org_budget_async(
+        self, slug: str, *, monthly_token_budget: int | None = None, timezone: str | None = None
+    ) -> Awaitable[Organization]: ...
     def org(self, slug: str) -> Organization:
         """The organization with this slug."""
     def org_async(self, slug: str) -> Awaitable[Organization]: ...
