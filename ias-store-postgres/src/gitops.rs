@@ -508,14 +508,11 @@ async fn apply_op(
             monthly_tokens,
             timezone,
         } => {
-            let query = sqlx::query(
-                "UPDATE organizations SET monthly_token_budget = $2, timezone = $3, updated_at = $4
-                 WHERE id = $1",
-            )
-            .bind(org.0)
-            .bind(monthly_tokens)
-            .bind(timezone.name())
-            .bind(at);
+            let query = sqlx::query(crate::org::SET_BUDGET)
+                .bind(org.0)
+                .bind(monthly_tokens)
+                .bind(timezone.name())
+                .bind(at);
             execute(conn, query).await?;
         }
         ApplyOp::SetOrgRateLimits { limits } => {

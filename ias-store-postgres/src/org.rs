@@ -19,6 +19,10 @@ pub fn by_slug_sql() -> String {
     format!("SELECT {ORG_COLUMNS} FROM organizations o WHERE o.slug = $1")
 }
 
+/// Sets organization `$1`'s budget (`$2`), time zone (`$3`) and update time (`$4`).
+pub(crate) const SET_BUDGET: &str = "UPDATE organizations
+     SET monthly_token_budget = $2, timezone = $3, updated_at = $4 WHERE id = $1";
+
 /// A page of organizations: ids above `$1`, at most `$2`.
 pub fn list_sql() -> String {
     format!("SELECT {ORG_COLUMNS} FROM organizations o WHERE o.id > $1 ORDER BY o.id LIMIT $2")
@@ -93,14 +97,11 @@ impl OrgStore for PostgresStore {
         record: &AuditRecord,
     ) -> Result<Organization> {
         let mut tx = self.begin().await?;
-        let change = sqlx::query(
-            "UPDATE organizations SET monthly_token_budget = $2, timezone = $3, updated_at = $4
-             WHERE id = $1",
-        )
-        .bind(org.0)
-        .bind(monthly_token_budget)
-        .bind(timezone.name())
-        .bind(millis(record.at));
+        let change = sqlx::query(SET_BUDGET)
+            .bind(org.0)
+            .bind(monthly_token_budget)
+            .bind(timezone.name())
+            .bind(millis(record.at));
         if execute(&mut tx, change).await? == 0 {
             return Err(Error::not_found("organization", org.to_string()));
         }

@@ -435,8 +435,7 @@ fn apply_op(tx: &Transaction<'_>, org: OrgId, op: &ApplyOp, at: i64) -> Result<(
             timezone,
         } => {
             tx.execute(
-                "UPDATE organizations SET monthly_token_budget = ?2, timezone = ?3, updated_at = ?4
-                 WHERE id = ?1",
+                crate::org::SET_BUDGET,
                 params![org.0, monthly_tokens, timezone.name(), at],
             )
             .map_err(from_sqlite)?;

@@ -9,6 +9,10 @@ use crate::error::{from_sqlite, unique_or};
 use crate::rows::{self, ORG_COLUMNS, millis};
 use crate::store::{SqliteStore, write};
 
+/// Sets organization `?1`'s budget (`?2`), time zone (`?3`) and update time (`?4`).
+pub(crate) const SET_BUDGET: &str = "UPDATE organizations
+     SET monthly_token_budget = ?2, timezone = ?3, updated_at = ?4 WHERE id = ?1";
+
 pub(crate) fn by_id(conn: &Connection, id: OrgId) -> Result<Option<Organization>> {
     let sql = format!("SELECT {ORG_COLUMNS} FROM organizations o WHERE o.id = ?1");
     conn.query_row(&sql, [id.0], |row| rows::org(row, 0))
@@ -83,9 +87,7 @@ impl OrgStore for SqliteStore {
             write(conn, |tx| {
                 let changed = tx
                     .execute(
-                        "UPDATE organizations
-                         SET monthly_token_budget = ?2, timezone = ?3, updated_at = ?4
-                         WHERE id = ?1",
+                        SET_BUDGET,
                         params![
                             org.0,
                             monthly_token_budget,
