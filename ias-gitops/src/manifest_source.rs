@@ -60,12 +60,29 @@ impl GitManifestSource {
         (at.elapsed() < HEAD_REUSE).then(|| head.clone())
     }
 
+    /// Asks the remote for the settings' head, and remembers it for a moment.
+    async fn ask_head(&self, settings: &GitopsSettings) -> ias_core::Result<String> {
+        let (source, credentials) = parts(settings)?;
+        let head = self.fetcher.remote_head(&source, &credentials).await?;
+        self.remember_head(head_key(settings), &head);
+        Ok(head)
+    }
+
     fn remember_head(&self, key: HeadKey, head: &str) {
         if let Ok(mut heads) = self.heads.lock() {
             heads.retain(|_, (at, _)| at.elapsed() < HEAD_REUSE);
             heads.insert(key, (Instant::now(), head.to_owned()));
         }
     }
+}
+
+/// What a remembered head is filed under.
+fn head_key(settings: &GitopsSettings) -> HeadKey {
+    (
+        settings.repo_url.clone(),
+        settings.git_ref.clone(),
+        settings.credentials.clone().unwrap_or_default(),
+    )
 }
 
 /// The transport's view of an organization's settings.
@@ -91,18 +108,14 @@ pub fn check_settings(settings: &NewGitopsSettings) -> ias_core::Result<()> {
 #[async_trait]
 impl ManifestSource for GitManifestSource {
     async fn head(&self, settings: &GitopsSettings) -> ias_core::Result<String> {
-        let key = (
-            settings.repo_url.clone(),
-            settings.git_ref.clone(),
-            settings.credentials.clone().unwrap_or_default(),
-        );
-        if let Some(head) = self.reused_head(&key) {
-            return Ok(head);
+        match self.reused_head(&head_key(settings)) {
+            Some(head) => Ok(head),
+            None => self.ask_head(settings).await,
         }
-        let (source, credentials) = parts(settings)?;
-        let head = self.fetcher.remote_head(&source, &credentials).await?;
-        self.remember_head(key, &head);
-        Ok(head)
+    }
+
+    async fn fresh_head(&self, settings: &GitopsSettings) -> ias_core::Result<String> {
+        self.ask_head(settings).await
     }
 
     async fn fetch(&self, settings: &GitopsSettings) -> ias_core::Result<FetchedFile> {

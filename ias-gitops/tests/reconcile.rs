@@ -861,6 +861,20 @@ async fn a_force_pushed_branch_is_applied(transport: Transport) {
     );
 }
 
+/// An explicit sync right after a push applies the new commit: it asks the
+/// remote afresh, whatever head the same reconciler saw a moment ago.
+async fn a_sync_right_after_a_push_applies_it(transport: Transport) {
+    let s = Setup::new(transport).await;
+    s.enable(s.settings()).await;
+    let org = s.admin.org("acme").await.unwrap();
+    let reconciler = s.reconciler("replica-a");
+    let first = s.remote.push(&Declared::team());
+    assert_applied(&reconciler.sync_org(org.id).await.unwrap(), &first);
+    let pushed = Declared::team().with_user("bob@acme.io", |u| u.limit = Some(5_000));
+    let second = s.remote.push(&pushed);
+    assert_applied(&reconciler.sync_org(org.id).await.unwrap(), &second);
+}
+
 /// A ref pinned to a commit, and a tag, stay where they point while the
 /// branch moves on.
 async fn a_pinned_commit_and_a_tag_stay_put(transport: Transport) {
@@ -1006,6 +1020,7 @@ over_file_and_http!(
     letter_case_is_no_change,
     users_created_before_enable_are_never_pruned,
     a_force_pushed_branch_is_applied,
+    a_sync_right_after_a_push_applies_it,
     a_pinned_commit_and_a_tag_stay_put,
     a_restart_with_an_unchanged_file_changes_nothing,
     drift_in_a_clean_org_is_found_on_the_next_cycle,

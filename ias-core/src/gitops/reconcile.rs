@@ -78,7 +78,16 @@ pub struct FetchedFile {
 #[async_trait]
 pub trait ManifestSource: Send + Sync {
     /// The commit the settings' ref points at now, without reading the file.
+    ///
+    /// A source may answer from a head it asked for a moment ago (several
+    /// organizations often share one repository within a cycle).
     async fn head(&self, settings: &GitopsSettings) -> Result<String>;
+
+    /// Like [`ManifestSource::head`], asking the remote whatever it saw a
+    /// moment ago: for an explicit sync, right after a push.
+    async fn fresh_head(&self, settings: &GitopsSettings) -> Result<String> {
+        self.head(settings).await
+    }
 
     /// The settings' file at the ref's commit.
     async fn fetch(&self, settings: &GitopsSettings) -> Result<FetchedFile>;
@@ -390,6 +399,7 @@ impl Reconciler {
         let attempt = Attempt {
             reconciler: self,
             now,
+            fresh: force,
         };
         let (status, ended) = attempt.run(&state).instrument(span).await;
         let outcome = OrgOutcome {
@@ -465,13 +475,20 @@ enum Ended {
 struct Attempt<'a> {
     reconciler: &'a Reconciler,
     now: DateTime<Utc>,
+    /// An explicit sync: the remote is asked for its head afresh.
+    fresh: bool,
 }
 
 impl Attempt<'_> {
     async fn run(&self, state: &GitopsState) -> (GitopsStatus, Ended) {
         let mut status = state.status.clone();
         status.last_attempt_at = Some(self.now);
-        let head = match self.reconciler.source.head(&state.settings).await {
+        let source = &self.reconciler.source;
+        let head = match self.fresh {
+            true => source.fresh_head(&state.settings).await,
+            false => source.head(&state.settings).await,
+        };
+        let head = match head {
             Ok(head) => head,
             Err(err) => {
                 return (
