@@ -655,7 +655,6 @@ impl Governor {
         })
     }
 
-    /// The cached key `key` with its user and org; `None` if malformed or unknown.
     /// The key's entries if it is usable now, or why it is refused (unknown,
     /// expired, revoked) before anything else is looked at.
     async fn usable_key(&self, key: &str) -> Result<Result<Found, DenyReason>> {
@@ -668,6 +667,7 @@ impl Governor {
         })
     }
 
+    /// The cached key `key` with its user and org; `None` if malformed or unknown.
     async fn find_key(&self, key: &str) -> Result<Option<Found>> {
         if !key::is_well_formed(key) {
             return Ok(None);
