@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use ias_core::audit::{Actor, Source};
-use ias_core::gitops::{ManifestSource, NewGitopsSettings, Reconciler};
+use ias_core::gitops::{NewGitopsSettings, Reconciler};
 use ias_core::{Admin, Error, Governor, GrantCache, Result, Store};
 
 /// The admin API's state: build it once and pass it to [`crate::router`].
@@ -11,25 +11,18 @@ use ias_core::{Admin, Error, Governor, GrantCache, Result, Store};
 pub struct AdminApi {
     governor: Governor,
     grants: Arc<GrantCache>,
-    gitops: Option<Gitops>,
+    reconciler: Option<Reconciler>,
     allowed_repos: Option<Arc<[String]>>,
-}
-
-/// The reconciler and the file source, for sync, plan and enable.
-#[derive(Clone)]
-pub(crate) struct Gitops {
-    pub reconciler: Reconciler,
-    pub source: Arc<dyn ManifestSource>,
 }
 
 impl AdminApi {
     /// Refuses settings the source cannot fetch, or a repository outside the allowed prefixes.
     pub(crate) fn check_settings(
         &self,
-        gitops: &Gitops,
+        reconciler: &Reconciler,
         settings: &NewGitopsSettings,
     ) -> Result<()> {
-        gitops.source.check(settings).map_err(body_field)?;
+        reconciler.source().check(settings).map_err(body_field)?;
         let Some(prefixes) = &self.allowed_repos else {
             return Ok(());
         };
@@ -63,17 +56,17 @@ impl AdminApi {
         AdminApi {
             governor,
             grants: Arc::new(GrantCache::default()),
-            gitops: None,
+            reconciler: None,
             allowed_repos: None,
         }
     }
 
     /// Serves GitOps `sync`, `plan` from the repository and `enable`, with
-    /// `reconciler` and the `source` it fetches through. Without it those
+    /// `reconciler`, fetching through its source. Without it those
     /// answer 501 `gitops_unavailable`; status, drift, disable and planning
     /// a given file still work.
-    pub fn with_gitops(mut self, reconciler: Reconciler, source: Arc<dyn ManifestSource>) -> Self {
-        self.gitops = Some(Gitops { reconciler, source });
+    pub fn with_gitops(mut self, reconciler: Reconciler) -> Self {
+        self.reconciler = Some(reconciler);
         self
     }
 
@@ -96,8 +89,8 @@ impl AdminApi {
         self.governor.store()
     }
 
-    pub(crate) fn gitops(&self) -> Option<&Gitops> {
-        self.gitops.as_ref()
+    pub(crate) fn reconciler(&self) -> Option<&Reconciler> {
+        self.reconciler.as_ref()
     }
 
     /// Admin operations by `actor`, audited with source `api`.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::serve::ListenerExt;
 use ias_admin_api::AdminApi;
 use ias_core::Governor;
-use ias_core::gitops::{ManifestSource, Reconciler, ReconcilerConfig};
+use ias_core::gitops::{Reconciler, ReconcilerConfig};
 use ias_gitops::GitManifestSource;
 use ias_tower::Drain;
 use tokio::net::TcpListener;
@@ -127,8 +127,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let mut admin = AdminApi::new(governor.clone());
     let reconciler = match config.gitops_interval {
         Some(secs) => {
-            let (reconciler, source) = reconciler(store, &governor, secs)?;
-            admin = admin.with_gitops(reconciler.clone(), source);
+            let reconciler = reconciler(store, &governor, secs)?;
+            admin = admin.with_gitops(reconciler.clone());
             Some(spawn_reconciler(reconciler))
         }
         None => None,
@@ -220,22 +220,21 @@ async fn serve(
 /// governor after an apply. Returns the stop switch and the task.
 type Stoppable = (watch::Sender<bool>, tokio::task::JoinHandle<()>);
 
-/// The GitOps reconciler over `store`, and the Git source it fetches through.
+/// The GitOps reconciler over `store`, fetching from Git.
 fn reconciler(
     store: Arc<dyn ias_core::Store>,
     governor: &Governor,
     secs: u64,
-) -> Result<(Reconciler, Arc<dyn ManifestSource>), StartError> {
+) -> Result<Reconciler, StartError> {
     let cache = GitManifestSource::default_cache_dir();
-    let source: Arc<dyn ManifestSource> =
-        Arc::new(GitManifestSource::new(&cache).map_err(StartError::Store)?);
+    let source = Arc::new(GitManifestSource::new(&cache).map_err(StartError::Store)?);
     let config = ReconcilerConfig {
         interval: std::time::Duration::from_secs(secs),
         ..ReconcilerConfig::default()
     };
-    let reconciler = Reconciler::new(store, source.clone(), config).with_governor(governor.clone());
+    let reconciler = Reconciler::new(store, source, config).with_governor(governor.clone());
     info!(interval_secs = secs, cache = %cache.display(), "GitOps reconciler running");
-    Ok((reconciler, source))
+    Ok(reconciler)
 }
 
 /// Runs `reconciler`'s cycles until the returned sender says stop.

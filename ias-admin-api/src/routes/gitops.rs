@@ -109,8 +109,8 @@ pub async fn enable(
     Path(org): Path<String>,
     extract::Json(body): extract::Json<EnableGitops>,
 ) -> Result<Json<GitopsState>, ApiError> {
-    let gitops = api
-        .gitops()
+    let reconciler = api
+        .reconciler()
         .ok_or_else(|| ApiError::gitops_unavailable("enabling GitOps"))?;
     let defaults = NewGitopsSettings::new(body.repo_url);
     let settings = NewGitopsSettings {
@@ -125,7 +125,7 @@ pub async fn enable(
         allow_empty: body.allow_empty.unwrap_or(defaults.allow_empty),
         ..defaults
     };
-    let check = |settings: &NewGitopsSettings| api.check_settings(gitops, settings);
+    let check = |settings: &NewGitopsSettings| api.check_settings(reconciler, settings);
     let state = caller
         .admin
         .gitops_enable_checked(&org, settings, check)
@@ -172,12 +172,10 @@ pub async fn sync(
     caller: Caller,
     Path(org): Path<String>,
 ) -> Result<Json<GitopsState>, ApiError> {
-    let gitops = api
-        .gitops()
+    let reconciler = api
+        .reconciler()
         .ok_or_else(|| ApiError::gitops_unavailable("a sync"))?;
-    Ok(Json(
-        caller.admin.gitops_sync(&org, &gitops.reconciler).await?,
-    ))
+    Ok(Json(caller.admin.gitops_sync(&org, reconciler).await?))
 }
 
 /// Out-of-band changes to Git-owned fields since the last apply.
@@ -205,10 +203,10 @@ pub async fn plan(
     let (text, commit) = match request.manifest {
         Some(text) => (text.into_bytes(), None),
         None => {
-            let gitops = api
-                .gitops()
+            let reconciler = api
+                .reconciler()
                 .ok_or_else(|| ApiError::gitops_unavailable("planning the file at the ref"))?;
-            let file = gitops.source.fetch(&state.settings).await?;
+            let file = reconciler.source().fetch(&state.settings).await?;
             (file.content, Some(file.commit))
         }
     };

@@ -132,8 +132,7 @@ impl World {
         let reconciler =
             Reconciler::new(store.clone(), source.clone(), ReconcilerConfig::default())
                 .with_governor(governor.clone());
-        let api =
-            configure(AdminApi::new(governor.clone()).with_gitops(reconciler, source.clone()));
+        let api = configure(AdminApi::new(governor.clone()).with_gitops(reconciler));
         World {
             store,
             governor,

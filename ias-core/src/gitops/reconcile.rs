@@ -202,6 +202,11 @@ impl Reconciler {
         }
     }
 
+    /// The source the reconciler fetches files through.
+    pub fn source(&self) -> &Arc<dyn ManifestSource> {
+        &self.source
+    }
+
     /// Uses `clock` instead of the system clock.
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.admin = self.admin.with_clock(clock.clone());
