@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use ias_core::error::printable;
 use ias_core::{DenyReason, Error};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -295,20 +296,6 @@ fn plain_types(text: &str) -> String {
         }
     }
     text
-}
-
-/// `text` with control characters escaped and cut to 200 characters, to quote safely.
-fn printable(text: &str) -> String {
-    text.chars()
-        .take(200)
-        .flat_map(|c| {
-            if c.is_control() {
-                c.escape_default().collect::<Vec<_>>()
-            } else {
-                vec![c]
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]

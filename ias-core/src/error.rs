@@ -224,8 +224,8 @@ pub(crate) fn is_invisible_format(c: char) -> bool {
 }
 
 /// Escapes control and invisible formatting characters and shortens `value`
-/// so that it prints on one line, as it is.
-pub(crate) fn printable(value: &str) -> String {
+/// so that it prints on one line, as it is: how ias quotes a value in a message.
+pub fn printable(value: &str) -> String {
     const MAX_CHARS: usize = 80;
     let mut out = String::new();
     for (i, c) in value.chars().enumerate() {
