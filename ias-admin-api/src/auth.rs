@@ -49,23 +49,18 @@ impl FromRequestParts<AdminApi> for Caller {
     }
 }
 
-/// The key of `Authorization: Bearer <key>`.
+/// The key of `Authorization: Bearer <key>`, read as the inference Layer reads it.
 fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
-    let Some(value) = headers.get(AUTHORIZATION) else {
+    if !headers.contains_key(AUTHORIZATION) {
         return Err(ApiError::missing_key());
-    };
-    let value = value
-        .to_str()
-        .map_err(|_| ApiError::unauthenticated(DenyReason::InvalidKey))?;
-    let (scheme, key) = value.trim().split_once(' ').unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") || key.trim().is_empty() {
-        return Err(ApiError::new(
+    }
+    ias_tower::bearer_key(headers).ok_or_else(|| {
+        ApiError::new(
             StatusCode::UNAUTHORIZED,
             "missing_api_key",
             "the `Authorization` header must be `Bearer <key>`",
-        ));
-    }
-    Ok(key.trim())
+        )
+    })
 }
 
 /// Whether `Ias-Break-Glass: true` asks to force a write to a Git-owned field.
