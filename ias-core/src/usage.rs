@@ -116,20 +116,17 @@ pub struct Forecast {
 
 impl Forecast {
     /// The forecast at `now` for a counter against `limit` in `period`, from
-    /// the scope's usage per local day of the organization's zone `tz`.
-    ///
-    /// `began` is when the scope (the organization, or the user) was created:
-    /// the pace is not averaged over time before it existed.
+    /// the scope's usage per local day of the organization's zone `tz`
+    /// since `pace_since` (see [`pace_start`]).
     pub fn compute(
         now: DateTime<Utc>,
         tz: Tz,
         period: &MonthlyPeriod,
-        began: DateTime<Utc>,
+        pace_since: DateTime<Utc>,
         limit: Option<i64>,
         counter: Counter,
         daily: &[DailyUsage],
     ) -> Forecast {
-        let pace_since = pace_start(now, tz, period).max(began);
         let first_day = pace_since.with_timezone(&tz).format("%Y-%m-%d").to_string();
         let paced: i64 = daily
             .iter()
@@ -198,15 +195,22 @@ impl DayModel {
 const DAY_MS: f64 = 86_400_000.0;
 
 /// Where a forecast at `now` measures the pace from: local midnight
-/// [`PACE_DAYS`] - 1 days before today in `tz`, or the period's start if later.
-pub fn pace_start(now: DateTime<Utc>, tz: Tz, period: &MonthlyPeriod) -> DateTime<Utc> {
+/// [`PACE_DAYS`] - 1 days before today in `tz`, or the period's start, or
+/// when the scope (the organization, or the user) `began`, whichever is
+/// latest: the pace is not averaged over time before the scope existed.
+pub fn pace_start(
+    now: DateTime<Utc>,
+    tz: Tz,
+    period: &MonthlyPeriod,
+    began: DateTime<Utc>,
+) -> DateTime<Utc> {
     let today = now.with_timezone(&tz).date_naive();
     let first = today - chrono::Days::new(u64::from(PACE_DAYS - 1));
     let midnight = tz
         .from_local_datetime(&first.and_time(NaiveTime::MIN))
         .earliest()
         .map_or(period.starts_at, |t| t.with_timezone(&Utc));
-    midnight.max(period.starts_at)
+    midnight.max(period.starts_at).max(began)
 }
 
 /// When `left` tokens are gone at `per_ms`, if before the period resets.
@@ -248,15 +252,8 @@ mod tests {
         let now = at(now);
         let period = MonthlyPeriod::containing(now, chrono_tz::UTC);
         let counter = Counter { used, reserved: 0 };
-        Forecast::compute(
-            now,
-            chrono_tz::UTC,
-            &period,
-            period.starts_at,
-            limit,
-            counter,
-            daily,
-        )
+        let since = pace_start(now, chrono_tz::UTC, &period, period.starts_at);
+        Forecast::compute(now, chrono_tz::UTC, &period, since, limit, counter, daily)
     }
 
     #[test]
@@ -275,7 +272,8 @@ mod tests {
             requests: 4,
         }];
         let began = at("2026-06-20T10:00:00Z");
-        let f = Forecast::compute(now, chrono_tz::UTC, &period, began, None, counter, &daily);
+        let since = pace_start(now, chrono_tz::UTC, &period, began);
+        let f = Forecast::compute(now, chrono_tz::UTC, &period, since, None, counter, &daily);
         assert_eq!(f.pace_since, began);
         assert_eq!(f.tokens_per_day, 12_000);
     }
@@ -344,7 +342,8 @@ mod tests {
             used: 0,
             reserved: 0,
         };
-        let f = Forecast::compute(now, tz, &period, period.starts_at, Some(1), counter, &[]);
+        let since = pace_start(now, tz, &period, period.starts_at);
+        let f = Forecast::compute(now, tz, &period, since, Some(1), counter, &[]);
         assert_eq!(f.pace_since, at("2026-06-08T15:00:00Z"));
     }
 

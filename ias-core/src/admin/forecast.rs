@@ -36,7 +36,7 @@ impl Admin {
         let began = user
             .as_ref()
             .map_or(org.created_at, |u| u.created_at.max(org.created_at));
-        let since = pace_start(now, org.timezone, &period).max(began);
+        let since = pace_start(now, org.timezone, &period, began);
         let day = |at: chrono::DateTime<chrono::Utc>| {
             at.with_timezone(&org.timezone)
                 .format("%Y-%m-%d")
@@ -64,7 +64,7 @@ impl Admin {
             now,
             org.timezone,
             &period,
-            began,
+            since,
             limit,
             counter,
             &daily,
