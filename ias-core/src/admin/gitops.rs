@@ -59,14 +59,9 @@ impl Admin {
         let record = self.record("gitops.enable", Some(org.id), org_label(&org), changes);
         self.require(Permission::GitopsManage, Target::org(org.id), &record)
             .await?;
-        let current = self.store.gitops_state(org.id).await?;
-        let was_host = current.is_some_and(|state| reaches_host(&state.settings));
-        if reaches_host(&settings) || was_host {
-            // Credentials name host secrets, and file:// names host paths:
-            // only a system admin may point ias at them, or away from them.
-            self.require(Permission::GitopsManage, Target::global(), &record)
-                .await?;
-        }
+        let to_host = reaches_host(&settings);
+        self.require_global_if_host(org.id, to_host, &record)
+            .await?;
         check(&new)?;
         let at = self.clock.now();
         let enabled = self.store.gitops_enable(&settings, at, &record).await;
@@ -82,16 +77,31 @@ impl Admin {
         let record = self.record("gitops.disable", Some(org.id), org_label(&org), changes);
         self.require(Permission::GitopsManage, Target::org(org.id), &record)
             .await?;
-        if let Some(state) = self.store.gitops_state(org.id).await?
-            && reaches_host(&state.settings)
-        {
-            // A system admin pointed it at the host (file://, credentials): only
-            // one may turn it off, as only one may force a Git-owned field.
-            self.require(Permission::GitopsManage, Target::global(), &record)
-                .await?;
-        }
+        self.require_global_if_host(org.id, false, &record).await?;
         let disabled = self.store.gitops_disable(org.id, &record).await;
         self.applied(&record, disabled).await
+    }
+
+    /// Requires the global `gitops.manage` (a system admin's) when the
+    /// organization's settings reach the host (`file://`, credentials), now
+    /// or, with `to_host`, after the change: only a system admin may point
+    /// ias at host paths and secrets, or away from them.
+    async fn require_global_if_host(
+        &self,
+        org: OrgId,
+        to_host: bool,
+        record: &AuditRecord,
+    ) -> Result<()> {
+        let from_host = self
+            .store
+            .gitops_state(org)
+            .await?
+            .is_some_and(|state| reaches_host(&state.settings));
+        if to_host || from_host {
+            self.require(Permission::GitopsManage, Target::global(), record)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Suspends (fetch and report only) or resumes an organization's sync.
