@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, header};
 use http_body::Body;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use ias_core::{Decision, Governor, Reservation};
+use ias_core::{Decision, DenyReason, Governor, Reservation};
 use serde_json::{Map, Value};
 use tower::{Layer, Service};
 use tracing::{debug, error, warn};
@@ -385,13 +385,30 @@ pub(crate) async fn checked_key<'h>(
     headers: &'h HeaderMap,
     api: Option<Api>,
 ) -> Result<&'h str, ApiError> {
+    let governor = &shared.governor;
+    let look = |key| async move { Ok(governor.check_key(key).await?.map_or(Ok(()), Err)) };
+    let (key, ()) = keyed(shared, headers, api, look).await?;
+    Ok(key)
+}
+
+/// The caller's bearer key and what `look` found for it; or, observed, the
+/// refusal to answer: no key, a key `look` refuses, or a failed lookup.
+pub(crate) async fn keyed<'h, T, F>(
+    shared: &Shared,
+    headers: &'h HeaderMap,
+    api: Option<Api>,
+    look: impl FnOnce(&'h str) -> F,
+) -> Result<(&'h str, T), ApiError>
+where
+    F: Future<Output = ias_core::Result<Result<T, DenyReason>>>,
+{
     let Some(key) = bearer_key(headers) else {
         shared.observe(api, Outcome::Denied, Some("missing_api_key"), None);
         return Err(ApiError::missing_key());
     };
-    match shared.governor.check_key(key).await {
-        Ok(None) => Ok(key),
-        Ok(Some(reason)) => {
+    match look(key).await {
+        Ok(Ok(found)) => Ok((key, found)),
+        Ok(Err(reason)) => {
             shared.observe(api, Outcome::Denied, Some(reason.as_str()), None);
             Err(ApiError::key_refused(reason))
         }

@@ -19,7 +19,7 @@ use tracing::debug;
 
 use crate::body::{BoxError, GovernBody};
 use crate::error::ApiError;
-use crate::layer::{Shared, bearer_key};
+use crate::layer::{Shared, keyed};
 use crate::observe::Outcome;
 
 /// Answers `GET {prefix}/models` for the caller's key.
@@ -56,21 +56,16 @@ async fn allowed_models(
     shared: &Shared,
     headers: &http::HeaderMap,
 ) -> Result<Vec<String>, ApiError> {
-    let Some(key) = bearer_key(headers) else {
-        shared.observe(None, Outcome::Denied, Some("missing_api_key"), None);
-        return Err(ApiError::missing_key());
+    let governor = &shared.governor;
+    let look = |key| async move {
+        Ok(match governor.key_models(key).await? {
+            KeyModels::Usable { allowed_models, .. } => Ok(allowed_models),
+            KeyModels::Refused(reason) => Err(reason),
+        })
     };
-    match shared.governor.key_models(key).await {
-        Ok(KeyModels::Usable { allowed_models, .. }) => {
-            shared.observe(None, Outcome::Allowed, None, None);
-            Ok(allowed_models)
-        }
-        Ok(KeyModels::Refused(reason)) => {
-            shared.observe(None, Outcome::Denied, Some(reason.as_str()), None);
-            Err(ApiError::key_refused(reason))
-        }
-        Err(err) => Err(shared.failed(None, &err, None)),
-    }
+    let (_, allowed) = keyed(shared, headers, None, look).await?;
+    shared.observe(None, Outcome::Allowed, None, None);
+    Ok(allowed)
 }
 
 /// The `data` of the inner service's answer, if it is a successful model list.
