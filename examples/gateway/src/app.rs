@@ -57,6 +57,15 @@ impl AppState {
         self
     }
 
+    /// The same state for another serving thread: it shares everything but
+    /// the upstream's connections, which belong to one thread's event loop.
+    pub fn for_thread(&self) -> Self {
+        AppState {
+            upstream: Upstream::for_thread(&self.upstream),
+            ..self.clone()
+        }
+    }
+
     /// The governed requests in flight, for a graceful shutdown.
     pub fn drain(&self) -> Drain {
         self.layer.drain()

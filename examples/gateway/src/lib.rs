@@ -142,4 +142,5 @@ pub mod metrics;
 pub mod proxy;
 pub mod server;
 pub mod store;
+pub mod threads;
 pub mod upstream;

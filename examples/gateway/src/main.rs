@@ -4,6 +4,7 @@
 //! endpoints, the token estimate and the error codes.
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ Environment:
                          unset: a built-in deterministic mock answers (no network)
   IAS_UPSTREAM_API_KEY   sent upstream as `Authorization: Bearer ...`, if set
   IAS_GITOPS_ALLOWED_REPOS  --gitops-allowed-repo prefixes, comma-separated
+  IAS_THREADS            --threads, if not given
   IAS_GITOPS_CACHE_DIR   where the GitOps reconciler caches repositories
                          (default: $XDG_CACHE_HOME/ias/git or ~/.cache/ias/git)
   RUST_LOG               log filter (default: info)
@@ -64,6 +66,11 @@ struct Args {
     /// SIGTERM; then they are cut off and charged what they produced.
     #[arg(long, value_name = "SECS", default_value_t = server::DEFAULT_SHUTDOWN_GRACE.as_secs())]
     shutdown_grace: u64,
+
+    /// Threads serving requests, each with its own event loop and upstream
+    /// connections [default: one per CPU].
+    #[arg(long, value_name = "N", env = "IAS_THREADS")]
+    threads: Option<NonZeroUsize>,
 }
 
 #[tokio::main]
@@ -77,6 +84,9 @@ async fn main() -> ExitCode {
         gitops_interval: (args.gitops_interval > 0).then_some(args.gitops_interval),
         gitops_allowed_repos: args.gitops_allowed_repos,
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
+        threads: args
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)),
     };
     match server::run(config).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,12 +1,11 @@
 //! Starting and stopping the gateway.
 
 use std::fmt;
-use std::future::IntoFuture;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use ias_admin_api::AdminApi;
 use ias_core::Governor;
 use ias_core::gitops::{Reconciler, ReconcilerConfig};
@@ -19,6 +18,7 @@ use tracing::{info, warn};
 use crate::app::{AppState, router};
 use crate::demo;
 use crate::store;
+use crate::threads::ServingThreads;
 use crate::upstream::Upstream;
 
 /// How the gateway is started.
@@ -37,6 +37,8 @@ pub struct Config {
     /// How long requests and streams in flight may go on after Ctrl-C or
     /// SIGTERM before they are cut off (and charged what they produced).
     pub shutdown_grace: Duration,
+    /// Threads serving requests, each with its own event loop (see [`ServingThreads`]).
+    pub threads: NonZeroUsize,
 }
 
 /// How long requests and streams in flight may go on after a stop signal, by default.
@@ -55,6 +57,7 @@ impl fmt::Debug for Config {
             .field("gitops_interval", &self.gitops_interval)
             .field("gitops_allowed_repos", &self.gitops_allowed_repos)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("threads", &self.threads)
             .finish()
     }
 }
@@ -138,7 +141,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     }
     let state = AppState::new(governor, upstream).with_admin(admin);
     let drain = state.drain();
-    let served = serve(listener, router(state), &drain, config.shutdown_grace).await;
+    let mut threads =
+        ServingThreads::start(listener, config.threads, || router(state.for_thread()))
+            .map_err(StartError::Serve)?;
+    let served = serve(&mut threads, &drain, config.shutdown_grace).await;
     // Usage settled in memory is written before the process exits; if it
     // cannot be, the exit status says so.
     if let Some((stop, task)) = reconciler {
@@ -148,6 +154,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         }
     }
     let flushed = maintenance.shutdown().await.map_err(StartError::Flush);
+    // Only now: the store's connections may belong to a serving thread.
+    threads.release();
     served?;
     flushed?;
     info!("ias-gateway stopped");
@@ -159,48 +167,31 @@ pub async fn run(config: Config) -> Result<(), StartError> {
 /// still open then is cut off ([`Drain::cancel`]): each request is charged
 /// what it produced. Returns once every governed request is charged.
 async fn serve(
-    listener: TcpListener,
-    app: axum::Router,
+    threads: &mut ServingThreads,
     drain: &Drain,
     grace: Duration,
 ) -> Result<(), StartError> {
-    let (stopping, mut stopped) = watch::channel(false);
-    let signal = async move {
-        shutdown_signal().await;
-        let _ = stopping.send(true);
-    };
-    // Small stream chunks go out at once, not held back to be coalesced.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            warn!(error = %err, "cannot set TCP_NODELAY on a connection");
-        }
-    });
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(signal)
-        .into_future();
-    tokio::pin!(server);
-    let grace_over = async {
-        // An error means the server future, which holds the sender, is gone.
-        if stopped.wait_for(|stop| *stop).await.is_ok() {
-            tokio::time::sleep(grace).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
     let served = tokio::select! {
-        served = &mut server => served,
-        () = grace_over => {
-            warn!(
-                grace_secs = grace.as_secs(),
-                in_flight = drain.in_flight(),
-                "the grace period is over; cutting off the requests still open"
-            );
-            drain.cancel();
-            match tokio::time::timeout(CUT_OFF_WAIT, &mut server).await {
+        served = threads.finished() => served,
+        () = shutdown_signal() => {
+            threads.stop();
+            match tokio::time::timeout(grace, threads.finished()).await {
                 Ok(served) => served,
                 Err(_) => {
-                    warn!("connections still open after the cut-off; stopping anyway");
-                    Ok(())
+                    warn!(
+                        grace_secs = grace.as_secs(),
+                        in_flight = drain.in_flight(),
+                        "the grace period is over; cutting off the requests still open"
+                    );
+                    drain.cancel();
+                    match tokio::time::timeout(CUT_OFF_WAIT, threads.finished()).await {
+                        Ok(served) => served,
+                        Err(_) => {
+                            warn!("connections still open after the cut-off; stopping anyway");
+                            threads.abandon();
+                            threads.finished().await
+                        }
+                    }
                 }
             }
         }

@@ -9,6 +9,8 @@
 pub mod http;
 pub mod mock;
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::http::Method;
 use axum::response::Response;
@@ -45,6 +47,16 @@ impl Upstream {
             .ok()
             .filter(|key| !key.is_empty());
         HttpUpstream::new(url.trim(), api_key).map(Upstream::Http)
+    }
+
+    /// The upstream for another serving thread: an HTTP upstream with
+    /// connections of its own (they belong to one thread's event loop), the
+    /// same mock.
+    pub fn for_thread(upstream: &Arc<Self>) -> Arc<Self> {
+        match &**upstream {
+            Upstream::Mock(_) => upstream.clone(),
+            Upstream::Http(http) => Arc::new(Upstream::Http(http.for_thread())),
+        }
     }
 
     /// Sends a request for `route` (such as `chat/completions`) and returns

@@ -49,11 +49,7 @@ impl HttpUpstream {
                 "invalid upstream url `{shown}`: expected an http:// or https:// URL"
             ));
         }
-        let client = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .map_err(|err| format!("cannot build the upstream HTTP client: {err}"))?;
+        let client = client()?;
         let routes = ROUTES
             .iter()
             .filter_map(|route| Some((*route, base.join(route).ok()?)))
@@ -64,6 +60,19 @@ impl HttpUpstream {
             routes,
             api_key,
         })
+    }
+
+    /// The same upstream with a connection pool of its own.
+    pub fn for_thread(&self) -> Self {
+        HttpUpstream {
+            // Building a client failed only if the first one failed: then
+            // there is no `self`. Should it fail anyway, sharing the pool
+            // still works, with connections driven by another thread.
+            client: client().unwrap_or_else(|_| self.client.clone()),
+            base: self.base.clone(),
+            routes: self.routes.clone(),
+            api_key: self.api_key.clone(),
+        }
     }
 
     /// The URL of `route` (such as `chat/completions`) below the base.
@@ -123,6 +132,15 @@ impl HttpUpstream {
     pub fn describe(&self) -> String {
         ias_core::url::redact(self.base.as_str().trim_end_matches('/'))
     }
+}
+
+/// A client for the upstream, with its own connection pool.
+fn client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .map_err(|err| format!("cannot build the upstream HTTP client: {err}"))
 }
 
 /// The upstream's answer as a response whose body follows the upstream's chunks.
