@@ -10,14 +10,16 @@
 //!
 //! With `--forward-to URL` it is instead a plain, ungoverned proxy that
 //! forwards each request to `URL` with the same upstream client as
-//! `ias-gateway` ([`HttpUpstream`]): the benchmark's measure of what the
-//! extra hop costs without ias.
+//! `ias-gateway` ([`HttpUpstream`]), served as `ias-gateway` serves
+//! ([`ServingThreads`]): the benchmark's measure of what the extra hop
+//! costs without ias.
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::process::ExitCode;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -27,6 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::serve::ListenerExt;
 use clap::Parser;
+use ias_gateway::threads::ServingThreads;
 use ias_gateway::upstream::HttpUpstream;
 
 /// The answer to every request.
@@ -51,7 +54,15 @@ struct Args {
 
 async fn chat(State(delay): State<Duration>, _body: Bytes) -> impl IntoResponse {
     if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
+        // tokio's timer fires on whole milliseconds, so every answer due in
+        // the same millisecond would leave at once, in bursts no model
+        // makes. A thread's sleep ends within the kernel's timer slack
+        // (50 µs) of its own deadline, so answers leave as they fall due.
+        let due = Instant::now() + delay;
+        let slept = tokio::task::spawn_blocking(move || {
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        });
+        let _ = slept.await;
     }
     ([(header::CONTENT_TYPE, "application/json")], ANSWER)
 }
@@ -62,52 +73,76 @@ async fn forward(State(upstream): State<Arc<HttpUpstream>>, body: Bytes) -> Resp
         .await
 }
 
-fn app(forward_to: Option<&str>, delay: Duration) -> Result<Router, String> {
-    let Some(base) = forward_to else {
-        return Ok(Router::new()
-            .route("/v1/chat/completions", post(chat))
-            .with_state(delay));
-    };
-    let upstream = Arc::new(HttpUpstream::new(base, None)?);
-    Ok(Router::new()
+/// The fixed answer, after `delay`.
+fn answering(delay: Duration) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .with_state(delay)
+}
+
+/// A plain proxy to `upstream`.
+fn forwarding(upstream: HttpUpstream) -> Router {
+    Router::new()
         .route("/v1/chat/completions", post(forward))
-        .with_state(upstream))
+        .with_state(Arc::new(upstream))
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let app = match app(
-        args.forward_to.as_deref(),
-        Duration::from_millis(args.delay_ms),
-    ) {
-        Ok(app) => app,
-        Err(err) => {
+    let upstream = match args
+        .forward_to
+        .as_deref()
+        .map(|base| HttpUpstream::new(base, None))
+    {
+        None => None,
+        Some(Ok(upstream)) => Some(upstream),
+        Some(Err(err)) => {
             eprintln!("error: {err}");
             return ExitCode::FAILURE;
         }
     };
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
-        // As ias-gateway does: answers go out at once.
-        Ok(listener) => listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        }),
+        Ok(listener) => listener,
         Err(err) => {
             eprintln!("error: cannot listen on `{}`: {err}", args.listen);
             return ExitCode::FAILURE;
         }
     };
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+    let served = match upstream {
+        // Served as ias-gateway serves, so that only ias tells them apart.
+        Some(upstream) => proxy(listener, upstream).await,
+        None => answer(listener, Duration::from_millis(args.delay_ms)).await,
     };
-    match axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: the server failed: {err}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Answers on the runtime's threads until Ctrl-C.
+async fn answer(listener: tokio::net::TcpListener, delay: Duration) -> std::io::Result<()> {
+    // As ias-gateway does: answers go out at once.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, answering(delay))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+}
+
+/// Forwards on serving threads, one per CPU, each with its own upstream connections, until Ctrl-C.
+async fn proxy(listener: tokio::net::TcpListener, upstream: HttpUpstream) -> std::io::Result<()> {
+    let count = std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN);
+    let mut threads = ServingThreads::start(listener, count, || forwarding(upstream.for_thread()))?;
+    let _ = tokio::signal::ctrl_c().await;
+    threads.stop();
+    let served = threads.finished().await;
+    threads.release();
+    served
 }
