@@ -171,31 +171,13 @@ async fn serve(
     drain: &Drain,
     grace: Duration,
 ) -> Result<(), StartError> {
-    let served = tokio::select! {
-        served = threads.finished() => served,
-        () = shutdown_signal() => {
-            threads.stop();
-            match tokio::time::timeout(grace, threads.finished()).await {
-                Ok(served) => served,
-                Err(_) => {
-                    warn!(
-                        grace_secs = grace.as_secs(),
-                        in_flight = drain.in_flight(),
-                        "the grace period is over; cutting off the requests still open"
-                    );
-                    drain.cancel();
-                    match tokio::time::timeout(CUT_OFF_WAIT, threads.finished()).await {
-                        Ok(served) => served,
-                        Err(_) => {
-                            warn!("connections still open after the cut-off; stopping anyway");
-                            threads.abandon();
-                            threads.finished().await
-                        }
-                    }
-                }
-            }
-        }
+    // A serving thread that fails ends serving, as a signal does.
+    let failed = tokio::select! {
+        served = threads.finished() => served.err(),
+        () = shutdown_signal() => None,
     };
+    threads.stop();
+    let stopped = stop_within(threads, drain, grace).await;
     // A caller who hung up leaves its charge to a task of its own: wait for it.
     if !drain.wait_idle_for(CUT_OFF_WAIT).await {
         warn!(
@@ -203,7 +185,37 @@ async fn serve(
             "requests still uncharged at exit; their reservations expire by themselves"
         );
     }
-    served.map_err(StartError::Serve)
+    match failed {
+        Some(err) => Err(StartError::Serve(err)),
+        None => stopped.map_err(StartError::Serve),
+    }
+}
+
+/// Lets the requests in flight finish for up to `grace`, then cuts off
+/// what is still open and waits [`CUT_OFF_WAIT`] more for it to end.
+async fn stop_within(
+    threads: &mut ServingThreads,
+    drain: &Drain,
+    grace: Duration,
+) -> std::io::Result<()> {
+    if let Ok(stopped) = tokio::time::timeout(grace, threads.finished()).await {
+        return stopped;
+    }
+    warn!(
+        grace_secs = grace.as_secs(),
+        in_flight = drain.in_flight(),
+        "the grace period is over; cutting off the requests still open"
+    );
+    drain.cancel();
+    if let Ok(stopped) = tokio::time::timeout(CUT_OFF_WAIT, threads.finished()).await {
+        return stopped;
+    }
+    warn!("connections still open after the cut-off; stopping anyway");
+    threads.abandon();
+    // Serving ends at once now, unless a thread is stuck in a blocking call.
+    tokio::time::timeout(CUT_OFF_WAIT, threads.finished())
+        .await
+        .unwrap_or(Ok(()))
 }
 
 /// Starts the GitOps reconciler: every `secs` seconds (with jitter), it

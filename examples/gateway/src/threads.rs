@@ -3,7 +3,8 @@
 //! Each serving thread runs a single-threaded tokio runtime and serves
 //! every request of the connections handed to it, upstream calls included
 //! (each thread holds its own upstream connections), so a request never
-//! moves from one thread to another. On a multi-threaded runtime, work
+//! moves from one thread to another, but for its store calls (SQLite's run
+//! on a blocking pool). On a multi-threaded runtime, work
 //! stealing moves the tasks of one proxied request between threads, and
 //! each move wakes a thread: with one serving thread per CPU the gateway
 //! spends about a fifth less CPU per request, and carries about half as
@@ -27,7 +28,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::serve::Listener;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tracing::warn;
 
 /// Where the serving threads are in their life.
@@ -47,9 +48,10 @@ enum Phase {
 /// Threads serving one listening socket; see the [module docs](self).
 pub struct ServingThreads {
     phase: watch::Sender<Phase>,
-    served: Vec<oneshot::Receiver<io::Result<()>>>,
-    /// The first error a thread that stopped serving met.
-    failure: Option<io::Error>,
+    /// Each thread's word, once it stops serving.
+    served: mpsc::UnboundedReceiver<io::Result<()>>,
+    /// The threads still serving.
+    serving: usize,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -64,26 +66,31 @@ impl ServingThreads {
     ) -> io::Result<Self> {
         let local = listener.local_addr()?;
         let (phase, _) = watch::channel(Phase::Serving);
+        let (report, served) = mpsc::unbounded_channel();
         let mut serving = ServingThreads {
             phase,
-            served: Vec::with_capacity(count.get()),
-            failure: None,
+            served,
+            serving: 0,
             threads: Vec::with_capacity(count.get()),
         };
         let mut handoffs = Vec::with_capacity(count.get());
         for index in 0..count.get() {
+            // Built here, so that a runtime that cannot be built fails the start.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             let (handoff, handed) = mpsc::unbounded_channel();
-            let (done, served) = oneshot::channel();
+            let done = Report(Some(report.clone()));
             let phase = serving.phase.subscribe();
             let app = app();
             let handed = Handed { handed, local };
             let thread = std::thread::Builder::new()
                 .name(format!("ias-serve-{index}"))
-                .spawn(move || run_thread(handed, app, phase, done));
+                .spawn(move || run_thread(runtime, handed, app, phase, done));
             match thread {
                 Ok(thread) => {
                     serving.threads.push(thread);
-                    serving.served.push(served);
+                    serving.serving += 1;
                     handoffs.push(handoff);
                 }
                 Err(err) => {
@@ -103,23 +110,20 @@ impl ServingThreads {
     }
 
     /// Waits until every thread has stopped serving (after [`stop`](Self::stop)
-    /// and the end of its connections, or [`abandon`](Self::abandon)); the
-    /// first error a thread met, if any. Cancel-safe.
+    /// and the end of its connections, or [`abandon`](Self::abandon)), or
+    /// until one stops with an error, which it returns: a thread that fails
+    /// while the others serve ends serving. Cancel-safe.
     pub async fn finished(&mut self) -> io::Result<()> {
-        while let Some(served) = self.served.first_mut() {
-            // A thread that ended without a word panicked; its panic is logged.
-            let result = served
-                .await
-                .unwrap_or_else(|_| Err(io::Error::other("a serving thread died")));
-            self.served.remove(0);
-            if let Err(err) = result {
-                self.failure.get_or_insert(err);
-            }
+        while self.serving > 0 {
+            // `None` cannot come while `self` holds threads that have not
+            // reported: each reports once, even when it panics.
+            let Some(served) = self.served.recv().await else {
+                return Err(io::Error::other("the serving threads are gone"));
+            };
+            self.serving -= 1;
+            served?;
         }
-        match self.failure.take() {
-            Some(err) => Err(err),
-            None => Ok(()),
-        }
+        Ok(())
     }
 
     /// Stops waiting for the connections still open: [`finished`](Self::finished)
@@ -164,8 +168,9 @@ async fn accept(
 ) {
     for handoff in handoffs.iter().cycle() {
         let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+            biased;
             _ = phase.wait_for(|phase| *phase >= Phase::Stopping) => return,
+            accepted = listener.accept() => accepted,
         };
         let (tcp, peer) = match accepted {
             Ok(accepted) => accepted,
@@ -234,26 +239,36 @@ impl Listener for Handed {
     }
 }
 
+/// A serving thread's word that it stopped serving; an error if it panicked first.
+struct Report(Option<mpsc::UnboundedSender<io::Result<()>>>);
+
+impl Report {
+    fn send(mut self, served: io::Result<()>) {
+        if let Some(report) = self.0.take() {
+            let _ = report.send(served);
+        }
+    }
+}
+
+impl Drop for Report {
+    fn drop(&mut self) {
+        if let Some(report) = self.0.take() {
+            let _ = report.send(Err(io::Error::other("a serving thread panicked")));
+        }
+    }
+}
+
 /// One serving thread: serves until stopped, says so, and stays up until released.
 fn run_thread(
+    runtime: tokio::runtime::Runtime,
     handed: Handed,
     app: Router,
     mut phase: watch::Receiver<Phase>,
-    done: oneshot::Sender<io::Result<()>>,
+    done: Report,
 ) {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            let _ = done.send(Err(err));
-            return;
-        }
-    };
     runtime.block_on(async move {
         let served = serve(handed, app, phase.clone()).await;
-        let _ = done.send(served);
+        done.send(served);
         // An error means the sender is gone: nothing will release us.
         let _ = phase.wait_for(|phase| *phase >= Phase::Released).await;
     });
@@ -277,6 +292,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use axum::routing::get;
+    use tokio::sync::oneshot;
 
     use super::*;
 
@@ -315,10 +331,9 @@ mod tests {
             let answer = client.get(format!("{url}/who")).send().await.unwrap();
             served_by.push(answer.text().await.unwrap());
         }
-        served_by.sort();
         assert_eq!(
             served_by,
-            ["ias-serve-0", "ias-serve-0", "ias-serve-1", "ias-serve-1"]
+            ["ias-serve-0", "ias-serve-1", "ias-serve-0", "ias-serve-1"]
         );
         threads.release();
     }
@@ -330,15 +345,17 @@ mod tests {
         let hooks = Arc::new(Mutex::new(Some((started_tx, finish_rx))));
         let (mut threads, url) = start(1, move || {
             let hooks = hooks.clone();
-            Router::new().route(
-                "/slow",
-                get(move || async move {
-                    let (started, finish) = hooks.lock().unwrap().take().unwrap();
-                    let _ = started.send(());
-                    let _ = finish.await;
-                    "finished"
-                }),
-            )
+            Router::new()
+                .route(
+                    "/slow",
+                    get(move || async move {
+                        let (started, finish) = hooks.lock().unwrap().take().unwrap();
+                        let _ = started.send(());
+                        let _ = finish.await;
+                        "finished"
+                    }),
+                )
+                .route("/quick", get(|| async { "quick" }))
         })
         .await;
         let client = one_connection_each();
@@ -349,8 +366,13 @@ mod tests {
         // Still serving the request in flight.
         let early = tokio::time::timeout(Duration::from_millis(200), threads.finished()).await;
         assert!(early.is_err(), "serving ended with a request in flight");
-        let refused = client.get(format!("{url}/slow")).send().await;
-        assert!(refused.is_err(), "a new connection was served after stop");
+        // The listening socket is closed: a new connection is refused, not
+        // left waiting.
+        let refused = client.get(format!("{url}/quick")).send().await;
+        assert!(
+            refused.as_ref().is_err_and(|err| err.is_connect()),
+            "a new connection after stop was not refused: {refused:?}"
+        );
 
         finish.send(()).unwrap();
         let answer = in_flight.await.unwrap().unwrap();
@@ -361,16 +383,28 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn abandon_ends_serving_with_a_request_still_in_flight() {
-        let (mut threads, url) = start(1, || {
-            Router::new().route("/never", get(std::future::pending::<&'static str>))
+        let (started_tx, started) = oneshot::channel::<()>();
+        let started_tx = Arc::new(Mutex::new(Some(started_tx)));
+        let (mut threads, url) = start(1, move || {
+            let started_tx = started_tx.clone();
+            Router::new().route(
+                "/never",
+                get(move || async move {
+                    let _ = started_tx.lock().unwrap().take().unwrap().send(());
+                    std::future::pending::<&'static str>().await
+                }),
+            )
         })
         .await;
         let client = one_connection_each();
         let in_flight = tokio::spawn(client.get(format!("{url}/never")).send());
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        started.await.unwrap();
         threads.stop();
+        let early = tokio::time::timeout(Duration::from_millis(200), threads.finished()).await;
+        assert!(early.is_err(), "serving ended with a request in flight");
         threads.abandon();
-        threads.finished().await.unwrap();
+        let ended = tokio::time::timeout(Duration::from_secs(5), threads.finished()).await;
+        ended.expect("serving did not end when abandoned").unwrap();
         threads.release();
         // The connection was dropped: the caller gets an error, not a hang.
         let answer = tokio::time::timeout(Duration::from_secs(5), in_flight).await;
