@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use ias_gateway::server::{self, Config};
+use ias_gateway::threads::ServingThreads;
 
 const ENVIRONMENT: &str = "\
 Environment:
@@ -84,9 +85,7 @@ async fn main() -> ExitCode {
         gitops_interval: (args.gitops_interval > 0).then_some(args.gitops_interval),
         gitops_allowed_repos: args.gitops_allowed_repos,
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
-        threads: args
-            .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)),
+        threads: args.threads.unwrap_or_else(ServingThreads::per_cpu),
     };
     match server::run(config).await {
         Ok(()) => ExitCode::SUCCESS,

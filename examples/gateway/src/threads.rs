@@ -56,6 +56,11 @@ pub struct ServingThreads {
 }
 
 impl ServingThreads {
+    /// One serving thread per CPU, the default: one if the count is unknown.
+    pub fn per_cpu() -> NonZeroUsize {
+        std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)
+    }
+
     /// Starts `count` threads serving the connections accepted on
     /// `listener`, each with the router `app` makes for it (called once per
     /// thread, on this thread). Accepts on a task of the current runtime.
@@ -93,11 +98,8 @@ impl ServingThreads {
                     serving.serving += 1;
                     handoffs.push(handoff);
                 }
-                Err(err) => {
-                    // The threads already started end with `serving`.
-                    serving.abandon();
-                    return Err(err);
-                }
+                // The threads already started end when `serving` drops.
+                Err(err) => return Err(err),
             }
         }
         tokio::spawn(accept(listener, handoffs, serving.phase.subscribe()));

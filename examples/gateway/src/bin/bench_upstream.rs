@@ -15,7 +15,6 @@
 //! costs without ias.
 
 use std::net::SocketAddr;
-use std::num::NonZeroUsize;
 use std::process::ExitCode;
 
 use std::sync::Arc;
@@ -138,7 +137,7 @@ async fn answer(listener: tokio::net::TcpListener, delay: Duration) -> std::io::
 
 /// Forwards on serving threads, one per CPU, each with its own upstream connections, until Ctrl-C.
 async fn proxy(listener: tokio::net::TcpListener, upstream: HttpUpstream) -> std::io::Result<()> {
-    let count = std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN);
+    let count = ServingThreads::per_cpu();
     let mut threads = ServingThreads::start(listener, count, || forwarding(upstream.for_thread()))?;
     let _ = tokio::signal::ctrl_c().await;
     threads.stop();
