@@ -41,7 +41,7 @@ impl AdminApi {
             let allowed = prefixes.join("`, `");
             return Err(Error::invalid(
                 "repo_url",
-                ias_core::url::redact(url),
+                ias_core::url::without_secrets(url),
                 format!("this server accepts only repositories under `{allowed}`"),
             ));
         }

@@ -103,9 +103,45 @@ fn redact_query(url: &str) -> String {
     format!("{base}?{}", params.join("&"))
 }
 
+/// A repository URL without what could be a secret: its user info, query
+/// and fragment (a Git URL's credentials may sit in any of them), safe to
+/// print. [`redact`] keeps a user name and the query's harmless fields, for
+/// database URLs.
+pub fn without_secrets(url: &str) -> String {
+    let url = url.split(['?', '#']).next().unwrap_or("");
+    let printable = crate::error::printable(url);
+    match printable.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let host = authority
+                .rsplit_once('@')
+                .map_or(authority, |(_, host)| host);
+            let hidden = if host.len() < authority.len() {
+                "***@"
+            } else {
+                ""
+            };
+            format!("{scheme}://{hidden}{host}{path}")
+        }
+        None => printable,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repository_urls_are_printed_without_user_info_query_or_fragment() {
+        assert_eq!(
+            without_secrets("https://bot:s3cret@git.example/org/repo.git?token=t#x"),
+            "https://***@git.example/org/repo.git"
+        );
+        assert_eq!(
+            without_secrets("https://git.example/org/repo.git"),
+            "https://git.example/org/repo.git"
+        );
+    }
 
     #[test]
     fn sqlite_paths() {

@@ -392,7 +392,7 @@ fn reaches_host(settings: &GitopsSettings) -> bool {
 /// control characters, backslashes, a query or fragment, a password, or any
 /// user name on http(s). The Git transport checks the rest.
 fn check_repo_url(url: &str) -> Result<()> {
-    let shown = without_secrets(url);
+    let shown = crate::url::without_secrets(url);
     let refuse = |reason: &str| Err(Error::invalid("repo", &shown, reason));
     if url.is_empty() {
         return refuse("must not be empty");
@@ -415,27 +415,6 @@ fn check_repo_url(url: &str) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// `url` without what could be a secret: its user info, query and fragment.
-fn without_secrets(url: &str) -> String {
-    let url = url.split(['?', '#']).next().unwrap_or("");
-    let printable = crate::error::printable(url);
-    match printable.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            let host = authority
-                .rsplit_once('@')
-                .map_or(authority, |(_, host)| host);
-            let hidden = if host.len() < authority.len() {
-                "***@"
-            } else {
-                ""
-            };
-            format!("{scheme}://{hidden}{host}{path}")
-        }
-        None => printable,
-    }
 }
 
 /// Refuses control characters in a setting printed back to people.
