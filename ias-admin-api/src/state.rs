@@ -22,7 +22,8 @@ impl AdminApi {
         reconciler: &Reconciler,
         settings: &NewGitopsSettings,
     ) -> Result<()> {
-        reconciler.source().check(settings).map_err(body_field)?;
+        // Field names are the body's: the caller maps the whole result with `body_field`.
+        reconciler.source().check(settings)?;
         let Some(prefixes) = &self.allowed_repos else {
             return Ok(());
         };
