@@ -671,13 +671,7 @@ impl Admin {
     ) -> Result<(Organization, Option<User>)> {
         let org = self.find_org(org_slug).await?;
         let user = match user {
-            Some(given) => {
-                let user = self.find_user_ref(given.clone()).await?;
-                if user.org_id != org.id {
-                    return Err(not_in_org(&given, &org));
-                }
-                Some(user)
-            }
+            Some(given) => Some(self.find_user_in(&org, given).await?),
             None => None,
         };
         let (target, label) = match &user {
@@ -688,6 +682,20 @@ impl Admin {
         self.require(Permission::UsageRead, target, &attempt)
             .await?;
         Ok((org, user))
+    }
+
+    /// The user `given` names, if it belongs to `org`; an error naming the
+    /// field it was given by otherwise.
+    async fn find_user_in(&self, org: &Organization, given: UserRef) -> Result<User> {
+        let user = self.find_user_ref(given.clone()).await?;
+        if user.org_id == org.id {
+            return Ok(user);
+        }
+        let reason = format!("does not belong to organization `{}`", org.slug);
+        Err(match given {
+            UserRef::Email(email) => Error::invalid("email", email, reason),
+            UserRef::Id(id) => Error::invalid("user_id", id.to_string(), reason),
+        })
     }
 
     /// Lets the attached governor reload what a change touched.
@@ -712,12 +720,8 @@ impl Admin {
                 Target::org(org.id),
                 org_label(org),
             )),
-            LimitTarget::User(user) => {
-                let given = user;
-                let user = self.find_user_ref(given.clone()).await?;
-                if user.org_id != org.id {
-                    return Err(not_in_org(given, org));
-                }
+            LimitTarget::User(given) => {
+                let user = self.find_user_in(org, given.clone()).await?;
                 Ok((
                     LimitScope::User,
                     user.id.0,
@@ -854,14 +858,6 @@ impl Admin {
 
 /// A user named as `given` is not of `org`: the error names it as given
 /// (never by an email the caller did not send).
-fn not_in_org(given: &UserRef, org: &Organization) -> Error {
-    let reason = format!("does not belong to organization `{}`", org.slug);
-    match given {
-        UserRef::Email(email) => Error::invalid("email", email, reason),
-        UserRef::Id(id) => Error::invalid("user_id", id.to_string(), reason),
-    }
-}
-
 fn org_label(org: &Organization) -> String {
     format!("org:{}", org.slug)
 }
