@@ -210,18 +210,18 @@ impl Admin {
         let org = self.find_org(org_slug).await?;
         let new_budget = budget.unwrap_or(org.monthly_token_budget);
         let new_timezone = timezone.unwrap_or(org.timezone);
-        let mut changes = serde_json::Map::new();
-        if new_budget != org.monthly_token_budget {
-            let change =
-                serde_json::json!({ "before": org.monthly_token_budget, "after": new_budget });
-            changes.insert("monthly_token_budget".to_owned(), change);
-        }
-        if new_timezone != org.timezone {
-            let change =
-                serde_json::json!({ "before": org.timezone.name(), "after": new_timezone.name() });
-            changes.insert("timezone".to_owned(), change);
-        }
-        let changes = serde_json::Value::Object(changes);
+        let changes = audit::changes([
+            (
+                "monthly_token_budget",
+                org.monthly_token_budget.into(),
+                new_budget.into(),
+            ),
+            (
+                "timezone",
+                org.timezone.name().into(),
+                new_timezone.name().into(),
+            ),
+        ]);
         let mut record = self.record("org.update", Some(org.id), org_label(&org), changes);
         self.require(Permission::OrgUpdate, Target::org(org.id), &record)
             .await?;
@@ -555,19 +555,10 @@ impl Admin {
         let org = self.find_org(org_slug).await?;
         let (scope, id, rbac_target, name) = self.limit_scope(&org, &target).await?;
         let before = self.store.rate_limits(scope, id).await?;
-        let mut changes = serde_json::Map::new();
-        for (field, old, new) in [
-            ("rpm", before.rpm, limits.rpm),
-            ("tpm", before.tpm, limits.tpm),
-        ] {
-            if old != new {
-                changes.insert(
-                    field.to_owned(),
-                    serde_json::json!({ "before": old, "after": new }),
-                );
-            }
-        }
-        let changes = serde_json::Value::Object(changes);
+        let changes = audit::changes([
+            ("rpm", before.rpm.into(), limits.rpm.into()),
+            ("tpm", before.tpm.into(), limits.tpm.into()),
+        ]);
         let mut record = self.record("limits.set", Some(org.id), name, changes);
         self.require(Permission::LimitsManage, rbac_target, &record)
             .await?;

@@ -250,9 +250,36 @@ pub fn change(field: &str, before: impl Serialize, after: impl Serialize) -> ser
     serde_json::json!({ field: { "before": before, "after": after } })
 }
 
+/// The `changes` of an update of several fields, each given as `(field,
+/// before, after)`: only the fields whose value changed, in the shape of
+/// [`change`].
+pub fn changes<'a>(
+    fields: impl IntoIterator<Item = (&'a str, serde_json::Value, serde_json::Value)>,
+) -> serde_json::Value {
+    let changed = fields
+        .into_iter()
+        .filter(|(_, before, after)| before != after)
+        .map(|(field, before, after)| {
+            let change = serde_json::json!({ "before": before, "after": after });
+            (field.to_owned(), change)
+        })
+        .collect();
+    serde_json::Value::Object(changed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changes_keep_only_the_fields_that_changed() {
+        use serde_json::json;
+        let changes = changes([
+            ("rpm", json!(10), json!(20)),
+            ("tpm", json!(null), json!(null)),
+        ]);
+        assert_eq!(changes, json!({ "rpm": { "before": 10, "after": 20 } }));
+    }
 
     fn record() -> AuditRecord {
         AuditRecord {
