@@ -40,27 +40,13 @@ async fn a_new_key_is_shown_once_works_at_once_and_stops_when_revoked() {
     assert!(!listed.body.to_string().contains(&secret));
 
     let id = created.body["key"]["id"].as_i64().unwrap();
-    let revoked = w
-        .call(
-            Some(me),
-            Method::DELETE,
-            &format!("/api/v1/keys/{id}"),
-            None,
-        )
-        .await;
+    let revoked = w.delete(me, &format!("/api/v1/keys/{id}")).await;
     assert_eq!(revoked.status, StatusCode::OK);
     assert!(revoked.body["revoked_at"].is_string());
     let refused = w.get(&holder, "/api/v1/me").await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
     assert_eq!(refused.code(), "revoked_key");
-    let twice = w
-        .call(
-            Some(me),
-            Method::DELETE,
-            &format!("/api/v1/keys/{id}"),
-            None,
-        )
-        .await;
+    let twice = w.delete(me, &format!("/api/v1/keys/{id}")).await;
     twice.expect_error(StatusCode::CONFLICT, "conflict");
 
     let bad = w.post(me, &path, json!({"expires_in": "forever"})).await;
@@ -98,9 +84,7 @@ async fn errors_are_json_with_a_stable_code() {
 
     let unknown = w.get(root, "/api/v1/nope").await;
     unknown.expect_error(StatusCode::NOT_FOUND, "not_found");
-    let method = w
-        .call(Some(root), Method::PUT, "/api/v1/orgs", Some(json!({})))
-        .await;
+    let method = w.put(root, "/api/v1/orgs", json!({})).await;
     method.expect_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
 
     let request = Request::post("/api/v1/orgs")
@@ -251,11 +235,10 @@ async fn a_write_to_a_git_owned_field_answers_409_naming_repo_and_commit() {
     let repo = "https://git.example/acme/ias.git";
 
     let enabled = w
-        .call(
-            Some(&w.acme_admin),
-            Method::PUT,
+        .put(
+            &w.acme_admin,
             "/api/v1/orgs/acme/gitops",
-            Some(json!({"repo_url": repo, "prune": false})),
+            json!({"repo_url": repo, "prune": false}),
         )
         .await;
     assert_eq!(enabled.status, StatusCode::OK, "{:?}", enabled.body);
@@ -289,11 +272,10 @@ async fn a_write_to_a_git_owned_field_answers_409_naming_repo_and_commit() {
 
     let member = w.acme_member.user.id;
     let refused = w
-        .call(
-            Some(&w.acme_admin),
-            Method::PATCH,
+        .patch(
+            &w.acme_admin,
             &format!("/api/v1/users/{member}"),
-            Some(json!({"monthly_token_limit": 9})),
+            json!({"monthly_token_limit": 9}),
         )
         .await;
     refused.expect_error(StatusCode::CONFLICT, "gitops_managed");
@@ -379,21 +361,13 @@ async fn a_write_to_a_git_owned_field_answers_409_naming_repo_and_commit() {
         (Some(3), Some(9))
     );
 
-    let disabled = w
-        .call(
-            Some(&w.acme_admin),
-            Method::DELETE,
-            "/api/v1/orgs/acme/gitops",
-            None,
-        )
-        .await;
+    let disabled = w.delete(&w.acme_admin, "/api/v1/orgs/acme/gitops").await;
     assert_eq!(disabled.body, json!({"changed": true}));
     let free = w
-        .call(
-            Some(&w.acme_admin),
-            Method::PATCH,
+        .patch(
+            &w.acme_admin,
             &format!("/api/v1/users/{member}"),
-            Some(json!({"monthly_token_limit": 10})),
+            json!({"monthly_token_limit": 10}),
         )
         .await;
     assert_eq!(free.status, StatusCode::OK, "{:?}", free.body);
@@ -405,11 +379,10 @@ async fn gitops_enable_accepts_only_allowed_repositories() {
     let enable = |repo: &'static str| {
         let w = &w;
         async move {
-            w.call(
-                Some(&w.root),
-                Method::PUT,
+            w.put(
+                &w.root,
                 "/api/v1/orgs/acme/gitops",
-                Some(json!({"repo_url": repo})),
+                json!({"repo_url": repo}),
             )
             .await
         }
@@ -433,11 +406,10 @@ async fn gitops_enable_accepts_only_allowed_repositories() {
 
     // A caller without the permission is refused first, and learns no prefix.
     let member = w
-        .call(
-            Some(&w.acme_member),
-            Method::PUT,
+        .put(
+            &w.acme_member,
             "/api/v1/orgs/acme/gitops",
-            Some(json!({"repo_url": "https://elsewhere.example/x.git"})),
+            json!({"repo_url": "https://elsewhere.example/x.git"}),
         )
         .await;
     member.expect_error(StatusCode::FORBIDDEN, "permission_denied");
@@ -672,14 +644,7 @@ async fn gitops_enable_and_sync_answer_501_without_a_reconciler() {
     let mut w = World::new().await;
     w.app = ias_admin_api::router(ias_admin_api::AdminApi::new(w.governor.clone()));
     let body = json!({"repo_url": "https://git.example/acme/ias.git"});
-    let enable = w
-        .call(
-            Some(&w.root),
-            Method::PUT,
-            "/api/v1/orgs/acme/gitops",
-            Some(body),
-        )
-        .await;
+    let enable = w.put(&w.root, "/api/v1/orgs/acme/gitops", body).await;
     enable.expect_error(StatusCode::NOT_IMPLEMENTED, "gitops_unavailable");
     assert!(enable.headers.get("retry-after").is_none());
     let sync = w
@@ -692,20 +657,18 @@ async fn gitops_enable_and_sync_answer_501_without_a_reconciler() {
 async fn a_typo_in_a_body_is_refused_not_taken_as_absent() {
     let w = World::new().await;
     let set = w
-        .call(
-            Some(&w.root),
-            Method::PUT,
+        .put(
+            &w.root,
             "/api/v1/orgs/acme/rate-limits",
-            Some(json!({"rpm": 100, "tpm": 5000})),
+            json!({"rpm": 100, "tpm": 5000}),
         )
         .await;
     assert_eq!(set.status, StatusCode::OK);
     let typo = w
-        .call(
-            Some(&w.acme_admin),
-            Method::PUT,
+        .put(
+            &w.acme_admin,
             "/api/v1/orgs/acme/rate-limits",
-            Some(json!({"rmp": 50})),
+            json!({"rmp": 50}),
         )
         .await;
     typo.expect_error(StatusCode::BAD_REQUEST, "invalid_body");
@@ -723,45 +686,19 @@ async fn a_typo_in_a_body_is_refused_not_taken_as_absent() {
 async fn only_a_system_admin_disables_gitops_that_reaches_the_host() {
     let w = World::new().await;
     let body = json!({"repo_url": "file:///srv/git/acme.git"});
-    let enabled = w
-        .call(
-            Some(&w.root),
-            Method::PUT,
-            "/api/v1/orgs/acme/gitops",
-            Some(body),
-        )
-        .await;
+    let enabled = w.put(&w.root, "/api/v1/orgs/acme/gitops", body).await;
     assert_eq!(enabled.status, StatusCode::OK, "{:?}", enabled.body);
-    let refused = w
-        .call(
-            Some(&w.acme_admin),
-            Method::DELETE,
-            "/api/v1/orgs/acme/gitops",
-            None,
-        )
-        .await;
+    let refused = w.delete(&w.acme_admin, "/api/v1/orgs/acme/gitops").await;
     refused.expect_error(StatusCode::FORBIDDEN, "permission_denied");
     // Nor may it point the organization elsewhere first, then disable it.
     let elsewhere = json!({"repo_url": "https://git.example/acme/ias.git"});
     let repointed = w
-        .call(
-            Some(&w.acme_admin),
-            Method::PUT,
-            "/api/v1/orgs/acme/gitops",
-            Some(elsewhere),
-        )
+        .put(&w.acme_admin, "/api/v1/orgs/acme/gitops", elsewhere)
         .await;
     repointed.expect_error(StatusCode::FORBIDDEN, "permission_denied");
     let state = w.operator.gitops_status("acme").await.unwrap();
     assert_eq!(state.settings.repo_url, "file:///srv/git/acme.git");
-    let disabled = w
-        .call(
-            Some(&w.root),
-            Method::DELETE,
-            "/api/v1/orgs/acme/gitops",
-            None,
-        )
-        .await;
+    let disabled = w.delete(&w.root, "/api/v1/orgs/acme/gitops").await;
     assert_eq!(disabled.body, json!({"changed": true}));
 }
 
@@ -771,10 +708,7 @@ async fn an_org_budget_changes_at_once_and_is_git_owned_in_gitops_mode() {
     let patch = |who: &common::Person, body: serde_json::Value| {
         let who = who.clone();
         let w = &w;
-        async move {
-            w.call(Some(&who), Method::PATCH, "/api/v1/orgs/acme", Some(body))
-                .await
-        }
+        async move { w.patch(&who, "/api/v1/orgs/acme", body).await }
     };
     patch(&w.acme_member, json!({"monthly_token_budget": 10}))
         .await

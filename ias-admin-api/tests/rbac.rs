@@ -349,24 +349,14 @@ async fn a_system_admin_may_do_everything_everywhere() {
     }
     // A pattern with `/` is removed by naming it in the query.
     let removed = w
-        .call(
-            Some(root),
-            Method::DELETE,
-            "/api/v1/orgs/globex/models?model=anthropic%2F%2A",
-            None,
-        )
+        .delete(root, "/api/v1/orgs/globex/models?model=anthropic%2F%2A")
         .await;
     assert_eq!(
         removed.body,
         json!({"model": "anthropic/*", "changed": true})
     );
     let again = w
-        .call(
-            Some(root),
-            Method::DELETE,
-            "/api/v1/orgs/globex/models?model=anthropic%2F%2A",
-            None,
-        )
+        .delete(root, "/api/v1/orgs/globex/models?model=anthropic%2F%2A")
         .await;
     assert_eq!(
         again.body,

@@ -209,4 +209,16 @@ impl World {
     pub async fn post(&self, who: &Person, path: &str, body: Value) -> Answer {
         self.call(Some(who), Method::POST, path, Some(body)).await
     }
+
+    pub async fn put(&self, who: &Person, path: &str, body: Value) -> Answer {
+        self.call(Some(who), Method::PUT, path, Some(body)).await
+    }
+
+    pub async fn patch(&self, who: &Person, path: &str, body: Value) -> Answer {
+        self.call(Some(who), Method::PATCH, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, who: &Person, path: &str) -> Answer {
+        self.call(Some(who), Method::DELETE, path, None).await
+    }
 }
